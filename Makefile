@@ -1,0 +1,45 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both do all set-up on a fresh clone: .venv, ortprof and its dependencies, perf.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OLD_ORT := $(VENV)/ort-1.15.1/.installed
+
+.PHONY: setup perf demo test test-fast bench clean
+
+setup: $(STAMP) $(OLD_ORT) perf
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,plot]'
+	touch $(STAMP)
+
+# A second venv with an older ORT wheel (PAUSE inlined into each spin loop,
+# nsync-based blocking) so tests cover both generations of the thread pool.
+$(OLD_ORT):
+	$(PYTHON) -m venv $(VENV)/ort-1.15.1
+	$(VENV)/ort-1.15.1/bin/pip install -q 'onnxruntime==1.15.1' 'numpy<2'
+	touch $(OLD_ORT)
+
+# perf comes from the distribution: installed when missing and we are root.
+perf:
+	@bash scripts/ensure-perf.sh
+
+demo: setup
+	$(BIN)/ortprof record --name demo --duration 8 -- $(BIN)/python -m ortprof.demo --rate 10 --duration 30
+	$(BIN)/ortprof report
+
+test: setup
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python scripts/bench_record.py
+	$(BIN)/python scripts/bench_report.py
+
+clean:
+	rm -rf $(VENV) .ortprof .pytest_cache

@@ -1,0 +1,1 @@
+"""Symbols for ORT's native module: ELF facts, function boundaries, spin sites."""
