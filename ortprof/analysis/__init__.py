@@ -1,0 +1,1 @@
+"""Analysis pipeline: samples -> symbolized stacks -> thread roles -> categories -> findings."""

@@ -1,0 +1,1 @@
+"""The built-in demo: a MiniLM-shaped (or bert-large-shaped) encoder request loop."""

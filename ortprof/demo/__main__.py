@@ -1,0 +1,5 @@
+import sys
+
+from .workload import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Recording: launch or attach, profile, and leave a run directory behind."""

@@ -1,0 +1,126 @@
+"""The profilers ortprof drives: `perf record` and `py-spy record`.
+
+Each is a small object: `command()` shows exactly what runs, `start(pid)`
+launches it attached to the workload, `stop()` asks it to finish writing
+(SIGINT, as a user's Ctrl+C would) and returns its exit code.
+"""
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ..errors import EnvironmentProblem
+
+# Defaults chosen for low overhead on a service (see scripts/bench_record.py):
+# ~200 Hz gives a few thousand samples in 10 s, enough to split spin from compute;
+# 8 KiB of stack per sample reaches through ORT's frames into the Python caller.
+DEFAULT_FREQUENCY = 199
+DEFAULT_STACK_SIZE = 8192
+FUTEX_EVENTS = ("syscalls:sys_enter_futex", "syscalls:sys_exit_futex")
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def futex_tracepoints_readable():
+    """True when the futex syscall tracepoints exist and can be opened by perf."""
+    for root in TRACEFS_ROOTS:
+        path = os.path.join(root, "events", "syscalls", "sys_enter_futex", "id")
+        try:
+            with open(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@dataclass
+class ProfilerProcess:
+    name: str
+    argv: list
+    log_path: str
+    output: str
+    process: subprocess.Popen = None
+    exit_code: int = None
+    notes: list = field(default_factory=list)
+
+    def start(self):
+        log = open(self.log_path, "wb")
+        try:
+            # Own session: a terminal Ctrl+C reaches ortprof only, which stops us in order.
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        except FileNotFoundError:
+            raise EnvironmentProblem(f"{self.argv[0]}: not found")
+        finally:
+            log.close()
+        return self
+
+    def early_failure(self, wait=0.6):
+        """The log tail when the profiler died right after starting, else None."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.exit_code = self.process.returncode
+                return self.log_tail()
+            time.sleep(0.05)
+        return None
+
+    def stop(self, timeout=60):
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                self.notes.append(f"{self.name} did not stop within {timeout}s and was killed")
+        self.exit_code = self.process.returncode
+        return self.exit_code
+
+    def log_tail(self, lines=5):
+        try:
+            with open(self.log_path, errors="replace") as stream:
+                text = [line.strip() for line in stream if line.strip()]
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def describe(self):
+        size = os.path.getsize(self.output) if os.path.exists(self.output) else 0
+        return {"command": self.argv, "output": os.path.basename(self.output),
+                "exit_code": self.exit_code, "bytes": size, "notes": self.notes}
+
+
+def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwarf",
+                 stack_size=DEFAULT_STACK_SIZE, futex=True):
+    argv = [perf, "record", "-o", output, "-k", "mono", "-e", "cpu-clock", "-F", str(frequency),
+            "--call-graph", f"dwarf,{stack_size}" if call_graph == "dwarf" else "fp"]
+    if futex:
+        # Stacks on entry say who waits; the exit needs only its timestamp.
+        argv += ["-e", FUTEX_EVENTS[0], "-e", f"{FUTEX_EVENTS[1]}/call-graph=no/"]
+    return argv + ["-p", str(pid)]
+
+
+def pyspy_command(pyspy, pid, output, rate=100):
+    return [pyspy, "record", "--pid", str(pid), "--native", "--threads", "--format", "raw",
+            "--rate", str(rate), "--output", output, "--nonblocking"]
+
+
+def perf_permission_hint(log_tail):
+    """Turn perf's start-up complaint into one line with the fix."""
+    text = log_tail.lower()
+    if "perf_event_paranoid" in text or "permission" in text or "not permitted" in text:
+        return ("perf is not permitted to profile this process: run as root, or "
+                "`sysctl -w kernel.perf_event_paranoid=1`; in a container add "
+                "`--cap-add PERFMON --cap-add SYS_PTRACE` (or --privileged) / seccomp=unconfined")
+    return f"perf record failed to start: {log_tail or 'no output'}"
+
+
+def pyspy_permission_hint(log_tail):
+    text = log_tail.lower()
+    if "permission" in text or "ptrace" in text or "operation not permitted" in text:
+        return ("py-spy is not permitted to read the process: run as root, or "
+                "`sysctl -w kernel.yama.ptrace_scope=0`; in a container add `--cap-add SYS_PTRACE`")
+    return f"py-spy failed to start: {log_tail or 'no output'}"

@@ -1,0 +1,415 @@
+"""`ortprof record`: launch (or attach to) a workload and record it into a run directory.
+
+Order of events (each step leaves the manifest consistent, so Ctrl+C, SIGTERM
+or a dying workload at any point keeps what was recorded):
+  run dir -> [cgroup] -> workload with hook -> thread CPU sampler
+  -> warm-up (hook's `warm`, --delay, or timeout) -> fingerprint + cgroup stats
+  -> profilers -> duration / exit / Ctrl+C -> stop profilers -> stop workload -> manifest
+"""
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import psutil
+
+from .. import __version__
+from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
+from ..hook import hook_environment, read_hook_records, warm_event
+from . import profilers, rundir
+from .threadstats import ThreadCpuSampler, read_thread_cpu
+from .workload import Workload, resolve_executable
+
+PROFILER_CHOICES = ("auto", "perf", "py-spy", "both", "none")
+
+
+@dataclass
+class RecordOptions:
+    command: list = field(default_factory=list)
+    pid: Optional[int] = None
+    name: Optional[str] = None
+    output: Optional[str] = None
+    duration: float = 10.0
+    delay: Optional[float] = None
+    warmup_runs: int = 5
+    warmup_timeout: float = 60.0
+    profiler: str = "auto"
+    frequency: int = profilers.DEFAULT_FREQUENCY
+    call_graph: str = "dwarf"
+    stack_size: int = profilers.DEFAULT_STACK_SIZE
+    futex: bool = True
+    pyspy_rate: int = 100
+    cpus: Optional[float] = None
+    thread_hz: float = 10.0
+    extra_python_paths: list = field(default_factory=list)
+    ort_build: Optional[dict] = None
+    session_overrides: Optional[dict] = None
+    progress: bool = True
+
+
+class Interrupted(Exception):
+    """Ctrl+C or SIGTERM reached ortprof: stop in order and keep everything."""
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def choose_profilers(requested):
+    """The profilers to run, and a note when 'auto' had to fall back."""
+    from ..environment import check_perf_usable, check_pyspy_usable, find_tool
+    notes = []
+    if requested == "none":
+        return {}, notes
+    wanted_perf = requested in ("perf", "both", "auto")
+    chosen = {}
+    if wanted_perf:
+        try:
+            check_perf_usable()
+            chosen["perf"] = find_tool("perf")
+        except EnvironmentProblem as problem:
+            if requested != "auto":
+                raise
+            notes.append(f"perf is not usable ({problem}); falling back to py-spy. "
+                         "py-spy cannot see ORT's pool worker threads: spin detection needs perf")
+    if requested in ("py-spy", "both") or (requested == "auto" and "perf" not in chosen):
+        check_pyspy_usable()
+        chosen["py-spy"] = find_tool("py-spy")
+    return chosen, notes
+
+
+def _ort_loaded(pid):
+    try:
+        return any("onnxruntime" in m.path for m in psutil.Process(pid).memory_maps(grouped=True))
+    except (psutil.Error, OSError):
+        return False
+
+
+def _copy_maps(pid, path):
+    try:
+        with open(f"/proc/{pid}/maps") as source, open(path, "w") as target:
+            target.write(source.read())
+    except OSError:
+        pass
+
+
+def _default_name(options):
+    if options.name:
+        return options.name
+    if options.pid:
+        return f"pid{options.pid}"
+    argv = options.command
+    base = os.path.basename(argv[0])
+    if base.startswith("python") and len(argv) > 1:
+        if argv[1] == "-m" and len(argv) > 2:
+            return argv[2].split(".")[-1] if argv[2] != "ortprof.demo" else "demo"
+        return os.path.splitext(os.path.basename(argv[1]))[0]
+    return base
+
+
+class Recorder:
+    def __init__(self, options, console=None):
+        self.options = options
+        self.console = console
+        self.manifest = {}
+        self.run = None
+        self.workload = None
+        self.sampler = None
+        self.profilers = {}
+        self.cgroup = None
+
+    # -- manifest ---------------------------------------------------------
+    def _save(self, **updates):
+        self.manifest.update(updates)
+        self.manifest["files"] = self.run.file_sizes()
+        self.run.write_manifest(self.manifest)
+
+    def _note(self, text):
+        self.manifest.setdefault("notes", []).append(text)
+        if self.console:
+            self.console.print(f"[yellow]ortprof:[/] {text}")
+
+    # -- main -------------------------------------------------------------
+    def record(self):
+        options = self.options
+        if options.pid is None:
+            resolve_executable(options.command)
+        elif not psutil.pid_exists(options.pid):
+            raise InputError(f"--pid {options.pid}: no such process")
+        elif not _ort_loaded(options.pid):
+            raise InputError(f"--pid {options.pid}: onnxruntime is not loaded in that process")
+        chosen, fallback_notes = choose_profilers(options.profiler)
+
+        self.run = rundir.RunDirectory.create(_default_name(options), options.output)
+        self.manifest = {
+            "ortprof_version": __version__, "name": _default_name(options),
+            "mode": "attach" if options.pid else "launch",
+            "command": options.command or None, "pid": options.pid,
+            "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "status": "starting", "options": _options_for_manifest(options),
+            "ort_build": options.ort_build, "notes": [], "errors": [],
+        }
+        self._save()
+        for note in fallback_notes:
+            self._note(note)
+
+        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._record(chosen)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _record(self, chosen):
+        options = self.options
+        status = "completed"
+        failure = None
+        try:
+            try:
+                profiled_pid = self._start_workload()
+                profiled_pid = self._await_warmup(profiled_pid)
+                self._start_profiling(profiled_pid, chosen)
+                self._profile_for_duration()
+            finally:
+                self._stop_profiling()
+        except Interrupted as why:
+            status = "interrupted"
+            self._note(f"interrupted by {why}; profilers stopped, everything recorded is kept")
+        except WorkloadError as error:
+            status = "workload-failed"
+            failure = error
+        except OrtprofError as error:
+            status = "failed"
+            failure = error
+        finally:
+            self._finish(status, failure)
+        if failure is not None:
+            raise failure
+        if status == "interrupted":
+            raise KeyboardInterrupt
+        return self.run, self.manifest
+
+    # -- steps ------------------------------------------------------------
+    def _start_workload(self):
+        options = self.options
+        if options.pid:
+            self.manifest["profiled_pid"] = options.pid
+            self.sampler = ThreadCpuSampler(options.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
+            return options.pid
+        preexec = None
+        if options.cpus is not None:
+            from ..cgroup import LimitedCgroup
+            self.cgroup = LimitedCgroup(options.cpus, name=f"ortprof-{os.getpid()}")
+            self.cgroup.__enter__()
+            self.manifest["cgroup_created"] = self.cgroup.describe()
+            preexec = self.cgroup.add_self
+        env = hook_environment(os.environ, self.run.file(rundir.HOOK_DIR), options.warmup_runs,
+                               options.session_overrides, options.extra_python_paths)
+        self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec)
+        self.manifest.update(pid=self.workload.pid, status="warming-up")
+        self._save()
+        self.sampler = ThreadCpuSampler(self.workload.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
+        return self.workload.pid
+
+    def _await_warmup(self, pid):
+        options = self.options
+        started = time.monotonic()
+        if options.pid:
+            mode = "delay" if options.delay else "none"
+            if options.delay:
+                time.sleep(options.delay)
+        elif options.delay is not None:
+            mode = "delay"
+            self._wait_alive(options.delay, "during --delay")
+        else:
+            mode = "hook"
+            hook_dir = self.run.file(rundir.HOOK_DIR)
+            with self._status(f"waiting for {options.warmup_runs} run() calls (warm-up)"):
+                while True:
+                    warm = warm_event(hook_dir)
+                    if warm is not None:
+                        if warm.get("pid") and warm["pid"] != pid and psutil.pid_exists(warm["pid"]):
+                            self._note(f"ORT runs in child process {warm['pid']}: profiling that one")
+                            pid = warm["pid"]
+                            self.sampler.retarget(pid)
+                        break
+                    if time.monotonic() - started > options.warmup_timeout:
+                        mode = "timeout"
+                        self._note(f"no ORT run() seen within {options.warmup_timeout:g}s "
+                                   "(not a Python/ORT workload, or the hook could not load); profiling from now")
+                        break
+                    self._wait_alive(0.05, "before warm-up ended")
+        self.manifest["warmup"] = {"mode": mode, "runs": options.warmup_runs,
+                                   "waited_seconds": round(time.monotonic() - started, 3)}
+        self.manifest["profiled_pid"] = pid
+        return pid
+
+    def _wait_alive(self, seconds, when):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.workload is not None and not self.workload.running():
+                code = self.workload.finish()
+                self.manifest["exit_code"] = code
+                raise WorkloadError(f"the workload exited with code {code} {when}; "
+                                    f"its output is in {self.run.file(rundir.WORKLOAD_LOG)}")
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _start_profiling(self, pid, chosen):
+        from ..environment import fingerprint
+        options = self.options
+        self.manifest["environment"] = fingerprint(pid)
+        self.manifest["cgroup"] = self._cgroup_snapshot(pid, "before")
+        _copy_maps(pid, self.run.file(rundir.MAPS))
+        self.manifest["window"] = {"start_mono": time.monotonic()}
+        if "perf" in chosen:
+            futex = options.futex and profilers.futex_tracepoints_readable()
+            if options.futex and not futex:
+                self._note("futex tracepoints are not readable (tracefs closed): no futex events recorded")
+            argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
+                                          options.frequency, options.call_graph, options.stack_size, futex)
+            perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
+                                             str(self.run.file(rundir.PERF_DATA))).start()
+            self.profilers["perf"] = perf
+            failed = perf.early_failure()
+            if failed is not None:
+                raise profilers_error("perf", failed)
+        if "py-spy" in chosen:
+            argv = profilers.pyspy_command(chosen["py-spy"], pid, str(self.run.file(rundir.PYSPY_OUT)),
+                                           options.pyspy_rate)
+            pyspy = profilers.ProfilerProcess("py-spy", argv, str(self.run.file(rundir.PYSPY_LOG)),
+                                              str(self.run.file(rundir.PYSPY_OUT))).start()
+            self.profilers["py-spy"] = pyspy
+            failed = pyspy.early_failure()
+            if failed is not None:
+                raise profilers_error("py-spy", failed)
+        self.manifest["status"] = "recording"
+        self._save()
+
+    def _profile_for_duration(self):
+        options = self.options
+        start = self.manifest["window"]["start_mono"]
+        pid = self.manifest["profiled_pid"]
+        with self._progress(options.duration) as tick:
+            while time.monotonic() - start < options.duration:
+                if not psutil.pid_exists(pid) or (self.workload and not self.workload.running()):
+                    self._note("the workload exited during profiling")
+                    break
+                if any(p.process.poll() is not None for p in self.profilers.values()):
+                    dead = [name for name, p in self.profilers.items() if p.process.poll() is not None]
+                    self._note(f"{', '.join(dead)} stopped early: {self.profilers[dead[0]].log_tail()}")
+                    break
+                time.sleep(0.1)
+                tick(time.monotonic() - start)
+
+    def _stop_profiling(self):
+        # Profilers first (so their files are complete), then the sampler's window closes.
+        for profiler in self.profilers.values():
+            profiler.stop()
+        window = self.manifest.get("window")
+        if window and "end_mono" not in window:
+            window["end_mono"] = time.monotonic()
+            window["seconds"] = round(window["end_mono"] - window["start_mono"], 3)
+            pid = self.manifest.get("profiled_pid")
+            self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {},
+                                           **self._cgroup_snapshot(pid, "after"))
+
+    def _finish(self, status, failure):
+        try:
+            if self.workload is not None:
+                code = self.workload.stop() if self.workload.running() else self.workload.finish()
+                self.manifest["exit_code"] = code
+                self.manifest["stopped_by_ortprof"] = self.workload.stopped_by_ortprof
+                if (status == "completed" and code not in (0, None) and not self.workload.stopped_by_ortprof):
+                    status = "workload-failed"
+                    self.manifest["errors"].append(f"the workload exited with code {code}")
+        finally:
+            if self.sampler is not None:
+                self.sampler.stop()
+            if self.cgroup is not None:
+                self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {}, group_final=self.cgroup.stat())
+                self.cgroup.__exit__(None, None, None)
+            if failure is not None:
+                self.manifest["errors"].append(str(failure))
+            self.manifest["profilers"] = {name: p.describe() for name, p in self.profilers.items()}
+            self.manifest["threads"] = self._thread_summary()
+            self.manifest["hook"] = self._hook_summary()
+            self.manifest["status"] = status
+            self._save()
+
+    # -- summaries --------------------------------------------------------
+    def _cgroup_snapshot(self, pid, when):
+        from ..cgroup import cpu_stat, process_cpu_limit
+        snapshot = {}
+        try:
+            if self.cgroup is not None:
+                snapshot[f"stat_{when}"] = self.cgroup.stat()
+                snapshot["limit"] = {"cpus": self.options.cpus, "source": "ortprof --cpus"}
+            elif pid:
+                snapshot[f"stat_{when}"] = cpu_stat(pid)
+                snapshot["limit"] = process_cpu_limit(pid)
+        except OrtprofError as error:
+            snapshot[f"stat_{when}"] = None
+            snapshot["error"] = str(error)
+        except OSError:
+            snapshot[f"stat_{when}"] = None
+        return snapshot
+
+    def _thread_summary(self):
+        window = self.manifest.get("window") or {}
+        if not self.sampler:
+            return {}
+        used = read_thread_cpu(self.run.file(rundir.THREADS_CSV), window.get("start_mono"), window.get("end_mono"))
+        seconds = window.get("seconds")
+        return {
+            "sample_hz": self.sampler.hz,
+            "csv": rundir.THREADS_CSV,
+            "window_cpu_pct": {str(tid): round(100 * cpu / seconds, 2) for tid, cpu in sorted(used.items())}
+            if seconds else {},
+            "process_cpu_pct": round(100 * sum(used.values()) / seconds, 2) if seconds else None,
+            "names": {str(tid): name for tid, name in self.sampler.thread_names.items()},
+        }
+
+    def _hook_summary(self):
+        sessions, runs = 0, 0
+        for record in read_hook_records(self.run.file(rundir.HOOK_DIR)):
+            if record.get("event") == "session":
+                sessions += 1
+            elif record.get("event") == "runs":
+                runs += len(record.get("runs", ()))
+        return {"dir": rundir.HOOK_DIR, "sessions": sessions, "runs": runs}
+
+    # -- terminal ---------------------------------------------------------
+    def _status(self, text):
+        if self.console is None or not self.options.progress:
+            import contextlib
+            return contextlib.nullcontext()
+        return self.console.status(text)
+
+    def _progress(self, total):
+        import contextlib
+        if self.console is None or not self.options.progress:
+            return contextlib.nullcontext(lambda done: None)
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        @contextlib.contextmanager
+        def bar():
+            names = "+".join(self.profilers) or "no profiler"
+            with Progress(TextColumn(f"recording ({names})"), BarColumn(),
+                          TextColumn("{task.completed:.1f}/{task.total:g} s"), TimeRemainingColumn(),
+                          console=self.console, transient=True) as progress:
+                task = progress.add_task("record", total=total)
+                yield lambda done: progress.update(task, completed=min(done, total))
+        return bar()
+
+
+def profilers_error(name, log_tail):
+    hint = profilers.perf_permission_hint if name == "perf" else profilers.pyspy_permission_hint
+    return EnvironmentProblem(hint(log_tail))
+
+
+def _options_for_manifest(options):
+    keep = ("duration", "delay", "warmup_runs", "warmup_timeout", "profiler", "frequency",
+            "call_graph", "stack_size", "futex", "pyspy_rate", "cpus", "thread_hz", "session_overrides")
+    return {key: getattr(options, key) for key in keep}

@@ -1,0 +1,101 @@
+"""Per-thread CPU time from /proc (via psutil) at a fixed rate, as a timeline."""
+import csv
+import threading
+import time
+
+import psutil
+
+HEADER = ("mono", "tid", "user_s", "system_s")
+
+
+class ThreadCpuSampler:
+    """Background sampler writing `mono,tid,user_s,system_s` rows to a CSV file.
+
+    Cumulative times per TID (not deltas), so a reader can take any window.
+    Thread names are read once per new TID (ORT's workers keep the process comm).
+    """
+
+    def __init__(self, pid, csv_path, hz=10.0):
+        self.pid = pid
+        self.csv_path = csv_path
+        self.interval = 1.0 / hz
+        self.hz = hz
+        self.thread_names = {}
+        self._stop = threading.Event()
+        self._thread = None
+        self.samples = 0
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run, name="ortprof-thread-cpu", daemon=True)
+        self._thread.start()
+        return self
+
+    def retarget(self, pid):
+        self.pid = pid
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self):
+        with open(self.csv_path, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(HEADER)
+            next_due = time.monotonic()
+            while not self._stop.is_set():
+                if not self.sample_once(writer):
+                    break
+                stream.flush()
+                next_due += self.interval
+                self._stop.wait(max(0.0, next_due - time.monotonic()))
+
+    def sample_once(self, writer):
+        try:
+            process = psutil.Process(self.pid)
+            now = time.monotonic()
+            threads = process.threads()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            return False
+        for thread in threads:
+            writer.writerow((f"{now:.4f}", thread.id, f"{thread.user_time:.3f}", f"{thread.system_time:.3f}"))
+            if thread.id not in self.thread_names:
+                self.thread_names[thread.id] = _thread_name(self.pid, thread.id)
+        self.samples += 1
+        return True
+
+
+def _thread_name(pid, tid):
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as stream:
+            return stream.read().strip()
+    except OSError:
+        return None
+
+
+def read_thread_cpu(csv_path, start=None, end=None):
+    """{tid: cpu seconds} used within [start, end] (monotonic), from the sampler's CSV.
+
+    A thread's use is its last cumulative value in the window minus its value
+    at the window's start (or its first value, for threads born inside it).
+    """
+    first, last = {}, {}
+    try:
+        with open(csv_path, newline="") as stream:
+            for row in csv.DictReader(stream):
+                try:
+                    mono = float(row["mono"])
+                    tid = int(row["tid"])
+                    total = float(row["user_s"]) + float(row["system_s"])
+                except (TypeError, ValueError, KeyError):
+                    continue  # a torn last row
+                if end is not None and mono > end:
+                    continue
+                if start is not None and mono < start:
+                    first[tid] = total  # latest value before the window opens
+                    continue
+                first.setdefault(tid, total)
+                last[tid] = total
+    except FileNotFoundError:
+        return {}
+    return {tid: max(0.0, last[tid] - first.get(tid, last[tid])) for tid in last}

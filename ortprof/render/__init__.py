@@ -1,0 +1,1 @@
+"""Renderers: they only render (terminal, JSON, folded, HTML)."""
