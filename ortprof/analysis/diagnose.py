@@ -1,0 +1,216 @@
+"""Findings: rules over the report's numbers, each with evidence, remedy and price.
+
+Rules read only the assembled report sections (threads, totals, futex,
+sessions, cgroup, binary facts), so they are pure and testable on fixtures.
+"""
+from ..findings import Finding
+from . import roles
+
+# Thresholds (percent of one core unless said otherwise).
+SPIN_MIN_PCT = 5.0
+SPIN_SHARE_OF_WORKERS = 0.30
+CALLER_SPIN_MIN_PCT = 5.0
+SYNC_MIN_PCT = 3.0
+FUTEX_PER_INFERENCE_MIN = 20
+VARIANCE_RATIO = 2.0
+VARIANCE_MIN_RUNS = 30
+PYTHON_SHARE = 0.5
+
+# The seed article's measured trade-off, quoted in remedies.
+SEED_TRADEOFF = ("seed measurement (MiniLM, 1 request/s): defaults 47% CPU / 2.5 ms; "
+                 "allow_spinning=0: 3% / 6 ms (2.4x latency); intra_op_num_threads=1: 0.5% / 4.6 ms (1.84x)")
+
+
+def _current(sessions, key, default):
+    """What the hook saw for a session option (first session), as text for remedies."""
+    for session in sessions:
+        options = session.get("options") or {}
+        if key in options:
+            return options[key]
+        if key in options.get("config", {}):
+            return options["config"][key]
+    return default
+
+
+def _snippet(lines):
+    return "\n".join(["import onnxruntime as ort", "opts = ort.SessionOptions()", *lines,
+                      'session = ort.InferenceSession("model.onnx", opts, providers=["CPUExecutionProvider"])'])
+
+
+def _ort_version(context):
+    version = context.get("ort_version") or "0"
+    try:
+        return tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return (0, 0)
+
+
+def spin_wait(report, context):
+    totals = report["totals"]
+    workers = [t for t in report["threads"] if t["role"] in (roles.INTRA_WORKER, roles.INTER_WORKER)]
+    worker_cpu = sum(t["cpu_pct"] for t in workers)
+    spin = totals["spin_pct"]
+    if spin < SPIN_MIN_PCT or worker_cpu <= 0 or spin < SPIN_SHARE_OF_WORKERS * worker_cpu:
+        return None
+    sessions = report["sessions"]
+    spinning = _current(sessions, "session.intra_op.allow_spinning", "1 (default)")
+    threads = _current(sessions, "intra_op_num_threads", "0 (default: one per physical core)")
+    remedy_lines = [
+        f"# now: allow_spinning={spinning}, intra_op_num_threads={threads}",
+        "opts.add_session_config_entry(\"session.intra_op.allow_spinning\", \"0\")   # option A",
+        "# opts.intra_op_num_threads = 1                                         # option B",
+    ]
+    if _ort_version(context) >= (1, 21):
+        remedy_lines.append("# opts.add_session_config_entry(\"session.intra_op.spin_duration_us\", \"200\")  # option C: spin briefly")
+    remedy_lines.append("# opts.add_session_config_entry(\"session.force_spinning_stop\", \"1\")  # option D: stop spinning when run() returns")
+    runs_per_s = sum(s.get("rate_per_s") or 0 for s in sessions)
+    return Finding(
+        id="spin-wait", severity="critical" if spin >= 25 else "warning",
+        title=f"ORT pool workers burn {spin:.1f}% of a core spin-waiting for work",
+        evidence={"spin_pct": spin, "worker_cpu_pct": round(worker_cpu, 2), "process_cpu_pct": totals["cpu_pct"],
+                  "workers": len(workers), "inferences_per_s": round(runs_per_s, 2),
+                  "allow_spinning": spinning, "intra_op_num_threads": threads},
+        remedy=_snippet(remedy_lines),
+        tradeoff=("A: spinning off cuts CPU by the spin share but every parallel section wakes workers "
+                  "through futex, ~1.5-2.4x latency. B: one thread removes the pool (and its sync) at the "
+                  "cost of single-core compute. C/D keep a short spin. " + SEED_TRADEOFF),
+        explanation=("After each parallel section an idle worker polls its queue calling SpinPause up to "
+                     "~1M times before it blocks; at low request rates that is most of its CPU."))
+
+
+def caller_spin(report, context):
+    value = report["totals"]["caller_spin_pct"]
+    callers = [t for t in report["threads"] if t["role"] == roles.CALLER]
+    caller_cpu = sum(t["cpu_pct"] for t in callers)
+    if value < CALLER_SPIN_MIN_PCT and not (caller_cpu and value >= 0.2 * caller_cpu and value >= 1.0):
+        return None
+    return Finding(
+        id="caller-spin", severity="warning",
+        title=f"The calling thread spins {value:.1f}% of a core at the end of parallel sections (load imbalance)",
+        evidence={"caller_spin_pct": value, "caller_cpu_pct": round(caller_cpu, 2)},
+        remedy=_snippet(['opts.add_session_config_entry("session.dynamic_block_base", "4")',
+                         "# or fewer threads: opts.intra_op_num_threads = <usable cores>"]),
+        tradeoff="Dynamic blocks balance work at slightly higher scheduling cost; fewer threads lower peak parallelism.",
+        explanation="The caller waits (spinning, whatever allow_spinning says) for the slowest worker of each section.")
+
+
+def futex_overhead(report, context):
+    futex = report["futex"]
+    sync = report["totals"]["sync_pct"]
+    per_inference = futex.get("calls_per_inference") or 0
+    if not futex.get("recorded") or (sync < SYNC_MIN_PCT and per_inference < FUTEX_PER_INFERENCE_MIN):
+        return None
+    return Finding(
+        id="futex-overhead", severity="warning" if sync >= SYNC_MIN_PCT else "info",
+        title=f"{futex['calls_per_s']:.0f} futex calls/s ({per_inference:.0f} per inference), "
+              f"{sync:.1f}% of a core in blocking sync",
+        evidence={"calls_per_s": futex["calls_per_s"], "calls_per_inference": per_inference,
+                  "time_ms_per_s": futex["time_ms_per_s"], "sync_pct": sync,
+                  "top_stack": futex["top_stacks"][0]["stack"] if futex["top_stacks"] else None},
+        remedy=_snippet(["opts.intra_op_num_threads = 1   # no pool, no hand-offs",
+                         '# or a short spin instead of none (ORT >= 1.21):',
+                         '# opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")']),
+        tradeoff="One thread trades parallel speed-up for zero sync; a short spin trades a little CPU for fewer sleeps/wakes.",
+        explanation=("Each parallel section wakes sleeping workers (futex wake) and each idle worker blocks "
+                     "again (futex wait); ORT 1.15-era builds go through nsync semaphores with deadlines "
+                     "(the 'sem_timedwait' cost)."))
+
+
+def cpu_throttling(report, context):
+    cgroup = report.get("cgroup") or {}
+    throttled = cgroup.get("throttled_periods")
+    if not throttled:
+        return None
+    quota = cgroup.get("quota_cpus")
+    pool = report.get("pool_threads")
+    return Finding(
+        id="cpu-throttling", severity="critical",
+        title=f"CPU quota throttled the process {throttled} times ({cgroup.get('throttled_ms', 0):.0f} ms stalled)",
+        evidence={"throttled_periods": throttled, "throttled_ms": cgroup.get("throttled_ms"),
+                  "quota_cpus": quota, "pool_threads": pool, "process_cpu_pct": report["totals"]["cpu_pct"]},
+        remedy=_snippet(["opts.intra_op_num_threads = 1   # or floor(quota), at least 1",
+                         'opts.add_session_config_entry("session.intra_op.allow_spinning", "0")']),
+        tradeoff="Fewer, non-spinning threads stay inside the quota: higher single-request latency, no stalls of a whole period (100 ms).",
+        explanation="Spinning workers use up the cgroup's quota; the whole process then sleeps until the next period, which shows as p95/p99 spikes.")
+
+
+def thread_oversubscription(report, context):
+    pool = report.get("pool_threads")
+    usable = context.get("usable_cores")
+    quota = (report.get("cgroup") or {}).get("quota_cpus")
+    limit = min(x for x in (usable, quota) if x) if (usable or quota) else None
+    if not pool or not limit or pool <= max(1.0, limit):
+        return None
+    return Finding(
+        id="thread-oversubscription", severity="warning",
+        title=f"Intra-op pool of {pool} threads for {limit:g} usable CPUs",
+        evidence={"pool_threads": pool, "usable_cores": usable, "quota_cpus": quota},
+        remedy=_snippet([f"opts.intra_op_num_threads = {max(1, int(limit))}"]),
+        tradeoff="Matching the pool to the CPUs you really get avoids preemption inside parallel sections.",
+        explanation="ORT's default pool size counts the host's physical cores and ignores cgroup quotas and affinity.")
+
+
+def latency_variance(report, context):
+    for session in report["sessions"]:
+        ratio = session.get("variance_p99_p50")
+        if session.get("runs", 0) >= VARIANCE_MIN_RUNS and ratio and ratio >= VARIANCE_RATIO:
+            current = (session.get("options") or {}).get("config", {}).get("session.dynamic_block_base", "0 (default)")
+            return Finding(
+                id="latency-variance", severity="warning",
+                title=f"p99 is {ratio:.1f}x p50 ({session['p99_ms']:.2f} vs {session['p50_ms']:.2f} ms)",
+                evidence={"session": session["session"], "p50_ms": session["p50_ms"], "p95_ms": session["p95_ms"],
+                          "p99_ms": session["p99_ms"], "runs": session["runs"], "dynamic_block_base": current},
+                remedy=_snippet([f"# now: dynamic_block_base={current}",
+                                 'opts.add_session_config_entry("session.dynamic_block_base", "4")']),
+                tradeoff="ORT's documented best value against variance; a little more scheduling per parallel loop.",
+                explanation="The constant cost model splits work once per section; a preempted or slow thread then delays the whole run.")
+    return None
+
+
+def debug_build(report, context):
+    if context.get("build_config") != "Debug":
+        return None
+    return Finding(
+        id="debug-build", severity="warning", title="ORT is a Debug build: hot paths are distorted",
+        evidence={"build_config": "Debug", "native_module": context.get("ort_module")},
+        remedy="ortprof build --config RelWithDebInfo   # optimized code, still with symbols",
+        tradeoff="RelWithDebInfo inlines helpers (SpinPause, std::function) so fewer frames show, but timing is real.",
+        explanation="-O0 code spends time in helpers an optimized build inlines away; spin and compute shares shift.")
+
+
+def stripped_binary(report, context):
+    if context.get("symbol_status") != "stripped":
+        return None
+    return Finding(
+        id="stripped-binary", severity="info",
+        title="ORT's native module is stripped: functions are named by address (ort!fn_...)",
+        evidence={"native_module": context.get("ort_module"), "build_id": context.get("build_id")},
+        remedy="ortprof build --config RelWithDebInfo && ortprof record --ort-build RelWithDebInfo -- python app.py",
+        tradeoff="A source build takes ~30 min on 2 cores; spin detection works without it (decoded PAUSE sites).",
+        explanation="The PyPI wheel keeps only .eh_frame: ortprof derives function bounds and spin loops from it.")
+
+
+def python_overhead(report, context):
+    for thread in report["threads"]:
+        if thread["role"] != roles.CALLER or thread["cpu_pct"] < 2.0:
+            continue
+        python = thread["categories"]["python"] + thread["categories"]["other"]
+        if python >= PYTHON_SHARE * thread["cpu_pct"]:
+            return Finding(
+                id="python-overhead", severity="info",
+                title=f"The caller thread spends {python:.1f}% of {thread['cpu_pct']:.1f}% outside ORT (Python, numpy)",
+                evidence={"tid": thread["tid"], "outside_ort_pct": round(python, 2), "caller_cpu_pct": thread["cpu_pct"]},
+                remedy="ortprof record --profiler py-spy -- python app.py   # see which Python code it is",
+                tradeoff="Batching requests or moving pre/post-processing off the request path.",
+                explanation="Pre/post-processing and the interpreter compete with inference on the calling thread.")
+    return None
+
+
+RULES = (spin_wait, caller_spin, futex_overhead, cpu_throttling, thread_oversubscription,
+         latency_variance, debug_build, stripped_binary, python_overhead)
+
+
+def diagnose(report, context):
+    findings = [rule(report, context) for rule in RULES]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted((f for f in findings if f is not None), key=lambda f: order[f.severity])

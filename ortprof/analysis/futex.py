@@ -1,0 +1,59 @@
+"""Futex syscalls: calls, time inside, per thread, and the stacks that issue them."""
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from .stacks import KERNEL, SYSLIB, module_kind
+
+_OP = re.compile(r"op:\s*(0x[0-9a-f]+|\d+)")
+WAIT_OPS = {0: "wait", 9: "wait", 6: "lock", 11: "wait"}  # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI
+TOP_STACK_FRAMES = 6
+
+
+def futex_op(trace):
+    match = _OP.search(trace or "")
+    if not match:
+        return None
+    op = int(match.group(1), 0) & 0x7F   # drop FUTEX_PRIVATE_FLAG / CLOCK_REALTIME
+    return WAIT_OPS.get(op, "wake")
+
+
+@dataclass
+class FutexThreadStats:
+    calls: int = 0
+    waits: int = 0
+    wakes: int = 0
+    seconds: float = 0.0
+    pending_enter: float = None
+
+
+@dataclass
+class FutexAccumulator:
+    threads: dict = field(default_factory=lambda: defaultdict(FutexThreadStats))
+    stacks: Counter = field(default_factory=Counter)
+
+    def enter(self, sample, names):
+        stats = self.threads[sample.tid]
+        stats.calls += 1
+        kind = futex_op(sample.trace)
+        if kind == "wake":
+            stats.wakes += 1
+        else:
+            stats.waits += 1
+        stats.pending_enter = sample.time
+        self.stacks[caller_path(sample.frames, names)] += 1
+
+    def exit(self, sample):
+        stats = self.threads[sample.tid]
+        if stats.pending_enter is not None:
+            stats.seconds += max(0.0, sample.time - stats.pending_enter)
+            stats.pending_enter = None
+
+
+def caller_path(frames, names):
+    """The few frames above libc/kernel that decided to call futex, root-most first."""
+    start = 0
+    while start < len(frames) and module_kind(frames[start].dso) in (KERNEL, SYSLIB):
+        start += 1
+    start = max(0, start - 1)   # keep the libc entry (pthread_cond_wait, sem_timedwait, syscall)
+    return ";".join(reversed(names[start:start + TOP_STACK_FRAMES]))

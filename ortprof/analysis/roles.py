@@ -1,0 +1,75 @@
+"""Thread roles from stack evidence and the hook's caller TIDs.
+
+ORT's workers are unnamed on Linux (they keep the process comm), so roles come
+from where a thread's stacks are rooted: start_thread -> ORT's thread entry
+-> WorkerLoop is a pool worker; a thread whose stacks run Python code and call
+into ORT is a caller.
+"""
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .stacks import BLAS, ORT, PYTHON, module_kind
+
+CALLER = "caller"
+INTRA_WORKER = "intra-op-worker"
+INTER_WORKER = "inter-op-worker"
+NATIVE = "native-other"
+PYTHON_THREAD = "python-other"
+UNKNOWN = "unknown"
+
+ROLES = (CALLER, INTRA_WORKER, INTER_WORKER, NATIVE, PYTHON_THREAD, UNKNOWN)
+
+_THREAD_START = re.compile(r"^(start_thread|clone3?|__clone|thread_start)$")
+_INTER_OP = re.compile(r"ParallelExecutor|inter_op")
+
+
+@dataclass
+class ThreadEvidence:
+    samples: int = 0
+    ort_rooted: int = 0          # start_thread -> ORT frame
+    blas_rooted: int = 0
+    python_frames: int = 0
+    python_calls_ort: int = 0    # Python frames below ORT frames: run() from Python
+    inter_op: int = 0
+    root_modules: Counter = field(default_factory=Counter)
+
+    def add(self, frames, names):
+        """frames/names leaf first."""
+        self.samples += 1
+        kinds = [module_kind(frame.dso) for frame in frames]
+        # Walk from the root past clone/start_thread: the next frame is the thread's entry.
+        thread_root = None
+        index = len(names) - 1
+        while index > 0 and _THREAD_START.match(names[index].split("@")[0]):
+            index -= 1
+        if index < len(names) - 1:
+            thread_root = kinds[index]
+        if thread_root is not None:
+            self.root_modules[thread_root] += 1
+            if thread_root == ORT:
+                self.ort_rooted += 1
+            elif thread_root == BLAS:
+                self.blas_rooted += 1
+        if PYTHON in kinds:
+            self.python_frames += 1
+            if ORT in kinds and kinds.index(ORT) < len(kinds) - 1 - kinds[::-1].index(PYTHON):
+                self.python_calls_ort += 1
+        if any(_INTER_OP.search(name) for name in names if name):
+            self.inter_op += 1
+
+
+def assign_role(evidence, is_hook_caller, parallel_mode=False):
+    if is_hook_caller:
+        return CALLER
+    if evidence is None or evidence.samples == 0:
+        return UNKNOWN
+    if evidence.python_calls_ort >= max(1, evidence.samples * 0.05) and evidence.ort_rooted == 0:
+        return CALLER
+    if evidence.ort_rooted >= evidence.samples * 0.3:
+        if evidence.inter_op or (parallel_mode and evidence.inter_op > 0):
+            return INTER_WORKER
+        return INTRA_WORKER
+    if evidence.python_frames >= evidence.samples * 0.3:
+        return PYTHON_THREAD
+    return NATIVE

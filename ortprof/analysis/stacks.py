@@ -1,0 +1,134 @@
+"""Frames -> display names and module kinds; a sample's raw CPU class.
+
+Raw classes are decided per sample from its stack alone; whether "spin" means
+idle worker spin or the caller's end-of-section spin is decided later, from
+the thread's role.
+"""
+import os
+import re
+from functools import lru_cache
+
+# Module kinds, by DSO path.
+ORT, KERNEL, PYTHON, SYSLIB, BLAS, OTHER = "ort", "kernel", "python", "syslib", "blas", "other"
+
+# Raw per-sample classes.
+SPIN, SYNC, KERNEL_CLASS, PYTHON_CLASS, COMPUTE, OTHER_CLASS = "spin", "sync", "kernel", "python", "compute", "other"
+
+_SYSLIBS = ("libc.so", "libc-", "libpthread", "ld-linux", "libstdc++", "libgcc_s", "libm.so", "libm-",
+            "libgomp", "librt", "libdl")
+# Frames (leaf-ward) that mean "waiting on a lock, condition or semaphore".
+_SYNC_NAMES = re.compile(
+    r"futex|pthread_cond_|pthread_mutex_|__lll_lock|lll_lock|sem_(timed|clock)?wait|sem_post|"
+    r"nsync_|OrtCondVar|OrtMutex|condition_variable|pthread_rwlock|__pthread_clockjoin|"
+    r"do_futex|futex_wait|futex_wake|__x64_sys_futex|PyThread_acquire_lock|take_gil|drop_gil")
+# Spin primitives and the loops around them, for symbolized builds.
+_SPIN_LEAF = re.compile(r"SpinPause|_mm_pause|_tpause|spin_pause")
+_WORKER_LOOP = re.compile(r"WorkerLoop")
+# Pool plumbing: queue polling, atomics and std::function moves (Debug builds show
+# them as frames). A task frame (std::function::operator(), _M_invoke, kernels) is not.
+_PLUMBING = re.compile(r"^(std::|__gnu_cxx::|onnxruntime::concurrency::(RunQueue|ThreadPoolTempl|SpinPause)|_mm_pause)")
+SPIN_SCAN_DEPTH = 12
+SYNC_SCAN_DEPTH = 8   # how far from the leaf a wait primitive still counts
+
+
+@lru_cache(maxsize=4096)
+def module_kind(dso):
+    if dso.startswith("[kernel") or dso.startswith("[vdso"):
+        return KERNEL
+    base = os.path.basename(dso)
+    if "onnxruntime" in base:
+        return ORT
+    if base.startswith("libpython") or re.match(r"python\d", base) or base == "python":
+        return PYTHON
+    if "openblas" in base or "libblas" in base or "mkl" in base:
+        return BLAS
+    if any(base.startswith(lib) for lib in _SYSLIBS):
+        return SYSLIB
+    return OTHER
+
+
+@lru_cache(maxsize=200_000)
+def short_name(name):
+    """Readable names: template arguments and parameter lists of long C++ names folded."""
+    if len(name) <= 100:
+        return name
+    out, depth = [], 0
+    for char in name:
+        if char in "<(":
+            if depth == 0:
+                out.append("<…>" if char == "<" else "(…)")
+            depth += 1
+        elif char in ">)" and depth:
+            depth -= 1
+        elif depth == 0:
+            out.append(char)
+    return "".join(out)
+
+
+class StackSymbolizer:
+    """Names frames, using the ORT symbolizer for frames perf could not name."""
+
+    def __init__(self, ort_symbols=None):
+        # ort_symbols: callable dso_path -> object with name(addr)/is_spin(addr), or None
+        self.ort_symbols = ort_symbols
+        self._dso_cache = {}
+
+    def _dso(self, dso):
+        if dso not in self._dso_cache:
+            symbols = None
+            if self.ort_symbols is not None and module_kind(dso) == ORT:
+                try:
+                    symbols = self.ort_symbols(dso)
+                except Exception:
+                    symbols = None  # binary gone or unreadable: fall back to addresses
+            self._dso_cache[dso] = symbols
+        return self._dso_cache[dso]
+
+    def frame_name(self, frame):
+        if frame.symbol is not None:
+            return short_name(frame.symbol)
+        symbols = self._dso(frame.dso)
+        if symbols is not None:
+            return symbols.name(frame.addr)
+        return f"{os.path.basename(frame.dso) or '?'}+0x{frame.addr:x}"
+
+    def is_spin_address(self, frame):
+        symbols = self._dso(frame.dso)
+        return bool(symbols is not None and symbols.is_spin(frame.addr))
+
+
+def classify_stack(frames, names, symbolizer):
+    """Raw class of one CPU sample. `frames` and `names` are leaf first."""
+    if not frames:
+        return OTHER_CLASS
+    leaf = frames[0]
+    kinds = [module_kind(frame.dso) for frame in frames]
+    if kinds[0] == ORT and symbolizer.is_spin_address(leaf):
+        return SPIN
+    if _is_named_spin(names):
+        return SPIN
+    for name in names[:SYNC_SCAN_DEPTH]:
+        if _SYNC_NAMES.search(name):
+            return SYNC
+    if kinds[0] == KERNEL:
+        return KERNEL_CLASS
+    if kinds[0] == ORT or kinds[0] == BLAS and ORT in kinds:
+        return COMPUTE
+    if kinds[0] == SYSLIB and ORT in kinds:
+        return COMPUTE  # memcpy/malloc/libm doing ORT's work
+    if kinds[0] == PYTHON:
+        return PYTHON_CLASS
+    return OTHER_CLASS
+
+
+def _is_plumbing(name):
+    return bool(_PLUMBING.match(name)) and "operator()" not in name and "_M_invoke" not in name
+
+
+def _is_named_spin(names):
+    """Spin in a symbolized build: a pause primitive or the worker loop, with only
+    pool plumbing (no task) between it and the sampled instruction."""
+    for index, name in enumerate(names[:SPIN_SCAN_DEPTH]):
+        if _SPIN_LEAF.search(name) or _WORKER_LOOP.search(name):
+            return all(_is_plumbing(inner) for inner in names[:index])
+    return False

@@ -1,0 +1,149 @@
+"""The terminal report (rich)."""
+from rich.console import Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from ..analysis.pipeline import CATEGORIES
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+CATEGORY_LABELS = {"compute": "compute", "spin": "spin-wait", "caller_spin": "caller-spin", "sync": "sync",
+                   "kernel": "kernel", "python": "python", "other": "other"}
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render_report(report, console, top=8):
+    ort = report.get("ort") or {}
+    totals = report.get("totals") or {}
+    header = Text.assemble(("ortprof report ", "bold"), (report.get("run", ""), "cyan"),
+                           f"  window {report['window_seconds']:.1f} s")
+    if ort.get("ort_version"):
+        header.append(f"  ORT {ort['ort_version']}")
+    if ort.get("symbol_status"):
+        header.append(f" ({ort['symbol_status']})")
+    console.print(header)
+    if report.get("command"):
+        console.print(Text("command: " + " ".join(report["command"]), style="dim"))
+    if totals.get("cpu_pct") is not None or totals.get("proc_cpu_pct") is not None:
+        line = f"process CPU: {_pct(totals.get('cpu_pct'))}% of one core from perf samples"
+        if totals.get("proc_cpu_pct") is not None:
+            line += f", {_pct(totals['proc_cpu_pct'])}% from /proc"
+        if totals.get("mismatch"):
+            line += f"  [bold red]mismatch {totals['mismatch_pct']:+.0f}%[/]"
+        console.print(line)
+
+    _threads(report, console)
+    _sessions(report, console)
+    _futex(report, console, top)
+    _hot_paths(report, console, top)
+    _findings(report, console)
+    for note in report.get("notes", []):
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _threads(report, console):
+    threads = [t for t in report.get("threads", []) if (t.get("cpu_pct") or 0) >= 0.05 or (t.get("proc_cpu_pct") or 0) >= 0.05]
+    if not threads:
+        return
+    table = Table(title="CPU by thread (% of one core)", title_justify="left")
+    table.add_column("tid", justify="right")
+    table.add_column("role")
+    table.add_column("CPU", justify="right")
+    table.add_column("/proc", justify="right")
+    for name in CATEGORIES:
+        table.add_column(CATEGORY_LABELS[name], justify="right")
+    for thread in threads:
+        categories = thread.get("categories") or {}
+        table.add_row(str(thread["tid"]), thread["role"], _pct(thread.get("cpu_pct")), _pct(thread.get("proc_cpu_pct")),
+                      *(_pct(categories.get(name)) if categories else "-" for name in CATEGORIES))
+    totals = report.get("totals") or {}
+    if totals.get("cpu_pct") is not None:
+        table.add_row("", "[bold]total[/]", _pct(totals["cpu_pct"]), _pct(totals.get("proc_cpu_pct")),
+                      *(_pct(totals.get(f"{name}_pct")) for name in CATEGORIES), style="bold")
+    console.print(table)
+
+
+def _sessions(report, console):
+    sessions = report.get("sessions") or []
+    if not sessions:
+        return
+    table = Table(title="Inference latency (from the startup hook)", title_justify="left")
+    for column in ("session", "model", "runs", "rate/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99/p50", "threads", "spinning"):
+        table.add_column(column, justify="right" if column not in ("model",) else "left")
+    for s in sessions:
+        options = s.get("options") or {}
+        table.add_row(str(s["session"]), (s.get("model") or "")[-40:], str(s["runs"]), _num(s.get("rate_per_s")),
+                      _num(s.get("p50_ms")), _num(s.get("p95_ms")), _num(s.get("p99_ms")), _num(s.get("max_ms")),
+                      _num(s.get("variance_p99_p50")), str(options.get("intra_op_num_threads", "?")),
+                      (options.get("config") or {}).get("session.intra_op.allow_spinning", "1"))
+    console.print(table)
+
+
+def _num(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _futex(report, console, top):
+    futex = report.get("futex") or {}
+    if not futex.get("recorded"):
+        return
+    per_inf = futex.get("calls_per_inference")
+    console.print(f"[bold]futex[/]: {futex['calls']} calls, {futex['calls_per_s']:.0f}/s, "
+                  f"{futex['time_ms_per_s']:.1f} ms/s inside"
+                  + (f", {per_inf:.1f} per inference" if per_inf is not None else ""))
+    table = Table(box=None, pad_edge=False, show_header=True)
+    for column in ("tid", "role", "calls/s", "waits", "wakes", "ms/s", "per inference"):
+        table.add_column(column, justify="right")
+    for row in futex.get("threads", [])[:top]:
+        table.add_row(str(row["tid"]), row["role"], f"{row['calls_per_s']:.1f}", str(row["waits"]), str(row["wakes"]),
+                      f"{row['time_ms_per_s']:.1f}", _num(row.get("calls_per_inference")))
+    console.print(table)
+    for item in futex.get("top_stacks", [])[:3]:
+        console.print(Text(f"  {item['calls']:>6}  {item['stack']}", style="dim"), overflow="ellipsis", no_wrap=True)
+
+
+def _hot_paths(report, console, top):
+    hot = report.get("hot_paths") or {}
+    if not hot.get("paths"):
+        return
+    table = Table(title="Hot call paths (leaf last)", title_justify="left", show_lines=False)
+    table.add_column("CPU %", justify="right")
+    table.add_column("role")
+    table.add_column("category")
+    table.add_column("path", overflow="fold")
+    for path in hot["paths"][:top]:
+        frames = path["stack"].split(";")
+        shown = " > ".join(frames[-4:])
+        table.add_row(_pct(path["cpu_pct"]), path["role"], CATEGORY_LABELS.get(path["category"], path["category"]),
+                      ("… > " if len(frames) > 4 else "") + shown)
+    console.print(table)
+    functions = Table(title="Top functions (self)", title_justify="left", box=None)
+    functions.add_column("CPU %", justify="right")
+    functions.add_column("function", overflow="fold")
+    for item in hot.get("functions_self", [])[:top]:
+        functions.add_row(_pct(item["cpu_pct"]), item["function"])
+    console.print(functions)
+
+
+def _findings(report, console):
+    findings = report.get("findings") or []
+    if not findings:
+        console.print("[green]No findings.[/]")
+        return
+    for finding in findings:
+        style = SEVERITY_STYLE.get(finding["severity"], "")
+        evidence = ", ".join(f"{k}={v}" for k, v in finding.get("evidence", {}).items() if v is not None)
+        parts = [Text(finding["title"], style="bold"), Text(f"evidence: {evidence}", style="dim")]
+        if finding.get("explanation"):
+            parts.append(Text(finding["explanation"]))
+        if finding.get("remedy"):
+            lexer = "bash" if finding["remedy"].startswith("ortprof") else "python"
+            parts.append(Syntax(finding["remedy"], lexer, theme="ansi_dark", background_color="default"))
+        if finding.get("tradeoff"):
+            parts.append(Text("trade-off: " + finding["tradeoff"], style="italic"))
+        console.print(Panel(Group(*parts), title=f"[{style}]{finding['severity'].upper()}[/] {finding['id']}",
+                            title_align="left", border_style=style))
