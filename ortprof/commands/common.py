@@ -1,5 +1,6 @@
 """Small pieces every command shares: consoles and JSON output."""
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -11,7 +12,11 @@ def stderr_console():
 
 
 def stdout_console():
-    return Console(highlight=False)
+    # Piped or captured output gets a width that fits the report's tables.
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=140)
+    return console
 
 
 def emit_json(document):

@@ -304,16 +304,17 @@ class Recorder:
                 tick(time.monotonic() - start)
 
     def _stop_profiling(self):
-        # Profilers first (so their files are complete), then the sampler's window closes.
-        for profiler in self.profilers.values():
-            profiler.stop()
+        # The window closes when the stop is signalled: perf's shutdown (build-id
+        # collection) is not part of what it sampled.
         window = self.manifest.get("window")
-        if window and "end_mono" not in window:
+        closing = window is not None and "end_mono" not in window
+        if closing:
             window["end_mono"] = time.monotonic()
             window["seconds"] = round(window["end_mono"] - window["start_mono"], 3)
-            pid = self.manifest.get("profiled_pid")
             self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {},
-                                           **self._cgroup_snapshot(pid, "after"))
+                                           **self._cgroup_snapshot(self.manifest.get("profiled_pid"), "after"))
+        for profiler in self.profilers.values():
+            profiler.stop()
 
     def _finish(self, status, failure):
         try:
