@@ -1,0 +1,251 @@
+"""`ortprof doctor`: the real checks on this machine, and real failures forced by
+taking perf off PATH, dropping privileges and installing seccomp filters."""
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+
+import pytest
+
+from ortprof import doctor, environment as env
+from ortprof.errors import EXIT_ENVIRONMENT, EnvironmentProblem, InputError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_perf = pytest.mark.skipif(env.find_tool("perf") is None, reason="perf is not installed")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def ortprof(*args, env_vars=None, prefix=(), python=sys.executable, cwd=ROOT):
+    """Run the CLI in a subprocess: (exit code, stdout, stderr)."""
+    done = subprocess.run([*prefix, python, "-m", "ortprof", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env_vars)
+    return done.returncode, done.stdout, done.stderr
+
+
+def by_id(report):
+    assert report["schema"] == "ortprof.doctor/1"
+    for check in report["checks"]:
+        assert set(check) == {"id", "status", "detail", "fix"}
+        assert check["status"] in ("ok", "warning", "fail")
+        assert "\n" not in check["detail"]
+        assert check["status"] == "ok" or check["fix"], check
+    return {check["id"]: check for check in report["checks"]}
+
+
+@needs_perf
+@needs_root
+def test_full_doctor_on_this_machine_passes_with_real_recordings():
+    code, out, err = ortprof("doctor", "--json")
+    checks = by_id(json.loads(out))
+    assert code == 0, err
+    assert list(checks) == list(doctor.CHECKS)
+    assert not [c for c in checks.values() if c["status"] == "fail"]
+    assert "perf record --call-graph dwarf works" in checks["perf-dwarf"]["detail"]
+    assert "recorded" in checks["futex-tracepoints"]["detail"] and "with call stacks" in checks["futex-tracepoints"]["detail"]
+    assert "dumped a child Python's stack" in checks["py-spy"]["detail"]
+    assert "imports, providers:" in checks["onnxruntime"]["detail"]
+    assert "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
+    waitpkg = env.cpu_info()["flags_of_interest"]["waitpkg"]
+    assert ("TPAUSE" if waitpkg else "no WAITPKG") in checks["cpu"]["detail"]
+
+
+def test_terminal_output_is_a_table_with_fixes():
+    expected = {c.id: c for c in doctor.run_checks(["cpu", "build-cmake", "build-disk"])}
+    code, out, err = ortprof("doctor", "--quick", "--check", "cpu", "--check", "build-cmake", "--check", "build-disk")
+    assert code == 0, err
+    assert out.startswith("ortprof doctor")
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip()}
+    assert rows == {name: check.status for name, check in expected.items()}
+    for name, check in expected.items():
+        assert (f"fix {name}:" in out) == (check.status != "ok")
+    counts = [sum(c.status == s for c in expected.values()) for s in ("ok", "warning", "fail")]
+    assert out.rstrip().endswith("{} ok, {} warning(s), {} failed".format(*counts))
+
+
+def test_quick_record_subset_is_fast_and_never_records():
+    started = time.perf_counter()
+    checks = doctor.run_checks(doctor.RECORD_CHECKS)
+    elapsed = time.perf_counter() - started
+    assert [c.id for c in checks] == list(doctor.RECORD_CHECKS)
+    assert elapsed < 0.5, f"record's pre-flight checks took {elapsed:.2f} s"
+    assert "works:" not in " ".join(c.detail for c in checks)   # no real recording ran
+
+
+def test_unknown_check_is_an_input_error():
+    with pytest.raises(InputError, match="unknown doctor check nope"):
+        doctor.run_checks(["nope"])
+    code, _, err = ortprof("doctor", "--check", "nope")
+    assert code == 3 and err.strip().startswith("ortprof: error: unknown doctor check nope")
+
+
+def test_perf_missing_from_path_fails_with_the_install_command(tmp_path):
+    # An empty PATH: perf is gone; py-spy is still found next to the Python.
+    code, out, err = ortprof("doctor", "--json", "--check", "perf", "--check", "perf-dwarf",
+                             "--check", "py-spy", env_vars={"PATH": str(tmp_path), "HOME": str(tmp_path)})
+    checks = by_id(json.loads(out))
+    assert code == EXIT_ENVIRONMENT
+    assert checks["perf"]["status"] == "fail"
+    assert checks["perf"]["detail"] == "perf is not installed (not on PATH)"
+    assert checks["perf"]["fix"] == env.perf_install_command()
+    if env.os_release().get("ID") == "debian":
+        assert checks["perf"]["fix"].endswith("apt-get install -y linux-perf")
+    assert checks["perf-dwarf"]["status"] == "fail" and "not tested" in checks["perf-dwarf"]["detail"]
+    assert checks["py-spy"]["status"] == "ok"
+    assert err.strip() == "ortprof: error: 2 check(s) failed: perf, perf-dwarf"
+
+
+# -- unprivileged ----------------------------------------------------------------------
+def unprivileged_prefix():
+    """argv prefix that runs the system Python as `nobody` with ortprof importable, or skip."""
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"):
+        pytest.skip("needs root, setpriv and /usr/bin/python3")
+    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    if version != str(tuple(sys.version_info[:2])):
+        pytest.skip("the system Python's version differs from the venv's")
+    path = os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]])
+    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", "env", f"PYTHONPATH={path}",
+            f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME=/tmp"]
+
+
+@needs_perf
+def test_unprivileged_user_gets_warnings_with_sysctl_fixes():
+    prefix = unprivileged_prefix()
+    code, out, err = ortprof("doctor", "--json", "--check", "perf-permission", "--check", "perf-dwarf",
+                             "--check", "futex-tracepoints", "--check", "py-spy", "--check", "cgroup",
+                             prefix=prefix, python="/usr/bin/python3", cwd="/tmp")
+    checks = by_id(json.loads(out))
+    paranoid = env.perf_event_paranoid()
+    if paranoid >= 2:
+        assert checks["perf-permission"]["status"] == "warning"
+        assert "user-space sampling only" in checks["perf-permission"]["detail"]
+        assert "unprivileged" in checks["perf-permission"]["detail"]
+        assert "sysctl -w kernel.perf_event_paranoid=1" in checks["perf-permission"]["fix"]
+        # user-space dwarf sampling of one's own child still works, for real
+        assert checks["perf-dwarf"]["status"] == "ok", checks["perf-dwarf"]
+    if paranoid > -1:
+        assert checks["futex-tracepoints"]["status"] == "warning"
+        assert "futex waits will not be attributed" in checks["futex-tracepoints"]["detail"]
+    assert checks["cgroup"]["status"] == "warning"
+    assert "permission denied" in checks["cgroup"]["detail"]
+    assert "run ortprof as root" in checks["cgroup"]["fix"]
+    if env.ptrace_scope() in (None, 0):
+        assert checks["py-spy"]["status"] == "ok", checks["py-spy"]
+    assert code == 0, err     # warnings only
+
+
+# -- seccomp: what container runtimes do ---------------------------------------------------
+SYSCALLS_X86_64 = {"ptrace": 101, "perf_event_open": 298, "process_vm_readv": 310}
+
+# Installs a classic-BPF seccomp filter that makes the listed system calls fail
+# with EPERM (as Docker's default profile does), then executes the command.
+SECCOMP_EXEC = r"""
+import ctypes, os, struct, sys
+blocked = [int(n) for n in sys.argv[1].split(",")]
+LOAD, JUMP_IF_EQUAL, RETURN = 0x20, 0x15, 0x06
+ALLOW, FAIL_EPERM, AUDIT_ARCH_X86_64 = 0x7FFF0000, 0x00050001, 0xC000003E
+program = [(LOAD, 0, 0, 4), (JUMP_IF_EQUAL, 1, 0, AUDIT_ARCH_X86_64), (RETURN, 0, 0, ALLOW), (LOAD, 0, 0, 0)]
+program += [(JUMP_IF_EQUAL, len(blocked) - i, 0, nr) for i, nr in enumerate(blocked)]
+program += [(RETURN, 0, 0, ALLOW), (RETURN, 0, 0, FAIL_EPERM)]
+code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+buffer = ctypes.create_string_buffer(code, len(code))
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                      # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(Program(len(program), ctypes.addressof(buffer))), 0, 0) == 0
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def seccomp_prefix(*names):
+    if platform.machine() != "x86_64":
+        pytest.skip("the seccomp helper knows x86-64 system call numbers only")
+    numbers = ",".join(str(SYSCALLS_X86_64[name]) for name in names)
+    return [sys.executable, "-c", SECCOMP_EXEC, numbers]
+
+
+def test_seccomp_blocking_perf_event_open_fails_with_the_container_fix():
+    code, out, err = ortprof("doctor", "--json", "--check", "perf-permission", "--check", "perf-dwarf",
+                             prefix=seccomp_prefix("perf_event_open"))
+    checks = by_id(json.loads(out))
+    assert code == EXIT_ENVIRONMENT
+    assert checks["perf-permission"]["status"] == "fail"
+    assert "blocked by a seccomp filter (EPERM)" in checks["perf-permission"]["detail"]
+    assert "--cap-add PERFMON" in checks["perf-permission"]["fix"]
+    assert "seccomp=unconfined" in checks["perf-permission"]["fix"]
+    assert checks["perf-dwarf"]["status"] == "fail"
+
+
+@needs_perf
+def test_the_probe_agrees_with_perf_itself_under_that_filter(tmp_path):
+    done = subprocess.run([*seccomp_prefix("perf_event_open"), env.find_tool("perf"), "record", "-q",
+                           "-o", str(tmp_path / "perf.data"), "--", "true"], capture_output=True, text=True)
+    assert done.returncode != 0 and "not permitted" in done.stderr.lower()
+
+
+def test_record_preflight_refuses_with_one_line_under_seccomp():
+    script = ("from ortprof.environment import check_perf_usable\n"
+              "from ortprof.errors import OrtprofError\n"
+              "try:\n"
+              "    check_perf_usable()\n"
+              "except OrtprofError as exc:\n"
+              "    print(exc.exit_code, exc)\n")
+    done = subprocess.run([*seccomp_prefix("perf_event_open"), sys.executable, "-c", script],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    line = done.stdout.strip()
+    assert line.startswith("4 perf_event_open is blocked by a seccomp filter"), (line, done.stderr)
+    assert "; fix: start the container with `--cap-add PERFMON`" in line
+    assert "\n" not in line
+
+
+def test_seccomp_blocking_process_vm_readv_fails_py_spy_and_py_spy_really_fails():
+    prefix = seccomp_prefix("process_vm_readv", "ptrace")
+    code, out, err = ortprof("doctor", "--json", "--check", "py-spy", prefix=prefix)
+    check = by_id(json.loads(out))["py-spy"]
+    assert code == EXIT_ENVIRONMENT
+    assert check["status"] == "fail" and "process_vm_readv is refused (EPERM)" in check["detail"]
+    assert "--cap-add SYS_PTRACE" in check["fix"]
+    # and py-spy under the same filter does fail for real
+    child = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        done = subprocess.run([*prefix, env.find_tool("py-spy"), "dump", "--pid", str(child.pid)],
+                              capture_output=True, text=True, timeout=30)
+    finally:
+        child.kill()
+        child.wait()
+    assert done.returncode != 0
+
+
+def test_require_returns_the_checks_when_nothing_fails():
+    if doctor.failed(doctor.run_checks(["perf", "perf-permission"])):
+        pytest.skip("perf is not usable on this machine")
+    checks = doctor.require(["perf", "perf-permission"])
+    assert [c.id for c in checks] == ["perf", "perf-permission"]
+
+
+def test_require_raises_the_first_failure_with_its_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(EnvironmentProblem) as caught:
+        doctor.require(["perf", "perf-dwarf"])
+    assert str(caught.value) == f"perf is not installed (not on PATH); fix: {env.perf_install_command()}"
+    assert caught.value.exit_code == EXIT_ENVIRONMENT
+
+
+def test_stack_parser_counts_samples_and_frames():
+    fixture = os.path.join(ROOT, "tests", "fixtures", "stripped-1.31.1-matmul.perf-script.txt")
+    with open(fixture) as stream:
+        text = stream.read()
+    stacks = doctor._stacks(text)
+    headers = [line for line in text.splitlines() if line.strip() and not line[:1].isspace()]
+    assert len(stacks) == len(headers) > 0
+    assert sum(map(len, stacks)) == sum(1 for line in text.splitlines() if line[:1] in (" ", "\t") and line.strip())
