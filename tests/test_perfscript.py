@@ -42,3 +42,13 @@ def test_event_without_callchain_keeps_its_ip():
     assert sample.pid == 5185 and sample.tid == 5188 and sample.is_futex_exit
     assert sample.trace == "0x1"
     assert sample.frames[0].symbol == "pthread_cond_signal@@GLIBC_2.3.2"
+
+
+def test_event_modifiers_are_dropped_from_the_name():
+    text = ("python  5185/5188   358.818494:    5025125 cpu-clock/freq=199/: \n"
+            "\t  10e5222 [unknown] (/x/onnxruntime_pybind11_state.so)\n\n"
+            "python  5185/5188   358.818600:          1 syscalls:sys_enter_futex: uaddr: 0x1, op: 0x00000081\n"
+            "\t  101829 syscall+0x19 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\n")
+    cpu, futex = parse_samples(text.splitlines(True))
+    assert cpu.event == "cpu-clock" and cpu.is_cpu and cpu.period == 5025125
+    assert futex.event == "syscalls:sys_enter_futex" and futex.trace.startswith("uaddr: 0x1")

@@ -20,10 +20,11 @@ SCRIPT_FIELDS = "comm,pid,tid,time,period,event,ip,sym,symoff,dso,trace"
 
 _HEADER = re.compile(
     r"^\s*(?P<comm>.*?)\s+(?:(?P<pid>\d+)/)?(?P<tid>\d+)(?:\s+\[(?P<cpu>\d+)\])?\s+"
-    r"(?P<time>\d+\.\d+):\s+(?:(?P<period>\d+)\s+)?(?P<event>[\w.:-]+):\s?(?P<rest>.*)$")
+    r"(?P<time>\d+\.\d+):\s+(?:(?P<period>\d+)\s+)?(?P<event>\S+?):(?:\s|$)(?P<rest>.*)$")
 # "  10e5222 [unknown] (/path/lib.so)"  or  "  101829 syscall+0x19 (/usr/lib/libc.so.6)"
 # The DSO is the last parenthesized group: C++ symbol names contain parentheses.
 _FRAME = re.compile(r"^\s*(?P<addr>[0-9a-f]+)\s+(?P<sym>.*)\s+\((?P<dso>[^()]*)\)\s*$")
+_UNWIND_END = 0xFFFFFFFFFFFFFFFF   # perf's "[unknown]" marker where unwinding stopped
 _SYMOFF = re.compile(r"^(?P<name>.*)\+0x(?P<off>[0-9a-f]+)$")
 
 
@@ -92,7 +93,7 @@ def parse_samples(lines):
                                      and not _HEADER.match(line)):
             if header is not None:
                 frame = parse_frame(line)
-                if frame is not None:
+                if frame is not None and frame.addr != _UNWIND_END:
                     frames.append(frame)
             continue
         if not line.strip():
@@ -116,7 +117,8 @@ def _sample(match, frames):
         rest, frames = _header_frame(rest)
     return Sample(comm=match["comm"].strip(), pid=int(match["pid"]) if match["pid"] else None,
                   tid=int(match["tid"]), time=float(match["time"]),
-                  period=int(match["period"]) if match["period"] else 1, event=match["event"],
+                  period=int(match["period"]) if match["period"] else 1,
+                  event=match["event"].split("/", 1)[0],  # "cpu-clock/freq=199/" -> "cpu-clock"
                   trace=rest.strip(), frames=tuple(frames))
 
 

@@ -16,9 +16,10 @@ INTRA_WORKER = "intra-op-worker"
 INTER_WORKER = "inter-op-worker"
 NATIVE = "native-other"
 PYTHON_THREAD = "python-other"
+IDLE = "idle"          # no samples in the window
 UNKNOWN = "unknown"
 
-ROLES = (CALLER, INTRA_WORKER, INTER_WORKER, NATIVE, PYTHON_THREAD, UNKNOWN)
+ROLES = (CALLER, INTRA_WORKER, INTER_WORKER, NATIVE, PYTHON_THREAD, IDLE, UNKNOWN)
 
 _THREAD_START = re.compile(r"^(start_thread|clone3?|__clone|thread_start)$")
 _INTER_OP = re.compile(r"ParallelExecutor|inter_op")
@@ -60,16 +61,16 @@ class ThreadEvidence:
 
 
 def assign_role(evidence, is_hook_caller, parallel_mode=False):
+    """Role of one thread. Stacks are often cut short (MLAS kernels have no CFI,
+    so DWARF unwinding stops at the leaf): a few complete stacks decide."""
     if is_hook_caller:
         return CALLER
     if evidence is None or evidence.samples == 0:
-        return UNKNOWN
+        return IDLE
     if evidence.python_calls_ort >= max(1, evidence.samples * 0.05) and evidence.ort_rooted == 0:
         return CALLER
-    if evidence.ort_rooted >= evidence.samples * 0.3:
-        if evidence.inter_op or (parallel_mode and evidence.inter_op > 0):
-            return INTER_WORKER
-        return INTRA_WORKER
+    if evidence.ort_rooted and evidence.python_frames <= evidence.samples * 0.1:
+        return INTER_WORKER if evidence.inter_op else INTRA_WORKER
     if evidence.python_frames >= evidence.samples * 0.3:
         return PYTHON_THREAD
     return NATIVE

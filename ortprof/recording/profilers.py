@@ -95,7 +95,9 @@ class ProfilerProcess:
 
 def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwarf",
                  stack_size=DEFAULT_STACK_SIZE, futex=True):
-    argv = [perf, "record", "-o", output, "-k", "mono", "-e", "cpu-clock", "-F", str(frequency),
+    # The frequency goes on the cpu-clock event itself: a global -F would put the
+    # futex tracepoints in frequency mode too, and perf would keep ~1% of them.
+    argv = [perf, "record", "-o", output, "-k", "mono", "-e", f"cpu-clock/freq={frequency}/",
             "--call-graph", f"dwarf,{stack_size}" if call_graph == "dwarf" else "fp"]
     if futex:
         # Stacks on entry say who waits; the exit needs only its timestamp.
