@@ -107,7 +107,7 @@ def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwa
 
 def pyspy_command(pyspy, pid, output, rate=100):
     return [pyspy, "record", "--pid", str(pid), "--native", "--threads", "--format", "raw",
-            "--rate", str(rate), "--output", output, "--nonblocking"]
+            "--rate", str(rate), "--output", output]   # --native needs blocking reads
 
 
 def perf_permission_hint(log_tail):

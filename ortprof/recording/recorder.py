@@ -119,6 +119,7 @@ class Recorder:
         self.sampler = None
         self.profilers = {}
         self.cgroup = None
+        self._cgroup_dir = None
 
     # -- manifest ---------------------------------------------------------
     def _save(self, **updates):
@@ -341,15 +342,19 @@ class Recorder:
 
     # -- summaries --------------------------------------------------------
     def _cgroup_snapshot(self, pid, when):
-        from ..cgroup import cpu_stat, process_cpu_limit
+        from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
         snapshot = {}
         try:
             if self.cgroup is not None:
                 snapshot[f"stat_{when}"] = self.cgroup.stat()
                 snapshot["limit"] = {"cpus": self.options.cpus, "source": "ortprof --cpus"}
             elif pid:
-                snapshot[f"stat_{when}"] = cpu_stat(pid)
-                snapshot["limit"] = process_cpu_limit(pid)
+                # The group's path outlives the process: "after" still reads after an exit.
+                if when == "before":
+                    self._cgroup_dir = process_cgroup_dir(pid)
+                    snapshot["limit"] = process_cpu_limit(pid)
+                target = getattr(self, "_cgroup_dir", None) or pid
+                snapshot[f"stat_{when}"] = cpu_stat(target)
         except OrtprofError as error:
             snapshot[f"stat_{when}"] = None
             snapshot["error"] = str(error)
