@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Overhead of `ortprof record` on the workload, side by side with the seed workflow.
+
+Runs the demo at 20 requests/s (default options) in alternating rounds:
+  plain          the demo alone
+  ortprof        under `ortprof record` with its defaults
+  perf-default   under the seed's `perf record --call-graph dwarf -p PID` (perf's default 4000 Hz)
+and prints, per mode, p50/p95 latency and process CPU as the demo measures them
+(getrusage after its session is created), as ratios / differences to plain.
+Then it times the startup hook's cost per run() on a tiny model.
+
+    python scripts/bench_record.py [--rounds 3] [--seconds 12]
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PYTHON = sys.executable
+ORTPROF = str(Path(PYTHON).parent / "ortprof")
+DEMO_LINE = re.compile(r"p50=([0-9.]+)ms p95=([0-9.]+)ms cpu=([0-9.]+)%")
+
+
+def demo_argv(seconds, rate):
+    return [PYTHON, "-m", "ortprof.demo", "--rate", str(rate), "--duration", str(seconds)]
+
+
+def parse_demo(output):
+    match = DEMO_LINE.search(output)
+    if not match:
+        raise SystemExit(f"demo output not understood:\n{output[-2000:]}")
+    return tuple(float(x) for x in match.groups())
+
+
+def run_plain(seconds, rate, workdir):
+    return parse_demo(subprocess.run(demo_argv(seconds, rate), capture_output=True, text=True, check=True).stdout)
+
+
+def run_ortprof(seconds, rate, workdir):
+    out = Path(workdir) / f"run-{time.monotonic_ns()}"
+    result = subprocess.run([ORTPROF, "record", "-q", "--duration", str(seconds + 30), "-o", str(out), "--",
+                             *demo_argv(seconds, rate)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-2000:])
+    return parse_demo((out / "workload.log").read_text())
+
+
+def run_perf_default(seconds, rate, workdir):
+    demo = subprocess.Popen(demo_argv(seconds, rate), stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)   # model load, as a user would wait before attaching
+    perf = subprocess.Popen(["perf", "record", "-q", "--call-graph", "dwarf", "-o",
+                             str(Path(workdir) / f"perf-{demo.pid}.data"), "-p", str(demo.pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output, _ = demo.communicate()
+    perf.wait()
+    return parse_demo(output)
+
+
+MODES = {"plain": run_plain, "ortprof": run_ortprof, "perf-default": run_perf_default}
+
+
+def hook_cost_per_run(calls=20000):
+    """µs per run() added by the startup hook, on a one-Add model (worst case: tiny runs)."""
+    code = f"""
+import time, numpy as np, onnxruntime as ort
+from onnx import helper, TensorProto
+g = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
+s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+feed = {{"x": np.ones(1, np.float32)}}
+for _ in range(2000): s.run(None, feed)
+best = 1e9
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range({calls}): s.run(None, feed)
+    best = min(best, (time.perf_counter() - t) / {calls})
+print(best * 1e6)
+"""
+    from ortprof.hook import hook_environment
+    with tempfile.TemporaryDirectory() as hook_dir:
+        hooked = hook_environment(os.environ, hook_dir)
+        plain = float(subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout)
+        with_hook = float(subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
+                                         env=hooked).stdout)
+    return plain, with_hook
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument("--rate", type=float, default=20)
+    args = parser.parse_args()
+    results = {mode: [] for mode in MODES}
+    with tempfile.TemporaryDirectory() as workdir:
+        for round_number in range(args.rounds):
+            order = list(MODES) if round_number % 2 == 0 else list(reversed(MODES))
+            for mode in order:
+                results[mode].append(MODES[mode](args.seconds, args.rate, workdir))
+                print(f"round {round_number + 1} {mode:13s} p50={results[mode][-1][0]:.2f}ms "
+                      f"p95={results[mode][-1][1]:.2f}ms cpu={results[mode][-1][2]:.1f}%", flush=True)
+    base_p50 = statistics.median(r[0] for r in results["plain"])
+    base_p95 = statistics.median(r[1] for r in results["plain"])
+    base_cpu = statistics.median(r[2] for r in results["plain"])
+    print(f"\ndemo at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s, medians")
+    print(f"{'mode':14s} {'p50 ms':>8s} {'p50 x':>7s} {'p95 ms':>8s} {'p95 x':>7s} {'CPU %':>7s} {'CPU +pts':>9s}")
+    for mode, rows in results.items():
+        p50 = statistics.median(r[0] for r in rows)
+        p95 = statistics.median(r[1] for r in rows)
+        cpu = statistics.median(r[2] for r in rows)
+        print(f"{mode:14s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
+    plain, hooked = hook_cost_per_run()
+    print(f"\nstartup hook: run() of a one-Add model {plain:.2f} us plain, {hooked:.2f} us hooked "
+          f"(+{hooked - plain:.2f} us per call)")
+
+
+if __name__ == "__main__":
+    main()
