@@ -140,3 +140,11 @@ def test_folded_output(recordings, tmp_path):
     lines = out.read_text().splitlines()
     assert lines and all(line.rsplit(" ", 1)[1].isdigit() for line in lines)
     assert any(line.startswith("intra-op-worker-") for line in lines)
+
+
+def test_html_report(recordings, tmp_path):
+    from live import run_ortprof
+    out = tmp_path / "report.html"
+    run_ortprof("report", str(recordings["default"][0]), "--html", str(out), check=True)
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and "spin-wait" in page and "intra-op-worker" in page

@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from ..errors import EXIT_GATE
+from ..errors import EXIT_GATE, InputError
 from .common import emit_json, stderr_console, stdout_console
 
 
@@ -12,12 +12,13 @@ from .common import emit_json, stderr_console, stdout_console
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema ortprof.report/1).")
 @click.option("--folded", "folded_path", metavar="FILE",
               help="Write folded stacks (flamegraph.pl / inferno / speedscope); '-' for stdout.")
+@click.option("--html", "html_path", metavar="FILE", help="Also write a self-contained HTML report.")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
               help="Exit 1 when EXPR holds: spin_pct>20, futex.calls_per_inference>50, "
                    "finding:cpu-throttling, severity:warning. Repeatable or comma-separated.")
 @click.option("--top", type=int, default=8, show_default=True, help="Rows in the hot-path and futex tables.")
 @click.option("--no-symbols", is_flag=True, help="Skip decoding the stripped ORT module (names stay addresses).")
-def command(run, as_json, folded_path, fail_on, top, no_symbols):
+def command(run, as_json, folded_path, html_path, fail_on, top, no_symbols):
     """Diagnose RUN (default: the latest run): CPU by thread and category
     (compute, spin-wait, caller-spin, sync, kernel, python), futex overhead,
     latency, hot paths, and findings with remedies.
@@ -47,6 +48,13 @@ def command(run, as_json, folded_path, fail_on, top, no_symbols):
         report = build_report(run_dir, with_ort_symbols=not no_symbols, folded=folded)
     tripped = evaluate(gates, report)
     report["gates"] = {"expressions": list(fail_on), "tripped": tripped}
+    if html_path:
+        from ..render.html import render_html
+        try:
+            with open(html_path, "w") as stream:
+                stream.write(render_html(report))
+        except OSError as exc:
+            raise InputError(f"{html_path}: cannot write ({exc.strerror or exc})")
     if as_json:
         emit_json(report)
     elif folded_path != "-":
