@@ -92,9 +92,13 @@ class StackSymbolizer:
             return symbols.name(frame.addr)
         return f"{os.path.basename(frame.dso) or '?'}+0x{frame.addr:x}"
 
-    def is_spin_address(self, frame):
+    def is_spin_address(self, frame, caller=None):
+        """Decoded spin site; the caller frame (same DSO) catches the spin loop's callees."""
         symbols = self._dso(frame.dso)
-        return bool(symbols is not None and symbols.is_spin(frame.addr))
+        if symbols is None:
+            return False
+        caller_addr = caller.addr if caller is not None and caller.dso == frame.dso else None
+        return bool(symbols.is_spin(frame.addr, caller=caller_addr))
 
 
 def classify_stack(frames, names, symbolizer):
@@ -103,7 +107,7 @@ def classify_stack(frames, names, symbolizer):
         return OTHER_CLASS
     leaf = frames[0]
     kinds = [module_kind(frame.dso) for frame in frames]
-    if kinds[0] == ORT and symbolizer.is_spin_address(leaf):
+    if kinds[0] == ORT and symbolizer.is_spin_address(leaf, frames[1] if len(frames) > 1 else None):
         return SPIN
     if _is_named_spin(names):
         return SPIN
