@@ -10,10 +10,10 @@ OLD_ORT := $(VENV)/ort-1.15.1/.installed
 
 setup: $(STAMP) $(OLD_ORT) perf
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,plot]'
+	$(BIN)/pip install -q -e '.[test,plot]' -c tests/constraints.txt
 	touch $(STAMP)
 
 # A second venv with an older ORT wheel (PAUSE inlined into each spin loop,

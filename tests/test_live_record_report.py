@@ -148,3 +148,22 @@ def test_html_report(recordings, tmp_path):
     run_ortprof("report", str(recordings["default"][0]), "--html", str(out), check=True)
     page = out.read_text()
     assert page.startswith("<!doctype html>") and "spin-wait" in page and "intra-op-worker" in page
+
+
+def test_old_ort_with_inlined_pause_spin_is_found(tmp_path):
+    """ORT 1.15.1's stripped wheel inlines PAUSE into each spin loop (no SpinPause function)."""
+    from conftest import OLD_ORT_PYTHON, ROOT
+    from live import run_ortprof
+    from ortprof.demo.model import demo_model_path
+    if not OLD_ORT_PYTHON.exists():
+        pytest.fail(f"{OLD_ORT_PYTHON} missing: `make setup` creates the onnxruntime 1.15.1 venv")
+    out = tmp_path / "old"
+    run_ortprof("record", "-q", "--duration", "5", "-o", str(out), "--", str(OLD_ORT_PYTHON),
+                str(ROOT / "ortprof" / "demo" / "workload.py"), "--model", str(demo_model_path("small")),
+                "--rate", "10", check=True)
+    report = report_json(out)
+    assert report["ort"]["ort_version"] == "1.15.1"
+    (worker,) = by_role(report, "intra-op-worker")
+    assert worker["categories"]["spin"] > 0.7 * worker["cpu_pct"]
+    assert "spin-wait" in [f["id"] for f in report["findings"]]
+    assert report["totals"]["sync_pct"] < 5
