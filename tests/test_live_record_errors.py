@@ -130,3 +130,26 @@ def test_report_of_runs_with_bad_inputs(tmp_path):
     assert "no such run directory" in one_line_error(run_ortprof("report", str(tmp_path / "missing")), 3)
     (tmp_path / "empty").mkdir()
     assert "not an ortprof run" in one_line_error(run_ortprof("report", str(tmp_path / "empty")), 3)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)])
+
+
+def test_disk_full_keeps_the_run_and_says_so(tiny_filesystem):
+    out = tiny_filesystem / "run"
+    result = run_ortprof("record", "-q", "--duration", "4", "-o", str(out), "--", *DEMO, "--rate", "10")
+    line = one_line_error(result, 4)
+    assert "No space left on device" in line
+    manifest = json.loads((out / "run.json").read_text())   # the last complete one
+    assert manifest["schema"] == "ortprof.run/1"
+    assert (out / "perf.data").stat().st_size > 0
+    assert "Traceback" not in (out / "workload.log").read_text()

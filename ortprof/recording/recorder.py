@@ -329,6 +329,8 @@ class Recorder:
         finally:
             if self.sampler is not None:
                 self.sampler.stop()
+                if self.sampler.error:
+                    self.manifest["errors"].append(self.sampler.error)
             if self.cgroup is not None:
                 self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {}, group_final=self.cgroup.stat())
                 self.cgroup.__exit__(None, None, None)

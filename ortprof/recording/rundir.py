@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import EXIT_ENVIRONMENT, InputError, OrtprofError
 
 MANIFEST = "run.json"
 SCHEMA = "ortprof.run/1"
@@ -86,8 +86,16 @@ class RunDirectory:
         """Atomic rewrite, so a reader never sees half a manifest."""
         manifest = dict(manifest, schema=SCHEMA)
         tmp = self.path / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path / MANIFEST)
+        try:
+            tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            os.replace(tmp, self.path / MANIFEST)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise OrtprofError(f"cannot write {self.path / MANIFEST}: {exc.strerror or exc} "
+                               "(the last complete manifest and all recorded files are kept)", EXIT_ENVIRONMENT)
 
     def file_sizes(self):
         sizes = {}

@@ -24,6 +24,7 @@ class ThreadCpuSampler:
         self._stop = threading.Event()
         self._thread = None
         self.samples = 0
+        self.error = None
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="ortprof-thread-cpu", daemon=True)
@@ -39,6 +40,12 @@ class ThreadCpuSampler:
             self._thread.join(timeout=5)
 
     def _run(self):
+        try:
+            self._sample_to_file()
+        except OSError as exc:   # disk full: keep what was written, stop sampling
+            self.error = f"thread CPU sampling stopped: {exc.strerror or exc}"
+
+    def _sample_to_file(self):
         with open(self.csv_path, "w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(HEADER)

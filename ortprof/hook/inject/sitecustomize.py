@@ -54,6 +54,7 @@ def _chain_existing_sitecustomize():
 class _Recorder:
     def __init__(self, directory):
         self.path = os.path.join(directory, f"hook-{os.getpid()}.jsonl")
+        self.broken = False
         self.lock = threading.Lock()
         self.pending = []
         self.last_flush = time.monotonic()
@@ -65,9 +66,15 @@ class _Recorder:
                     "mono": time.monotonic(), "unix": time.time()})
 
     def write(self, record):
+        if self.broken:
+            return
         line = json.dumps(record, default=str) + "\n"
-        with self.lock, open(self.path, "a") as stream:
-            stream.write(line)
+        try:
+            with self.lock, open(self.path, "a") as stream:
+                stream.write(line)
+        except OSError as exc:  # disk full, directory gone: never break the workload's run()
+            self.broken = True
+            print(f"ortprof hook: stopped recording ({exc})", file=sys.stderr)
 
     def add_run(self, session_id, start, duration, kind):
         # Called on the hot path: append a tuple, flush rarely.
