@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Stand-in for ONNX Runtime's tools/ci_build/build.py, for ortprof's tests.
+
+It behaves like the real script wherever `ortprof build` depends on it:
+- argparse options of the same names; unknown flags are rejected, `--help`
+  lists what is supported (FAKE_ORT_HIDE_FLAGS removes some, like an older ORT);
+- refuses to run as root without --allow_running_as_root;
+- syncs submodules unless --skip_submodule_sync (which needs a git checkout);
+- --update "configures": checks the cmake version against
+  cmake/CMakeLists.txt and every cmake/deps.txt entry (a local archive must
+  exist and match its SHA1; a URL "downloads" unless FAKE_ORT_OFFLINE=1);
+- --build prints ninja-style `[x/N] Building CXX object ...` lines, records
+  finished steps in the build directory and, when run again, does only the
+  remaining ones (N counts what is left, as ninja does); the last step
+  compiles a small native module with the C compiler and the configured flags;
+- --build_wheel writes build/Linux/<config>/dist/onnxruntime-<version>-*.whl,
+  a wheel of a tiny pure-Python `onnxruntime` package plus that module.
+
+Failure knobs (environment), step numbers counted over the whole build:
+  FAKE_ORT_STEPS=N          compile steps besides unit tests (default 40)
+  FAKE_ORT_STEP_SECONDS=S   time per step (default 0.002)
+  FAKE_ORT_FAIL_AT=K        a compile error at step K
+  FAKE_ORT_OOM_AT=K         the compiler is killed (out of memory) at step K
+  FAKE_ORT_INTERRUPT_AT=K   SIGINT to the process group at step K (Ctrl-C)
+"""
+import argparse
+import base64
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ["Debug", "MinSizeRel", "Release", "RelWithDebInfo"]
+OPT_FLAGS = {"Debug": "-O0 -g", "RelWithDebInfo": "-O2 -g", "Release": "-O3", "MinSizeRel": "-Os"}
+SOURCES = [
+    "onnxruntime/core/common/threadpool.cc",
+    "onnxruntime/core/framework/allocator.cc",
+    "onnxruntime/core/framework/execution_frame.cc",
+    "onnxruntime/core/framework/session_state.cc",
+    "onnxruntime/core/graph/graph.cc",
+    "onnxruntime/core/mlas/lib/sgemm.cpp",
+    "onnxruntime/core/optimizer/graph_transformer_utils.cc",
+    "onnxruntime/core/platform/posix/env.cc",
+    "onnxruntime/core/providers/cpu/math/gemm.cc",
+    "onnxruntime/core/session/inference_session.cc",
+    "onnxruntime/python/onnxruntime_pybind_state.cc",
+]
+TEST_SOURCES = ["onnxruntime/test/framework/allocator_test.cc", "onnxruntime/test/providers/cpu/math/gemm_test.cc"]
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def parse_arguments():
+    hidden = set(os.environ.get("FAKE_ORT_HIDE_FLAGS", "").split())
+    parser = argparse.ArgumentParser(description="ONNX Runtime CI build driver (test stand-in).")
+
+    def add(flag, **kwargs):
+        if flag not in hidden:
+            parser.add_argument(flag, **kwargs)
+
+    add("--build_dir", required=True, help="Path to the build directory.")
+    add("--config", nargs="+", default=["Debug"], choices=CONFIGS, help="Configuration(s) to build.")
+    add("--update", action="store_true", help="Update makefiles (run cmake).")
+    add("--build", action="store_true", help="Build.")
+    add("--parallel", nargs="?", const=0, default=1, type=int,
+        help="Use parallel build. Optional value: number of jobs, 0 = number of cores.")
+    add("--build_shared_lib", action="store_true", help="Build a shared library for ONNX Runtime.")
+    add("--enable_pybind", action="store_true", help="Enable Python bindings.")
+    add("--build_wheel", action="store_true", help="Build the Python wheel.")
+    add("--skip_tests", action="store_true", help="Skip running the unit tests.")
+    add("--skip_submodule_sync", action="store_true", help="Don't do a 'git submodule update'.")
+    add("--allow_running_as_root", action="store_true", help="Allow build.py to run as root.")
+    add("--cmake_generator", choices=["Ninja", "Unix Makefiles"], default="Unix Makefiles",
+        help="Specify the generator that CMake invokes.")
+    add("--cmake_extra_defines", nargs="+", action="append",
+        help="Extra definitions to pass to CMake, e.g. FOO=BAR.")
+    add("--cmake_path", default="cmake", help="Path to the CMake program.")
+    add("--use_cache", action="store_true", help="Use compiler cache (ccache).")
+    add("--use_dnnl", action="store_true", help="Build with oneDNN (accepted, ignored).")
+    return parser.parse_args()
+
+
+def fail(message):
+    log(f"build.py [ERROR] - {message}")
+    sys.exit(1)
+
+
+def version_tuple(text):
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def check_cmake(cmake_path):
+    wanted = re.search(r"cmake_minimum_required\(VERSION ([\d.]+)",
+                       (SOURCE_ROOT / "cmake" / "CMakeLists.txt").read_text()).group(1)
+    executable = shutil.which(cmake_path)
+    if executable is None:
+        fail(f"Unable to find CMake executable: {cmake_path}")
+    output = subprocess.run([executable, "--version"], capture_output=True, text=True).stdout
+    have = re.search(r"version ([\d.]+)", output).group(1)
+    if version_tuple(have) < version_tuple(wanted):
+        log("CMake Error at CMakeLists.txt:3 (cmake_minimum_required):")
+        log(f"  CMake {wanted} or higher is required.  You are running version {have}")
+        fail("cmake configure failed")
+    log(f"-- The CMake version is {have}")
+
+
+def check_dependencies():
+    for line in (SOURCE_ROOT / "cmake" / "deps.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, url, sha1 = line.split(";")[:3]
+        if url.startswith("/"):
+            archive = Path(url)
+            if not archive.is_file():
+                log(f"CMake Error at external/onnxruntime_external_deps.cmake: {name}: file {url} does not exist")
+                fail("cmake configure failed")
+            actual = hashlib.sha1(archive.read_bytes()).hexdigest()
+            if actual != sha1:
+                log(f"CMake Error at FetchContent: {name}: HASH mismatch for file {url}")
+                log(f"    expected hash: [{sha1}]")
+                log(f"      actual hash: [{actual}]")
+                fail("cmake configure failed")
+            log(f"-- Populating {name} from {url}")
+        elif os.environ.get("FAKE_ORT_OFFLINE") == "1":
+            log(f"CMake Error at FetchContent: {name}: Failed to download {url}: Could not resolve host")
+            fail("cmake configure failed")
+        else:
+            log(f"-- Populating {name}")
+
+
+def read_defines(args):
+    defines = {}
+    for group in args.cmake_extra_defines or []:
+        for item in group:
+            key, _, value = item.partition("=")
+            defines[key] = value
+    return defines
+
+
+def configure(args, config_dir, defines):
+    check_cmake(args.cmake_path)
+    check_dependencies()
+    config_dir.mkdir(parents=True, exist_ok=True)
+    cache = [f"CMAKE_BUILD_TYPE={args.config[0]}", f"CMAKE_GENERATOR={args.cmake_generator}"]
+    cache += [f"{key}={value}" for key, value in defines.items()]
+    (config_dir / "CMakeCache.txt").write_text("\n".join(cache) + "\n")
+    log("-- Configuring done")
+    log("-- Generating done")
+    log(f"-- Build files have been written to: {config_dir}")
+
+
+def build_steps(defines):
+    count = int(os.environ.get("FAKE_ORT_STEPS", "40"))
+    steps = [f"Building CXX object CMakeFiles/onnxruntime.dir/{SOURCES[i % len(SOURCES)]}.{i}.o"
+             for i in range(count)]
+    if defines.get("onnxruntime_BUILD_UNIT_TESTS", "ON") != "OFF":
+        steps += [f"Building CXX object CMakeFiles/onnxruntime_test_all.dir/{TEST_SOURCES[i % 2]}.{i}.o"
+                  for i in range(10)]
+    steps.append("Linking CXX shared module onnxruntime_pybind11_state.so")
+    return steps
+
+
+def knob(name):
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def compile_native_module(config, defines, output):
+    compiler = shutil.which("cc")
+    if compiler is None:
+        log("warning: no C compiler; the wheel gets no native module")
+        return
+    flags = OPT_FLAGS[config].split() + defines.get("CMAKE_C_FLAGS", "").split()
+    source = SOURCE_ROOT / "onnxruntime" / "core" / "platform" / "native_module.c"
+    subprocess.run([compiler, "-shared", "-fPIC", *flags, "-o", str(output), str(source)], check=True)
+
+
+def compile_all(args, config_dir, defines):
+    if not (config_dir / "CMakeCache.txt").exists():
+        fail(f"{config_dir} is not configured: run with --update first")
+    steps = build_steps(defines)
+    done_file = config_dir / ".fake_ninja_done"
+    done = set(done_file.read_text().splitlines()) if done_file.exists() else set()
+    remaining = [(number, step) for number, step in enumerate(steps, 1) if step not in done]
+    jobs = args.parallel or os.cpu_count()
+    log(f"Running subprocess in '{config_dir}': {args.cmake_path} --build {config_dir} "
+        f"--config {args.config[0]} -- -j{jobs}")
+    if args.use_cache:
+        log("ccache: compiler cache enabled")
+    if not remaining:
+        log("ninja: no work to do.")
+        return
+    delay = float(os.environ.get("FAKE_ORT_STEP_SECONDS", "0.002"))
+    for index, (number, step) in enumerate(remaining, 1):
+        if number == knob("FAKE_ORT_INTERRUPT_AT"):
+            os.killpg(os.getpgrp(), signal.SIGINT)
+            time.sleep(5)
+        log(f"[{index}/{len(remaining)}] {step}")
+        source = step.split(".dir/", 1)[-1].rsplit(".", 2)[0]
+        if number == knob("FAKE_ORT_FAIL_AT"):
+            log(f"FAILED: CMakeFiles/onnxruntime.dir/{source}.o")
+            log(f"/usr/bin/c++ {OPT_FLAGS[args.config[0]]} -std=gnu++17 -c {SOURCE_ROOT}/{source}")
+            log(f"{SOURCE_ROOT}/{source}:42:10: error: 'SpinPauseTypo' was not declared in this scope")
+            log("   42 |   SpinPauseTypo();")
+            log("ninja: build stopped: subcommand failed.")
+            fail("Failed to build: cmake --build returned 1")
+        if number == knob("FAKE_ORT_OOM_AT"):
+            log(f"FAILED: CMakeFiles/onnxruntime.dir/{source}.o")
+            log(f"/usr/bin/c++ {OPT_FLAGS[args.config[0]]} -std=gnu++17 -c {SOURCE_ROOT}/{source}")
+            log("c++: fatal error: Killed signal terminated program cc1plus")
+            log("compilation terminated.")
+            log("ninja: build stopped: subcommand failed.")
+            fail("Failed to build: cmake --build returned 1")
+        if step.startswith("Linking"):
+            compile_native_module(args.config[0], defines, config_dir / "onnxruntime_pybind11_state.so")
+        time.sleep(delay)
+        with open(done_file, "a") as stream:
+            stream.write(step + "\n")
+
+
+def wheel_tag():
+    python = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    return f"{python}-{python}-{platform}"
+
+
+def record_line(name, data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def build_wheel(config, config_dir):
+    version = (SOURCE_ROOT / "VERSION_NUMBER").read_text().strip()
+    log("running bdist_wheel")
+    files = {
+        "onnxruntime/__init__.py": (
+            f'"""Test stand-in for ONNX Runtime built from source."""\n'
+            f'__version__ = "{version}"\nbuild_config = "{config}"\n\n\n'
+            f'def get_device():\n    return "CPU"\n').encode(),
+        "onnxruntime/capi/__init__.py": b"",
+    }
+    native = config_dir / "onnxruntime_pybind11_state.so"
+    if native.exists():
+        suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+        files[f"onnxruntime/capi/onnxruntime_pybind11_state{suffix}"] = native.read_bytes()
+    info = f"onnxruntime-{version}.dist-info"
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: onnxruntime\nVersion: {version}\n".encode()
+    files[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: fake-bdist_wheel\n"
+                              f"Root-Is-Purelib: false\nTag: {wheel_tag()}\n").encode()
+    record = "\n".join(record_line(name, data) for name, data in files.items()) + f"\n{info}/RECORD,,\n"
+    files[f"{info}/RECORD"] = record.encode()
+    dist = config_dir / "dist"
+    dist.mkdir(exist_ok=True)
+    wheel = dist / f"onnxruntime-{version}-{wheel_tag()}.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    log(f"creating '{wheel}' and adding files to it")
+
+
+def main():
+    args = parse_arguments()
+    log("build.py arguments: " + " ".join(sys.argv[1:]))
+    if os.geteuid() == 0 and not getattr(args, "allow_running_as_root", False):
+        fail("Running as root is not allowed. If you really want to, use '--allow_running_as_root'.")
+    if not getattr(args, "skip_submodule_sync", False):
+        log("Running: git submodule sync --recursive")
+        result = subprocess.run(["git", "submodule", "sync", "--recursive"], cwd=SOURCE_ROOT,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            log(result.stderr.strip())
+            fail("git submodule sync failed")
+    config = args.config[0]
+    config_dir = Path(args.build_dir) / config
+    defines = read_defines(args)
+    if args.update:
+        configure(args, config_dir, defines)
+    if args.build:
+        compile_all(args, config_dir, defines)
+        if args.build_wheel:
+            if not args.enable_pybind:
+                fail("--build_wheel needs --enable_pybind")
+            build_wheel(config, config_dir)
+
+
+if __name__ == "__main__":
+    main()
