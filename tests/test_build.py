@@ -199,6 +199,16 @@ def test_build_installs_wheel_writes_manifest_and_lists_it(ort_tree, tmp_path, b
     table = ortprof(["builds"], tmp_path).stdout
     assert "Debug" in table and "1.15.1" in table
 
+    # hand-off: `ortprof record --ort-build Debug` runs the workload on this build
+    recorded = ortprof(["record", "-q", "--ort-build", "Debug", "--profiler", "none", "--delay", "0.5",
+                        "--duration", "1", "-o", str(tmp_path / "run"), "--", sys.executable, "-c",
+                        "import onnxruntime, time; print('ort', onnxruntime.build_config); time.sleep(5)"],
+                       tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    run_manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_manifest["ort_build"]["config"] == "Debug"
+    assert "ort Debug" in (tmp_path / "run" / "workload.log").read_text()
+
     # the same command again: nothing left to compile, installed again
     again = ortprof(build_args(ort_tree, build_venv), tmp_path)
     assert again.returncode == 0, again.stderr
