@@ -1,4 +1,6 @@
 """The terminal report (rich)."""
+import os
+
 from rich.console import Group
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -76,7 +78,7 @@ def _sessions(report, console):
         table.add_column(column, justify="right" if column not in ("model",) else "left")
     for s in sessions:
         options = s.get("options") or {}
-        table.add_row(str(s["session"]), (s.get("model") or "")[-40:], str(s["runs"]), _num(s.get("rate_per_s")),
+        table.add_row(str(s["session"]), os.path.basename(s.get("model") or "")[-40:], str(s["runs"]), _num(s.get("rate_per_s")),
                       _num(s.get("p50_ms")), _num(s.get("p95_ms")), _num(s.get("p99_ms")), _num(s.get("max_ms")),
                       _num(s.get("variance_p99_p50")), str(options.get("intra_op_num_threads", "?")),
                       (options.get("config") or {}).get("session.intra_op.allow_spinning", "1"))
