@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 from .errors import EnvironmentProblem, InputError
+from .sysfiles import read_int, read_text
 
 MOUNTINFO = "/proc/self/mountinfo"
 PERIOD_US = 100_000      # what docker uses; short enough that throttling shows within seconds
@@ -88,7 +89,7 @@ def cgroup_mounts(mountinfo=MOUNTINFO):
                                 if o not in ("rw", "ro") and "=" not in o)
             mounts.append(Hierarchy(1, mountpoint, root, controllers, read_only))
         elif fstype == "cgroup2":
-            controllers = tuple(_read_text(os.path.join(mountpoint, "cgroup.controllers"), "").split())
+            controllers = tuple(read_text(os.path.join(mountpoint, "cgroup.controllers"), "").split())
             mounts.append(Hierarchy(2, mountpoint, root, controllers, read_only))
     return mounts
 
@@ -129,7 +130,7 @@ def process_cgroup_dir(pid=None, hierarchy=None):
     hierarchy = hierarchy or cpu_hierarchy()
     if hierarchy is None:
         return None
-    text = _read_text(f"/proc/{pid or 'self'}/cgroup")
+    text = read_text(f"/proc/{pid or 'self'}/cgroup")
     if text is None:
         return None
     for line in text.splitlines():
@@ -147,13 +148,13 @@ def process_cgroup_dir(pid=None, hierarchy=None):
 def read_cpu_limit(directory, version):
     """(quota_us or None when unlimited, period_us or None) of one group."""
     if version == 2:
-        text = _read_text(os.path.join(directory, "cpu.max"))
+        text = read_text(os.path.join(directory, "cpu.max"))
         if text is None:
             return None, None
         quota, _, period = text.strip().partition(" ")
         return (None if quota == "max" else int(quota)), (int(period) if period else None)
-    quota = _read_int(os.path.join(directory, "cpu.cfs_quota_us"))
-    period = _read_int(os.path.join(directory, "cpu.cfs_period_us"))
+    quota = read_int(os.path.join(directory, "cpu.cfs_quota_us"))
+    period = read_int(os.path.join(directory, "cpu.cfs_period_us"))
     return (None if quota is None or quota < 0 else quota), period
 
 
@@ -193,7 +194,7 @@ def cpu_stat(target=None):
     directory = target if isinstance(target, str) else process_cgroup_dir(target)
     if directory is None:
         return None
-    text = _read_text(os.path.join(directory, "cpu.stat"))
+    text = read_text(os.path.join(directory, "cpu.stat"))
     if text is None:
         return None
     raw = {}
@@ -303,12 +304,12 @@ class LimitedCgroup:
         # children at once, so the new group goes next to ours unless we are at the root.
         mount = os.path.normpath(self.hierarchy.mountpoint)
         parent = self.home if os.path.normpath(self.home) == mount else os.path.dirname(self.home)
-        available = _read_text(os.path.join(parent, "cgroup.controllers"), "").split()
+        available = read_text(os.path.join(parent, "cgroup.controllers"), "").split()
         if "cpu" not in available:
             raise CgroupProblem(
                 f"--cpus: the cpu controller is not delegated to {parent}",
                 f"as root: echo +cpu > {os.path.dirname(parent)}/cgroup.subtree_control")
-        enabled = _read_text(os.path.join(parent, "cgroup.subtree_control"), "").split()
+        enabled = read_text(os.path.join(parent, "cgroup.subtree_control"), "").split()
         if "cpu" not in enabled:
             try:
                 _write(os.path.join(parent, "cgroup.subtree_control"), "+cpu")
@@ -386,7 +387,7 @@ class LimitedCgroup:
     def pids(self):
         if self.path is None:
             return []
-        text = _read_text(os.path.join(self.path, "cgroup.procs"), "")
+        text = read_text(os.path.join(self.path, "cgroup.procs"), "")
         return [int(line) for line in text.split()]
 
     def stat(self):
@@ -463,20 +464,8 @@ def _permission_problem(exc, what):
     return CgroupProblem(f"{what}: {exc.strerror or exc}", FIX_ROOT)
 
 
-def _read_text(path, default=None):
-    try:
-        with open(path) as stream:
-            return stream.read()
-    except OSError:
-        return default
 
 
-def _read_int(path):
-    text = _read_text(path)
-    try:
-        return int(text.strip()) if text is not None else None
-    except ValueError:
-        return None
 
 
 def _write(path, text):

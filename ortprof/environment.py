@@ -20,6 +20,7 @@ import sys
 
 from . import cgroup
 from .errors import EnvironmentProblem, InputError, OrtprofError
+from .sysfiles import read_int, read_text
 
 ORT_PYBIND_GLOB = "onnxruntime_pybind11_state*.so"
 _ORT_PYBIND = re.compile(r"onnxruntime_pybind11_state[^/]*\.so$")
@@ -79,7 +80,7 @@ def perf_info():
 def os_release():
     """Fields of /etc/os-release (ID, ID_LIKE, PRETTY_NAME, ...)."""
     fields = {}
-    for line in (_read_text("/etc/os-release") or "").splitlines():
+    for line in (read_text("/etc/os-release") or "").splitlines():
         key, sep, value = line.partition("=")
         if sep:
             fields[key.strip()] = value.strip().strip('"')
@@ -124,20 +125,20 @@ def perf_install_command():
 
 # -- kernel settings and privileges ---------------------------------------------
 def perf_event_paranoid():
-    return _read_int("/proc/sys/kernel/perf_event_paranoid")
+    return read_int("/proc/sys/kernel/perf_event_paranoid")
 
 
 def kptr_restrict():
-    return _read_int("/proc/sys/kernel/kptr_restrict")
+    return read_int("/proc/sys/kernel/kptr_restrict")
 
 
 def ptrace_scope():
     """Yama's ptrace scope, or None when Yama is not in the kernel (no restriction)."""
-    return _read_int("/proc/sys/kernel/yama/ptrace_scope")
+    return read_int("/proc/sys/kernel/yama/ptrace_scope")
 
 
 def _status_field(name, pid="self"):
-    for line in (_read_text(f"/proc/{pid}/status") or "").splitlines():
+    for line in (read_text(f"/proc/{pid}/status") or "").splitlines():
         key, _, value = line.partition(":")
         if key == name:
             return value.strip()
@@ -275,7 +276,7 @@ def tracepoint_id(event):
 # -- CPU, container --------------------------------------------------------------
 def cpu_info():
     """{model, logical_cores, physical_cores, flags_of_interest}."""
-    text = _read_text("/proc/cpuinfo") or ""
+    text = read_text("/proc/cpuinfo") or ""
     model, flags = None, set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -303,7 +304,7 @@ _CONTAINER_CGROUP_MARKERS = (("kubepods", "kubernetes"), ("libpod", "podman"), (
 def _root_filesystem():
     """(fstype, source) of the mount at "/" as this process sees it."""
     found = (None, None)
-    for line in (_read_text("/proc/self/mountinfo") or "").splitlines():
+    for line in (read_text("/proc/self/mountinfo") or "").splitlines():
         left, sep, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
         if sep and len(fields) > 4 and fields[4] == "/" and len(tail) >= 2:
@@ -329,7 +330,7 @@ def container_info():
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         found("KUBERNETES_SERVICE_HOST is set", "kubernetes")
     for pid in ("self", "1"):
-        text = _read_text(f"/proc/{pid}/cgroup") or ""
+        text = read_text(f"/proc/{pid}/cgroup") or ""
         for marker, runtime in _CONTAINER_CGROUP_MARKERS:
             if re.search(rf"[/:.-]{marker}[/.-]", text):
                 found(f"/proc/{pid}/cgroup mentions {marker}", runtime)
@@ -395,17 +396,17 @@ def ort_version_of_module(path):
     """(distribution name, version) of the onnxruntime package a native module belongs to,
     read from the package's files without importing it; (None, None) if unknown."""
     package = os.path.dirname(os.path.dirname(path))   # .../onnxruntime/capi/x.so -> .../onnxruntime
-    info = _read_text(os.path.join(package, "capi", "build_and_package_info.py")) or ""
+    info = read_text(os.path.join(package, "capi", "build_and_package_info.py")) or ""
     name = _python_string(info, "package_name")
     version = _python_string(info, "__version__") or _python_string(
-        _read_text(os.path.join(package, "__init__.py")) or "", "__version__")
+        read_text(os.path.join(package, "__init__.py")) or "", "__version__")
     if version is None and os.path.basename(path).startswith("libonnxruntime.so."):
         version = os.path.basename(path)[len("libonnxruntime.so."):] or None
     if name is None and version is not None:
         # older wheels lack build_and_package_info.py: the dist-info names the package
         pattern = os.path.join(os.path.dirname(package), f"onnxruntime*-{version}.dist-info", "METADATA")
         for metadata in sorted(glob.glob(pattern)):
-            match = re.search(r"^Name:\s*(\S+)", _read_text(metadata) or "", re.MULTILINE)
+            match = re.search(r"^Name:\s*(\S+)", read_text(metadata) or "", re.MULTILINE)
             if match:
                 name = match.group(1)
                 break
@@ -511,12 +512,6 @@ def _python_string(source, name):
     return match.group(1) if match else None
 
 
-def _read_text(path):
-    try:
-        with open(path) as stream:
-            return stream.read()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _read_bytes(path):
@@ -527,9 +522,3 @@ def _read_bytes(path):
         return None
 
 
-def _read_int(path):
-    text = _read_text(path)
-    try:
-        return int(text.strip()) if text is not None else None
-    except ValueError:
-        return None
