@@ -143,7 +143,8 @@ class PerfScriptStream:
             raise EnvironmentProblem("perf is not installed; `apt-get install linux-perf` to decode perf.data")
         self.data_path = data_path
         self.process = None
-        self.stderr = b""
+        self.stderr = ""
+        self.returncode = None
 
     def __enter__(self):
         self.process = subprocess.Popen(
@@ -157,7 +158,7 @@ class PerfScriptStream:
         self.process.stdout.close()
         self.stderr = self.process.stderr.read()
         self.process.stderr.close()
-        self.process.wait()
+        self.returncode = self.process.wait()
         return False
 
     def warnings(self):

@@ -59,6 +59,17 @@ def _binary_context(manifest, notes):
     return context
 
 
+def _perf_complaint(warnings):
+    """perf's own words on a broken file, e.g. a perf record that was killed."""
+    for warning in warnings:
+        lowered = warning.lower()
+        if "data size" in lowered or "properly terminated" in lowered:
+            return "perf record did not finish writing it (killed?)"
+        if "incompatible" in lowered or "truncated" in lowered or "corrupt" in lowered or "invalid" in lowered:
+            return f"truncated or corrupt ({warning})"
+    return warnings[-1] if warnings else "perf script produced no samples"
+
+
 def _pool_threads(sessions, threads):
     """Intra-op pool size: the option when set, else workers seen + the caller."""
     for session in sessions:
@@ -88,15 +99,22 @@ def build_report(run, samples=None, with_ort_symbols=True, folded=None):
 
     perf_data = run.file(rundir.PERF_DATA)
     warnings = []
+    unreadable = None
     if samples is not None:
         aggregate = aggregate_samples(samples, symbolizer, span)
     elif perf_data.exists():
-        stream = PerfScriptStream(perf_data)
-        with stream as decoded:
-            aggregate = aggregate_samples(decoded, symbolizer, span)
-        warnings = stream.warnings()
-        if aggregate.cpu_samples == 0 and any("truncated" in w.lower() or "corrupt" in w.lower() or "invalid" in w.lower() for w in warnings):
-            notes.append(f"perf.data is truncated or corrupt: {warnings[-1]}")
+        try:
+            stream = PerfScriptStream(perf_data)
+            with stream as decoded:
+                aggregate = aggregate_samples(decoded, symbolizer, span)
+            warnings = stream.warnings()
+            if aggregate.cpu_samples == 0 and (stream.returncode or warnings):
+                unreadable = f"{perf_data} could not be decoded: {_perf_complaint(warnings)}"
+        except InputError as error:   # empty file
+            unreadable = str(error)
+        if unreadable:
+            aggregate = None
+            notes.append(unreadable + "; showing what the run has without it (latency, /proc CPU)")
     else:
         aggregate = None
         notes.append("no perf data in this run (py-spy only, or perf failed): CPU categories need perf")
@@ -108,7 +126,7 @@ def build_report(run, samples=None, with_ort_symbols=True, folded=None):
     report = assemble(aggregate, seconds, latencies, proc_cpu, caller_tids, context,
                       _cgroup_section(manifest, seconds), folded)
     report.update(run=str(run.path), command=manifest.get("command"), status=manifest.get("status"),
-                  notes=notes + report["notes"], perf_warnings=warnings[-5:])
+                  notes=notes + report["notes"], perf_warnings=warnings[-5:], unreadable_perf_data=unreadable)
     return report
 
 

@@ -60,6 +60,9 @@ def command(run, as_json, folded_path, html_path, fail_on, top, no_symbols):
     elif folded_path != "-":
         from ..render.terminal import render_report
         render_report(report, stdout_console(), top=top)
+    if report.get("unreadable_perf_data"):
+        # The partial report is out; the broken input still fails the command.
+        raise InputError(report["unreadable_perf_data"])
     if tripped:
         click.echo("ortprof: --fail-on: " + "; ".join(tripped), err=True)
         raise SystemExit(EXIT_GATE)

@@ -134,7 +134,8 @@ def _hot_paths(report, console, top):
 def _findings(report, console):
     findings = report.get("findings") or []
     if not findings:
-        console.print("[green]No findings.[/]")
+        console.print("[green]No findings.[/]" if report.get("samples") else
+                      "[yellow]No CPU findings: they need perf samples.[/]")
         return
     for finding in findings:
         style = SEVERITY_STYLE.get(finding["severity"], "")

@@ -1,0 +1,97 @@
+"""`ortprof report` on damaged or incomplete runs: a clear message and what can still be shown."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from live import DEMO, record_demo, run_ortprof
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("good") / "run"
+    record_demo(out, duration=3)
+    return out
+
+
+def copy_run(run, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(run, target)
+    return target
+
+
+def errors_of(result):
+    return [line for line in result.stderr.splitlines() if line.startswith("ortprof: error:")]
+
+
+def test_truncated_perf_data_partial_report_and_one_line(good_run, tmp_path):
+    run = copy_run(good_run, tmp_path, "truncated")
+    os.truncate(run / "perf.data", (run / "perf.data").stat().st_size // 2)
+    result = run_ortprof("report", str(run), "--json")
+    assert result.returncode == 3
+    (error,) = errors_of(result)
+    assert "could not be decoded" in error and "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["sessions"][0]["runs"] > 0            # latency from the hook
+    assert report["totals"]["proc_cpu_pct"] > 10       # CPU from /proc
+
+
+def test_perf_killed_mid_recording(tmp_path):
+    """A perf record killed with SIGKILL leaves a file whose data size is 0."""
+    workload = subprocess.Popen([*DEMO, "--rate", "10", "--duration", "15"], stdout=subprocess.DEVNULL)
+    time.sleep(3)   # ORT loaded: --pid refuses a process without it
+    out = tmp_path / "run"
+    recorder = subprocess.Popen([sys.executable, "-m", "ortprof", "record", "-q", "--pid", str(workload.pid),
+                                 "--duration", "30", "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        perf_pids = subprocess.run(["pgrep", "-f", f"perf record -o {out}"], capture_output=True, text=True).stdout.split()
+        assert perf_pids, "perf record was not running"
+        for pid in perf_pids:
+            os.kill(int(pid), signal.SIGKILL)
+        recorder.wait(timeout=60)
+    finally:
+        workload.kill()
+        recorder.kill()
+    manifest = json.loads((out / "run.json").read_text())
+    assert any("perf stopped early" in note for note in manifest["notes"])
+    result = run_ortprof("report", str(out))
+    assert result.returncode == 3
+    (error,) = errors_of(result)
+    assert "did not finish writing it" in error
+
+
+def test_run_without_perf_data(tmp_path):
+    out = tmp_path / "run"
+    run_ortprof("record", "-q", "--profiler", "py-spy", "--duration", "2", "-o", str(out), "--",
+                *DEMO, "--rate", "10", check=True)
+    result = run_ortprof("report", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("no perf data" in note for note in report["notes"])
+    assert report["sessions"][0]["p50_ms"] > 0 and report["totals"]["proc_cpu_pct"] > 0
+
+
+def test_binaries_gone(tmp_path):
+    """Recorded with an ORT package that is then deleted, as on another machine."""
+    import onnxruntime
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(onnxruntime.__file__), site / "onnxruntime")
+    out = tmp_path / "run"
+    run_ortprof("record", "-q", "--duration", "3", "-o", str(out), "--", *DEMO, "--rate", "10",
+                env={"PYTHONPATH": str(site)}, check=True)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["environment"]["ort"]["path"].startswith(str(site))
+    shutil.rmtree(site)
+    result = run_ortprof("report", str(out), "--json", env={"ORTPROF_CACHE_DIR": str(tmp_path / "empty-cache")})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert any("is gone" in note for note in report["notes"])
+    assert report["samples"] > 0 and report["sessions"][0]["runs"] > 0
