@@ -95,3 +95,29 @@ def test_binaries_gone(tmp_path):
     report = json.loads(result.stdout)
     assert any("is gone" in note for note in report["notes"])
     assert report["samples"] > 0 and report["sessions"][0]["runs"] > 0
+
+
+def test_hot_spots_get_source_lines_from_dwarf(tmp_path):
+    """file:line for the hottest addresses, from the DWARF line table of the sampled binary."""
+    source = tmp_path / "hot.c"
+    source.write_text(
+        "#include <time.h>\n"
+        "volatile unsigned long sink;\n"
+        "static void spin_here(unsigned long n) {\n"
+        "    for (unsigned long i = 0; i < n; i++)\n"
+        "        sink += i * 2654435761u;   /* line 5: the hot line */\n"
+        "}\n"
+        "int main(void) {\n"
+        "    time_t end = time(0) + 4;\n"
+        "    while (time(0) < end) spin_here(1000000);\n"
+        "    return 0;\n"
+        "}\n")
+    binary = tmp_path / "hot"
+    subprocess.run(["gcc", "-g", "-O1", "-o", str(binary), str(source)], check=True)
+    out = tmp_path / "run"
+    run_ortprof("record", "-q", "--delay", "0.3", "--duration", "2", "--no-futex", "-o", str(out), "--",
+                str(binary), check=True)
+    report = json.loads(run_ortprof("report", str(out), "--json", check=True).stdout)
+    hottest = report["hot_paths"]["hot_spots"][0]
+    assert hottest["dso"] == str(binary) and hottest["cpu_pct"] > 50
+    assert hottest["source"] in (f"{source}:4", f"{source}:5")

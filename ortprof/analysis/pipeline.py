@@ -35,6 +35,7 @@ class Aggregate:
     last_time: float = None
     cpu_samples: int = 0
     events: Counter = field(default_factory=Counter)
+    leaf_ns: Counter = field(default_factory=Counter)       # leaf Frame -> ns, for hot spots
 
 
 def aggregate_samples(samples, symbolizer, window=None):
@@ -70,6 +71,8 @@ def aggregate_samples(samples, symbolizer, window=None):
         thread.raw_ns[raw] += sample.period
         thread.stacks[(raw, ";".join(reversed(names)) or "[no stack]")] += sample.period
         thread.evidence.add(sample.frames, names)
+        if sample.frames:
+            aggregate.leaf_ns[sample.frames[0]] += sample.period
     return aggregate
 
 
@@ -160,6 +163,14 @@ def hot_paths(aggregate, window_seconds, roles_by_tid, top=15):
         "functions_total": [{"function": name, "cpu_pct": round(ns * scale, 2)}
                             for name, ns in total_time.most_common(top)],
     }
+
+
+def hot_spots(aggregate, window_seconds, symbolizer, top=10):
+    """The hottest sampled instructions, with file:line where the DSO has DWARF (a few lookups only)."""
+    scale = 100.0 / (window_seconds * 1e9)
+    return [{"function": symbolizer.frame_name(frame), "dso": frame.dso, "address": hex(frame.addr),
+             "cpu_pct": round(ns * scale, 2), "source": symbolizer.source_line(frame)}
+            for frame, ns in aggregate.leaf_ns.most_common(top)]
 
 
 def folded_lines(aggregate, roles_by_tid):

@@ -15,8 +15,8 @@ from . import roles as roles_mod
 from .diagnose import diagnose
 from .latency import session_latencies
 from .perfscript import PerfScriptStream, parse_samples
-from .pipeline import (aggregate_samples, folded_lines, futex_table, hot_paths, make_symbolizer, thread_table,
-                       totals)
+from .pipeline import (aggregate_samples, folded_lines, futex_table, hot_paths, hot_spots, make_symbolizer,
+                       thread_table, totals)
 
 SCHEMA = "ortprof.report/1"
 
@@ -124,14 +124,14 @@ def build_report(run, samples=None, with_ort_symbols=True, folded=None):
     proc_cpu = {int(tid): 100 * used / seconds for tid, used in
                 read_thread_cpu(run.file(rundir.THREADS_CSV), *(span or (None, None))).items()}
     report = assemble(aggregate, seconds, latencies, proc_cpu, caller_tids, context,
-                      _cgroup_section(manifest, seconds), folded)
+                      _cgroup_section(manifest, seconds), folded, symbolizer)
     report.update(run=str(run.path), command=manifest.get("command"), status=manifest.get("status"),
                   notes=notes + report["notes"], perf_warnings=warnings[-5:], unreadable_perf_data=unreadable)
     return report
 
 
 def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozenset(), context=None,
-             cgroup=None, folded=None):
+             cgroup=None, folded=None, symbolizer=None):
     """Sections and findings from an aggregate (None: no perf data) and the run's side data."""
     context = context or {}
     proc_cpu = proc_cpu or {}
@@ -148,6 +148,8 @@ def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozen
                       futex=futex_table(aggregate, seconds, inferences, roles_by_tid),
                       hot_paths=hot_paths(aggregate, seconds, roles_by_tid),
                       samples=aggregate.cpu_samples)
+        if symbolizer is not None:
+            report["hot_paths"]["hot_spots"] = hot_spots(aggregate, seconds, symbolizer)
         if folded is not None:
             folded(folded_lines(aggregate, roles_by_tid))
     else:
@@ -171,9 +173,10 @@ def report_from_perf_script(path, window_seconds=None):
     """A report straight from saved `perf script` text (e.g. shared fixtures), no run directory."""
     import lzma
     opener = lzma.open if str(path).endswith(".xz") else open
+    symbolizer = make_symbolizer(False)
     with opener(path, "rt", errors="replace") as stream:
-        aggregate = aggregate_samples(parse_samples(stream), make_symbolizer(False))
+        aggregate = aggregate_samples(parse_samples(stream), symbolizer)
     seconds = window_seconds or max(1e-9, (aggregate.last_time or 0) - (aggregate.first_time or 0))
-    report = assemble(aggregate, seconds)
+    report = assemble(aggregate, seconds, symbolizer=symbolizer)
     report["run"] = str(Path(path))
     return report

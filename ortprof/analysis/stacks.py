@@ -72,6 +72,7 @@ class StackSymbolizer:
         # ort_symbols: callable dso_path -> object with name(addr)/is_spin(addr), or None
         self.ort_symbols = ort_symbols
         self._dso_cache = {}
+        self._lines_cache = {}
 
     def _dso(self, dso):
         if dso not in self._dso_cache:
@@ -91,6 +92,31 @@ class StackSymbolizer:
         if symbols is not None:
             return symbols.name(frame.addr)
         return f"{os.path.basename(frame.dso) or '?'}+0x{frame.addr:x}"
+
+    def source_line(self, frame):
+        """"file:line" of a frame where its DSO carries DWARF (or has a debug file), else None."""
+        if module_kind(frame.dso) == KERNEL or not frame.dso.startswith("/"):
+            return None
+        symbols = self._line_symbols(frame.dso)
+        line = symbols.source_line(frame.addr) if symbols is not None else None
+        return f"{line.file}:{line.line}" if line else None
+
+    def _line_symbols(self, dso):
+        if dso not in self._lines_cache:
+            self._lines_cache[dso] = None
+            try:
+                from ..symbols.debugfile import find_debug_file
+                from ..symbols.elfinfo import DWARF, read_elf_info
+                from ..symbols.resolver import Symbolizer
+                info = read_elf_info(dso)   # headers only: most DSOs have no lines, skip them cheaply
+                if info.symbol_status != DWARF and not find_debug_file(dso, info):
+                    return None
+                symbols = self._dso(dso) if module_kind(dso) == ORT else Symbolizer().for_dso(dso)
+                if symbols is not None and symbols.has_lines:
+                    self._lines_cache[dso] = symbols
+            except Exception:
+                pass  # gone, unreadable, not ELF: no source lines
+        return self._lines_cache[dso]
 
     def is_spin_address(self, frame, caller=None):
         """Decoded spin site; the caller frame (same DSO) catches the spin loop's callees."""

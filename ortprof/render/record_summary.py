@@ -15,7 +15,7 @@ def print_record_summary(run, manifest, console):
         console.print(f"  {name}: {profiler['bytes'] / 1e6:.1f} MB -> {profiler['output']}")
     if threads.get("process_cpu_pct") is not None:
         console.print(f"  process CPU: {threads['process_cpu_pct']:.1f}% of one core "
-                      f"({len(threads.get('window_cpu_pct', {}))} threads)")
+                      f"({len(threads.get('window_cpu_pct', {}))} thread(s))")
     span = (window["start_mono"], window["end_mono"]) if "end_mono" in window else None
     sessions = session_latencies(read_hook_records(run.file(rundir.HOOK_DIR)), span)
     if sessions:

@@ -129,6 +129,14 @@ def _hot_paths(report, console, top):
     for item in hot.get("functions_self", [])[:top]:
         functions.add_row(_pct(item["cpu_pct"]), item["function"])
     console.print(functions)
+    spots = [spot for spot in hot.get("hot_spots", []) if spot.get("source")]
+    if spots:
+        table = Table(title="Hot spots with source lines", title_justify="left", box=None)
+        for column in ("CPU %", "function", "source"):
+            table.add_column(column, justify="right" if column == "CPU %" else "left")
+        for spot in spots[:top]:
+            table.add_row(_pct(spot["cpu_pct"]), spot["function"], spot["source"])
+        console.print(table)
 
 
 def _findings(report, console):
