@@ -181,7 +181,7 @@ def folded_lines(aggregate, roles_by_tid):
             yield f"{role}-{tid};{stack} {max(1, round(ns / 1e6))}"
 
 
-def make_symbolizer(with_ort_symbols=True):
+def make_symbolizer(with_ort_symbols=True, source_lines=True):
     """StackSymbolizer wired to the stripped-binary symbolizer, where available."""
     lookup = None
     if with_ort_symbols:
@@ -190,4 +190,4 @@ def make_symbolizer(with_ort_symbols=True):
             lookup = Symbolizer().for_dso
         except ImportError:
             lookup = None
-    return StackSymbolizer(lookup)
+    return StackSymbolizer(lookup, source_lines)

@@ -173,7 +173,7 @@ def report_from_perf_script(path, window_seconds=None):
     """A report straight from saved `perf script` text (e.g. shared fixtures), no run directory."""
     import lzma
     opener = lzma.open if str(path).endswith(".xz") else open
-    symbolizer = make_symbolizer(False)
+    symbolizer = make_symbolizer(False, source_lines=False)
     with opener(path, "rt", errors="replace") as stream:
         aggregate = aggregate_samples(parse_samples(stream), symbolizer)
     seconds = window_seconds or max(1e-9, (aggregate.last_time or 0) - (aggregate.first_time or 0))

@@ -68,9 +68,11 @@ def short_name(name):
 class StackSymbolizer:
     """Names frames, using the ORT symbolizer for frames perf could not name."""
 
-    def __init__(self, ort_symbols=None):
-        # ort_symbols: callable dso_path -> object with name(addr)/is_spin(addr), or None
+    def __init__(self, ort_symbols=None, source_lines=True):
+        # ort_symbols: callable dso_path -> object with name(addr)/is_spin(addr), or None.
+        # source_lines: off for perf text from another machine, whose binaries may differ from ours.
         self.ort_symbols = ort_symbols
+        self.source_lines = source_lines
         self._dso_cache = {}
         self._lines_cache = {}
 
@@ -95,7 +97,7 @@ class StackSymbolizer:
 
     def source_line(self, frame):
         """"file:line" of a frame where its DSO carries DWARF (or has a debug file), else None."""
-        if module_kind(frame.dso) == KERNEL or not frame.dso.startswith("/"):
+        if not self.source_lines or module_kind(frame.dso) == KERNEL or not frame.dso.startswith("/"):
             return None
         symbols = self._line_symbols(frame.dso)
         line = symbols.source_line(frame.addr) if symbols is not None else None
