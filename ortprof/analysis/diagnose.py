@@ -15,6 +15,7 @@ FUTEX_PER_INFERENCE_MIN = 20
 VARIANCE_RATIO = 2.0
 VARIANCE_MIN_RUNS = 30
 PYTHON_SHARE = 0.5
+SPIN_DURATION_SINCE = (1, 26)   # session.intra_op.spin_duration_us appeared in ORT 1.26
 
 # The seed article's measured trade-off, quoted in remedies.
 SEED_TRADEOFF = ("seed measurement (MiniLM, 1 request/s): defaults 47% CPU / 2.5 ms; "
@@ -60,7 +61,7 @@ def spin_wait(report, context):
         "opts.add_session_config_entry(\"session.intra_op.allow_spinning\", \"0\")   # option A",
         "# opts.intra_op_num_threads = 1                                         # option B",
     ]
-    if _ort_version(context) >= (1, 21):
+    if _ort_version(context) >= SPIN_DURATION_SINCE:
         remedy_lines.append("# opts.add_session_config_entry(\"session.intra_op.spin_duration_us\", \"200\")  # option C: spin briefly")
     remedy_lines.append("# opts.add_session_config_entry(\"session.force_spinning_stop\", \"1\")  # option D: stop spinning when run() returns")
     runs_per_s = sum(s.get("rate_per_s") or 0 for s in sessions)
@@ -108,7 +109,7 @@ def futex_overhead(report, context):
                   "time_ms_per_s": futex["time_ms_per_s"], "sync_pct": sync,
                   "top_stack": futex["top_stacks"][0]["stack"] if futex["top_stacks"] else None},
         remedy=_snippet(["opts.intra_op_num_threads = 1   # no pool, no hand-offs",
-                         '# or a short spin instead of none (ORT >= 1.21):',
+                         '# or a short spin instead of none (ORT >= 1.26):',
                          '# opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")']),
         tradeoff="One thread trades parallel speed-up for zero sync; a short spin trades a little CPU for fewer sleeps/wakes.",
         explanation=("Each parallel section wakes sleeping workers (futex wake) and each idle worker blocks "
