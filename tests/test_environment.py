@@ -104,7 +104,7 @@ def start_ort_child(python):
 @pytest.mark.parametrize("python, version", [(sys.executable, None), (OLD_ORT_PYTHON, "1.15.1")])
 def test_native_module_of_a_process_with_ort_loaded(python, version):
     if not os.path.exists(python):
-        pytest.skip(f"{python} missing (make setup)")
+        pytest.fail(f"{python} missing: `make setup` creates it")
     child = start_ort_child(python)
     try:
         module = env.ort_native_module(child.pid)
