@@ -41,9 +41,13 @@ def run_plain(seconds, rate, workdir):
     return parse_demo(subprocess.run(demo_argv(seconds, rate), capture_output=True, text=True, check=True).stdout)
 
 
+RECORD_ARGS = []   # --record-args: options to try against ortprof's defaults
+
+
 def run_ortprof(seconds, rate, workdir):
     out = Path(workdir) / f"run-{time.monotonic_ns()}"
-    result = subprocess.run([ORTPROF, "record", "-q", "--duration", str(seconds + 30), "-o", str(out), "--",
+    result = subprocess.run([ORTPROF, "record", "-q", "--duration", str(seconds + 30), "-o", str(out),
+                             *RECORD_ARGS, "--",
                              *demo_argv(seconds, rate)], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
@@ -98,25 +102,33 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--rate", type=float, default=20)
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    parser.add_argument("--record-args", default="", help="extra `ortprof record` options, e.g. '-F 99'")
+    parser.add_argument("--no-hook-cost", action="store_true")
     args = parser.parse_args()
-    results = {mode: [] for mode in MODES}
+    RECORD_ARGS.extend(args.record_args.split())
+    modes = {mode: MODES[mode] for mode in args.modes.split(",")}
+    results = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as workdir:
         for round_number in range(args.rounds):
-            order = list(MODES) if round_number % 2 == 0 else list(reversed(MODES))
+            order = list(modes) if round_number % 2 == 0 else list(reversed(modes))
             for mode in order:
-                results[mode].append(MODES[mode](args.seconds, args.rate, workdir))
+                results[mode].append(modes[mode](args.seconds, args.rate, workdir))
                 print(f"round {round_number + 1} {mode:13s} p50={results[mode][-1][0]:.2f}ms "
                       f"p95={results[mode][-1][1]:.2f}ms cpu={results[mode][-1][2]:.1f}%", flush=True)
     base_p50 = statistics.median(r[0] for r in results["plain"])
     base_p95 = statistics.median(r[1] for r in results["plain"])
     base_cpu = statistics.median(r[2] for r in results["plain"])
-    print(f"\ndemo at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s, medians")
+    print(f"\ndemo at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s, medians"
+          + (f"; ortprof record {args.record_args}" if args.record_args else ""))
     print(f"{'mode':14s} {'p50 ms':>8s} {'p50 x':>7s} {'p95 ms':>8s} {'p95 x':>7s} {'CPU %':>7s} {'CPU +pts':>9s}")
     for mode, rows in results.items():
         p50 = statistics.median(r[0] for r in rows)
         p95 = statistics.median(r[1] for r in rows)
         cpu = statistics.median(r[2] for r in rows)
         print(f"{mode:14s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
+    if args.no_hook_cost:
+        return
     plain, hooked = hook_cost_per_run()
     print(f"\nstartup hook: run() of a one-Add model {plain:.2f} us plain, {hooked:.2f} us hooked "
           f"(+{hooked - plain:.2f} us per call)")

@@ -3,7 +3,6 @@
 Recordings are made once per session (each a few seconds) and shared by the
 record checks and the report checks below.
 """
-import json
 
 import pytest
 

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from ..errors import EnvironmentProblem, InputError
 
@@ -28,9 +28,9 @@ _UNWIND_END = 0xFFFFFFFFFFFFFFFF   # perf's "[unknown]" marker where unwinding s
 _SYMOFF = re.compile(r"^(?P<name>.*)\+0x(?P<off>[0-9a-f]+)$")
 
 
-@dataclass(frozen=True)
-class Frame:
-    addr: int           # DSO-relative address as perf prints it
+class Frame(NamedTuple):
+    """A NamedTuple: hashing and comparing happen in C, millions of times per report."""
+    addr: int               # DSO-relative address as perf prints it
     symbol: Optional[str]   # None where perf has no name ([unknown])
     offset: int
     dso: str
@@ -84,15 +84,26 @@ def _header_frame(rest):
     return rest[:match.start()].strip(), (frame,) if frame else ()
 
 
+FRAME_CACHE_LIMIT = 1_000_000   # distinct frame lines kept parsed; bounds memory
+
+
 def parse_samples(lines):
-    """Yield Samples from perf script text lines (an iterable: a file or a pipe)."""
+    """Yield Samples from perf script text lines (an iterable: a file or a pipe).
+
+    Frame lines repeat (the same call paths are sampled again and again), so each
+    distinct line is parsed once: the hot loop is a dict lookup per frame."""
     header = None
     frames = []
+    parsed = {}
     for line in lines:
         if line.startswith("\t") or (header is not None and line.startswith(" ") and _FRAME.match(line)
                                      and not _HEADER.match(line)):
             if header is not None:
-                frame = parse_frame(line)
+                frame = parsed.get(line, False)
+                if frame is False:
+                    if len(parsed) >= FRAME_CACHE_LIMIT:
+                        parsed.clear()
+                    frame = parsed[line] = parse_frame(line)
                 if frame is not None and frame.addr != _UNWIND_END:
                     frames.append(frame)
             continue

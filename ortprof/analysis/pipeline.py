@@ -6,6 +6,7 @@ with the number of distinct stacks, not with the recording.
 """
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import roles as roles_mod
 from .futex import FutexAccumulator
@@ -38,10 +39,32 @@ class Aggregate:
     leaf_ns: Counter = field(default_factory=Counter)       # leaf Frame -> ns, for hot spots
 
 
+class _StackFacts(NamedTuple):
+    names: list          # leaf first
+    raw: str             # raw CPU class
+    folded: str          # root;...;leaf
+    evidence: roles_mod.StackEvidence
+
+
+STACK_CACHE_LIMIT = 200_000   # distinct stacks whose derived facts are kept
+
+
 def aggregate_samples(samples, symbolizer, window=None):
-    """One streaming pass over decoded samples."""
+    """One streaming pass over decoded samples. Everything derived from a stack
+    (names, class, role evidence) is computed once per distinct stack."""
     aggregate = Aggregate()
     names_of = {}
+    facts_of = {}
+
+    def names_for(frames):
+        names = []
+        for frame in frames:
+            name = names_of.get(frame)
+            if name is None:
+                name = names_of[frame] = symbolizer.frame_name(frame)
+            names.append(name)
+        return names
+
     for sample in samples:
         if window and not (window[0] - 0.5 <= sample.time <= window[1] + 0.5):
             continue
@@ -49,30 +72,32 @@ def aggregate_samples(samples, symbolizer, window=None):
         if aggregate.first_time is None:
             aggregate.first_time = sample.time
         aggregate.last_time = sample.time
-        names = []
-        for frame in sample.frames:
-            name = names_of.get(frame)
-            if name is None:
-                name = names_of[frame] = symbolizer.frame_name(frame)
-            names.append(name)
         if sample.is_futex_enter:
-            aggregate.futex.enter(sample, names)
+            aggregate.futex.enter(sample, names_for(sample.frames))
             continue
         if sample.is_futex_exit:
             aggregate.futex.exit(sample)
             continue
         if not sample.is_cpu:
             continue
+        frames = sample.frames
+        facts = facts_of.get(frames)
+        if facts is None:
+            if len(facts_of) >= STACK_CACHE_LIMIT:
+                facts_of.clear()
+            names = names_for(frames)
+            facts = facts_of[frames] = _StackFacts(
+                names, classify_stack(frames, names, symbolizer), ";".join(reversed(names)) or "[no stack]",
+                roles_mod.stack_evidence(frames, names))
         aggregate.cpu_samples += 1
         thread = aggregate.threads[sample.tid]
         thread.samples += 1
         thread.comm = sample.comm
-        raw = classify_stack(sample.frames, names, symbolizer)
-        thread.raw_ns[raw] += sample.period
-        thread.stacks[(raw, ";".join(reversed(names)) or "[no stack]")] += sample.period
-        thread.evidence.add(sample.frames, names)
-        if sample.frames:
-            aggregate.leaf_ns[sample.frames[0]] += sample.period
+        thread.raw_ns[facts.raw] += sample.period
+        thread.stacks[(facts.raw, facts.folded)] += sample.period
+        thread.evidence.add(facts.evidence)
+        if frames:
+            aggregate.leaf_ns[frames[0]] += sample.period
     return aggregate
 
 

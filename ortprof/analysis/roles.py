@@ -8,6 +8,7 @@ into ORT is a caller.
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple, Optional
 
 from .stacks import BLAS, ORT, PYTHON, module_kind
 
@@ -25,39 +26,50 @@ _THREAD_START = re.compile(r"^(start_thread|clone3?|__clone|thread_start)$")
 _INTER_OP = re.compile(r"ParallelExecutor|inter_op")
 
 
+class StackEvidence(NamedTuple):
+    """What one stack says about its thread's role (computed once per distinct stack)."""
+    thread_root: Optional[str]   # module kind of the thread's entry frame, if the stack reaches it
+    python_frames: bool
+    python_calls_ort: bool       # Python frames below ORT frames: run() from Python
+    inter_op: bool
+
+
+def stack_evidence(frames, names):
+    """frames/names leaf first."""
+    kinds = [module_kind(frame.dso) for frame in frames]
+    # Walk from the root past clone/start_thread: the next frame is the thread's entry.
+    thread_root = None
+    index = len(names) - 1
+    while index > 0 and _THREAD_START.match(names[index].split("@")[0]):
+        index -= 1
+    if index < len(names) - 1:
+        thread_root = kinds[index]
+    has_python = PYTHON in kinds
+    calls_ort = has_python and ORT in kinds and kinds.index(ORT) < len(kinds) - 1 - kinds[::-1].index(PYTHON)
+    return StackEvidence(thread_root, has_python, calls_ort, any(_INTER_OP.search(name) for name in names if name))
+
+
 @dataclass
 class ThreadEvidence:
     samples: int = 0
     ort_rooted: int = 0          # start_thread -> ORT frame
     blas_rooted: int = 0
     python_frames: int = 0
-    python_calls_ort: int = 0    # Python frames below ORT frames: run() from Python
+    python_calls_ort: int = 0
     inter_op: int = 0
     root_modules: Counter = field(default_factory=Counter)
 
-    def add(self, frames, names):
-        """frames/names leaf first."""
+    def add(self, evidence):
         self.samples += 1
-        kinds = [module_kind(frame.dso) for frame in frames]
-        # Walk from the root past clone/start_thread: the next frame is the thread's entry.
-        thread_root = None
-        index = len(names) - 1
-        while index > 0 and _THREAD_START.match(names[index].split("@")[0]):
-            index -= 1
-        if index < len(names) - 1:
-            thread_root = kinds[index]
-        if thread_root is not None:
-            self.root_modules[thread_root] += 1
-            if thread_root == ORT:
+        if evidence.thread_root is not None:
+            self.root_modules[evidence.thread_root] += 1
+            if evidence.thread_root == ORT:
                 self.ort_rooted += 1
-            elif thread_root == BLAS:
+            elif evidence.thread_root == BLAS:
                 self.blas_rooted += 1
-        if PYTHON in kinds:
-            self.python_frames += 1
-            if ORT in kinds and kinds.index(ORT) < len(kinds) - 1 - kinds[::-1].index(PYTHON):
-                self.python_calls_ort += 1
-        if any(_INTER_OP.search(name) for name in names if name):
-            self.inter_op += 1
+        self.python_frames += evidence.python_frames
+        self.python_calls_ort += evidence.python_calls_ort
+        self.inter_op += evidence.inter_op
 
 
 def assign_role(evidence, is_hook_caller, parallel_mode=False):

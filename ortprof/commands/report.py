@@ -33,19 +33,17 @@ def command(run, as_json, folded_path, html_path, fail_on, top, no_symbols):
 
     gates = parse_gates(fail_on)
     run_dir = resolve_run(run)
-    folded = None
-    if folded_path:
-        def folded(lines):
-            stream = sys.stdout if folded_path == "-" else open(folded_path, "w")
-            try:
-                for line in lines:
-                    stream.write(line + "\n")
-            finally:
-                if stream is not sys.stdout:
-                    stream.close()
+    def write_folded(lines):
+        stream = sys.stdout if folded_path == "-" else open(folded_path, "w")
+        try:
+            for line in lines:
+                stream.write(line + "\n")
+        finally:
+            if stream is not sys.stdout:
+                stream.close()
     console = stderr_console()
     with console.status("decoding perf data", spinner="dots") if not as_json and folded_path != "-" else _nothing():
-        report = build_report(run_dir, with_ort_symbols=not no_symbols, folded=folded)
+        report = build_report(run_dir, with_ort_symbols=not no_symbols, folded=write_folded if folded_path else None)
     tripped = evaluate(gates, report)
     report["gates"] = {"expressions": list(fail_on), "tripped": tripped}
     if html_path:

@@ -131,8 +131,8 @@ def build_encoder(shape, seed=0):
         x = g.layer_norm(g.op("Add", [g.linear(gelu, shape.ffn, shape.hidden), x]), shape.hidden)
 
     first_token = g.op("Gather", [x, g.const("cls", np.array(0, np.int64))], axis=1)
-    logits = g.linear(first_token, shape.hidden, shape.labels)
-    g.nodes[-1].output[0] = "logits"
+    g.linear(first_token, shape.hidden, shape.labels)
+    g.nodes[-1].output[0] = "logits"   # the final Add names the graph output
 
     int_input = lambda name: helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
     graph = helper.make_graph(

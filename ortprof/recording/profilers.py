@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentProblem
+from .workload import log_tail
 
 # Defaults chosen for low overhead on a service (see scripts/bench_record.py):
 # ~200 Hz gives a few thousand samples in 10 s, enough to split spin from compute;
@@ -80,12 +81,7 @@ class ProfilerProcess:
         return self.exit_code
 
     def log_tail(self, lines=5):
-        try:
-            with open(self.log_path, errors="replace") as stream:
-                text = [line.strip() for line in stream if line.strip()]
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
+        return log_tail(self.log_path, lines)
 
     def describe(self):
         size = os.path.getsize(self.output) if os.path.exists(self.output) else 0

@@ -8,7 +8,6 @@ or a dying workload at any point keeps what was recorded):
 """
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -95,7 +94,7 @@ def _copy_maps(pid, path):
         pass
 
 
-def _default_name(options):
+def default_run_name(options):
     if options.name:
         return options.name
     if options.pid:
@@ -143,9 +142,9 @@ class Recorder:
             raise InputError(f"--pid {options.pid}: onnxruntime is not loaded in that process")
         chosen, fallback_notes = choose_profilers(options.profiler)
 
-        self.run = rundir.RunDirectory.create(_default_name(options), options.output)
+        self.run = rundir.RunDirectory.create(default_run_name(options), options.output)
         self.manifest = {
-            "ortprof_version": __version__, "name": _default_name(options),
+            "ortprof_version": __version__, "name": default_run_name(options),
             "mode": "attach" if options.pid else "launch",
             "command": options.command or None, "pid": options.pid,
             "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -164,7 +163,6 @@ class Recorder:
                 signal.signal(sig, handler)
 
     def _record(self, chosen):
-        options = self.options
         status = "completed"
         failure = None
         try:

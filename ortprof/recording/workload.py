@@ -42,36 +42,63 @@ def _tee(source, sinks):
                 pass
 
 
+def log_tail(path, lines=3):
+    """The last non-empty lines of a log, joined on one line (for one-line errors)."""
+    try:
+        with open(path, errors="replace") as stream:
+            text = [line.strip() for line in stream if line.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])
+
+
 class Workload:
-    def __init__(self, argv, env, log_path, preexec=None):
+    """The profiled (or swept) process: own session, so a terminal Ctrl+C reaches
+    ortprof only, which then stops profilers first and this last.
+
+    tee=True shows its output and saves it to `log_path`; tee=False only saves it
+    (a sweep runs it many times and keeps stdout for its own table or JSON)."""
+
+    def __init__(self, argv, env, log_path, preexec=None, tee=True):
         self.argv = argv
+        self.log_path = log_path
         self.log = open(log_path, "ab")
+        pipe_or_log = subprocess.PIPE if tee else self.log
         try:
-            # New session: Ctrl+C goes to ortprof, which stops profilers first, then this.
             self.process = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec)
+                argv, env=env, stdin=subprocess.DEVNULL, stdout=pipe_or_log,
+                stderr=subprocess.PIPE if tee else subprocess.STDOUT, start_new_session=True,
+                preexec_fn=preexec)
         except OSError as exc:
             self.log.close()
             raise InputError(f"{argv[0]}: cannot start ({exc.strerror or exc})")
         self.pid = self.process.pid
-        self.stopped_by_ortprof = False
-        self._tees = [
-            threading.Thread(target=_tee, args=(self.process.stdout, [sys.stdout.buffer, self.log]), daemon=True),
-            threading.Thread(target=_tee, args=(self.process.stderr, [sys.stderr.buffer, self.log]), daemon=True),
-        ]
-        for tee in self._tees:
-            tee.start()
+        self.stopped_with = None   # the signal ortprof stopped it with, if it did
+        self._tees = []
+        if tee:
+            self._tees = [
+                threading.Thread(target=_tee, args=(self.process.stdout, [sys.stdout.buffer, self.log]), daemon=True),
+                threading.Thread(target=_tee, args=(self.process.stderr, [sys.stderr.buffer, self.log]), daemon=True),
+            ]
+        for thread in self._tees:
+            thread.start()
+
+    @property
+    def stopped_by_ortprof(self):
+        return self.stopped_with is not None
 
     def running(self):
         return self.process.poll() is None
 
+    def exit_code(self):
+        return self.process.poll()
+
     def stop(self):
-        """SIGINT, then SIGTERM, then SIGKILL to the workload's process group."""
+        """SIGINT, then SIGTERM, then SIGKILL to the workload's process group; its exit code."""
         for signum, grace in STOP_SIGNALS:
             if not self.running():
                 break
-            self.stopped_by_ortprof = True
+            self.stopped_with = signal.Signals(signum).name
             try:
                 os.killpg(self.pid, signum)
             except ProcessLookupError:
@@ -84,7 +111,11 @@ class Workload:
 
     def finish(self):
         code = self.process.wait()
-        for tee in self._tees:
-            tee.join(timeout=2)
-        self.log.close()
+        for thread in self._tees:
+            thread.join(timeout=2)
+        if not self.log.closed:
+            self.log.close()
         return code
+
+    def log_tail(self, lines=3):
+        return log_tail(self.log_path, lines)

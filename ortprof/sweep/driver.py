@@ -189,7 +189,7 @@ class Sweep:
     def run(self):
         """Run every round; the final document (status completed or interrupted)."""
         options = self.options
-        self.name = options.name or self._default_name()
+        self.name = options.name or self._run_name()
         self.directory = results.create_directory(self.name, options.output)
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.save("running")
@@ -296,13 +296,13 @@ class Sweep:
         self.ort_verified = True
         self.notes += matrix.check_ort_knows(self.axes, self.install, "loaded by the workload")
 
-    def _default_name(self):
+    def _run_name(self):
         if self.options.model:
             return Path(self.options.model).stem
         from types import SimpleNamespace
 
-        from ..recording.recorder import _default_name
-        return _default_name(SimpleNamespace(name=None, pid=None, command=self.options.command))
+        from ..recording.recorder import default_run_name
+        return default_run_name(SimpleNamespace(name=None, pid=None, command=self.options.command))
 
     def _progress(self, total_runs):
         return _Progress(self, total_runs)

@@ -7,8 +7,6 @@ after `duration` seconds; process CPU comes from the kernel's per-process
 counters, latency from the hook's run() records that started inside it.
 """
 import os
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +15,8 @@ import psutil
 
 from ..analysis.latency import percentile, session_latencies
 from ..hook import hook_environment, read_hook_records, warm_event
-from ..recording.workload import STOP_SIGNALS
+from ..errors import InputError
+from ..recording.workload import Workload
 from .matrix import Cell
 
 POLL_SECONDS = 0.02
@@ -49,49 +48,6 @@ class NotInjectable(RunFailed):
     """The startup hook never loaded: no run of this command can be measured."""
 
 
-class _Launched:
-    """The workload process: output to a log file (many runs must not flood the
-    terminal or stdout), own session so Ctrl+C reaches ortprof only."""
-
-    def __init__(self, argv, env, log_path, preexec=None):
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            try:
-                self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True,
-                                                preexec_fn=preexec)
-            except OSError as exc:
-                raise RunFailed(f"{argv[0]}: cannot start ({exc.strerror or exc})")
-        self.stopped_with = None
-
-    def exit_code(self):
-        return self.process.poll()
-
-    def stop(self):
-        """SIGINT, then SIGTERM, then SIGKILL to the process group; the exit code."""
-        for signum, grace in STOP_SIGNALS:
-            if self.process.poll() is not None:
-                break
-            self.stopped_with = signal.Signals(signum).name
-            try:
-                os.killpg(self.process.pid, signum)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                continue
-        return self.process.wait()
-
-    def log_tail(self, lines=3):
-        try:
-            with open(self.log_path, errors="replace") as stream:
-                text = [line.rstrip() for line in stream.read().splitlines() if line.strip()]
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
-
-
 def run_once(plan, tick=None):
     """Measure one repeat of a cell. Returns the run's record (status ok or failed).
 
@@ -111,7 +67,11 @@ def run_once(plan, tick=None):
             group = LimitedCgroup(plan.cpus, name=f"sweep-{plan.cell.id}").create()
         env = hook_environment(plan.base_env, hook_dir, plan.warmup_runs, plan.cell.overrides())
         launched_at = time.monotonic()
-        launched = _Launched(plan.argv, env, plan.directory / LOG_NAME, group.add_self if group else None)
+        try:
+            launched = Workload(plan.argv, env, plan.directory / LOG_NAME, group.add_self if group else None,
+                                tee=False)
+        except InputError as error:
+            raise RunFailed(str(error))
         record["pid"] = launched.process.pid
         pid = _await_warm(plan, launched, hook_dir)
         record["startup_s"] = round(time.monotonic() - launched_at, 3)

@@ -35,7 +35,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import capstone
 
 from .functions import read_import_slots
 
@@ -165,14 +164,23 @@ class Instruction:
         return self.is_call and "[" in self.operand
 
 
-_disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-_disassembler.skipdata = True
+_disassembler = None
+
+
+def _x86_64_disassembler():
+    # capstone is loaded on first decode only: a report on a cached build-id never needs it.
+    global _disassembler
+    if _disassembler is None:
+        import capstone
+        _disassembler = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        _disassembler.skipdata = True
+    return _disassembler
 
 
 def decode(code: bytes, start: int) -> List[Instruction]:
     """Linear decode of one function's bytes (prefixes such as `notrack`/`bnd` dropped)."""
     return [Instruction(addr, size, mnemonic.rsplit(" ", 1)[-1], operand)
-            for addr, size, mnemonic, operand in _disassembler.disasm_lite(code, start)]
+            for addr, size, mnemonic, operand in _x86_64_disassembler().disasm_lite(code, start)]
 
 
 class FunctionCode:
