@@ -40,6 +40,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python scripts/bench_record.py
 	$(BIN)/python scripts/bench_report.py
+	$(BIN)/python scripts/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) .ortprof .pytest_cache
