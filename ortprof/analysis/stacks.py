@@ -74,6 +74,7 @@ class StackSymbolizer:
         self.ort_symbols = ort_symbols
         self.source_lines = source_lines
         self._dso_cache = {}
+        self._labels = {}
         self._lines_cache = {}
 
     def _dso(self, dso):
@@ -85,6 +86,7 @@ class StackSymbolizer:
                 except Exception:
                     symbols = None  # binary gone or unreadable: fall back to addresses
             self._dso_cache[dso] = symbols
+            self._labels[dso] = self._decoded_labels(symbols)
         return self._dso_cache[dso]
 
     def frame_name(self, frame):
@@ -92,8 +94,19 @@ class StackSymbolizer:
             return short_name(frame.symbol)
         symbols = self._dso(frame.dso)
         if symbols is not None:
-            return symbols.name(frame.addr)
+            name = symbols.name(frame.addr)
+            label = self._labels.get(frame.dso, {}).get(symbols.function_start(frame.addr))
+            return f"{name} ({label})" if label else name
         return f"{os.path.basename(frame.dso) or '?'}+0x{frame.addr:x}"
+
+    @staticmethod
+    def _decoded_labels(symbols):
+        """On a stripped binary, say what decoding found: SpinPause and the functions with spin loops."""
+        if symbols is None or symbols.symbol_status != "stripped":
+            return {}
+        labels = {start: "spin loop" for start, _ in symbols.spin_functions}
+        labels.update({start: "SpinPause" for start, _ in symbols.spin_primitives})
+        return labels
 
     def source_line(self, frame):
         """"file:line" of a frame where its DSO carries DWARF (or has a debug file), else None."""
