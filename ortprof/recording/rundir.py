@@ -43,25 +43,10 @@ class RunDirectory:
     @classmethod
     def create(cls, name, output=None):
         """A new run directory: `output` as given, or <root>/<timestamp>-<name>."""
-        if output is not None:
-            path = Path(output)
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            path = runs_root() / f"{stamp}-{slug(name)}"
-            suffix = 1
-            while path.exists():
-                suffix += 1
-                path = runs_root() / f"{stamp}-{slug(name)}-{suffix}"
-        try:
-            path.mkdir(parents=True, exist_ok=output is not None)
-            (path / HOOK_DIR).mkdir(exist_ok=True)
-            probe = path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise InputError(f"cannot write the run directory {path}: {exc.strerror or exc}")
-        if output is not None and (path / MANIFEST).exists():
-            raise InputError(f"{path} already holds a recording; choose another --output")
+        if output is not None and (Path(output) / MANIFEST).exists():
+            raise InputError(f"{output} already holds a recording; choose another --output")
+        path = new_directory(runs_root(), name, output, "run")
+        (path / HOOK_DIR).mkdir(exist_ok=True)
         return cls(path)
 
     def file(self, name):
@@ -103,6 +88,27 @@ class RunDirectory:
             if item.is_file() and item.name != MANIFEST:
                 sizes[str(item.relative_to(self.path))] = item.stat().st_size
         return sizes
+
+
+def new_directory(root, name, output=None, kind="run"):
+    """`output` as given, else a new <root>/<timestamp>-<name>[-N]; checked writable."""
+    if output is not None:
+        path = Path(output)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{stamp}-{slug(name)}"
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = Path(root) / f"{stamp}-{slug(name)}-{suffix}"
+    try:
+        path.mkdir(parents=True, exist_ok=output is not None)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write the {kind} directory {path}: {exc.strerror or exc}")
+    return path
 
 
 def list_runs(root=None):

@@ -6,11 +6,10 @@ killed still leaves every finished cell readable by `ortprof sweep --show`.
 """
 import json
 import os
-import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..recording.rundir import runs_root, slug
+from ..recording.rundir import new_directory, runs_root
 from . import recommend
 from .stats import estimate
 
@@ -31,25 +30,9 @@ def sweeps_root():
 
 
 def create_directory(name, output=None):
-    if output is not None:
-        path = Path(output)
-        if (path / DOCUMENT).exists():
-            raise InputError(f"{path} already holds a sweep; choose another --output")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = sweeps_root() / f"{stamp}-{slug(name)}"
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = sweeps_root() / f"{stamp}-{slug(name)}-{suffix}"
-    try:
-        path.mkdir(parents=True, exist_ok=output is not None)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"cannot write the sweep directory {path}: {exc.strerror or exc}")
-    return path
+    if output is not None and (Path(output) / DOCUMENT).exists():
+        raise InputError(f"{output} already holds a sweep; choose another --output")
+    return new_directory(sweeps_root(), name, output, "sweep")
 
 
 def save(directory, document):
