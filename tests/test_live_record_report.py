@@ -166,3 +166,20 @@ def test_old_ort_with_inlined_pause_spin_is_found(tmp_path):
     assert worker["categories"]["spin"] > 0.7 * worker["cpu_pct"]
     assert "spin-wait" in [f["id"] for f in report["findings"]]
     assert report["totals"]["sync_pct"] < 5
+
+
+def test_report_json_contract(recordings):
+    """The field names users' scripts rely on."""
+    report = report_json(recordings["default"][0])
+    assert report["schema"] == "ortprof.report/1" and report["run"]
+    for thread in report["threads"]:
+        assert {"tid", "role", "cpu_pct", "categories"} <= set(thread)
+    assert {"cpu_pct", "compute_pct", "spin_pct", "caller_spin_pct", "sync_pct", "kernel_pct", "python_pct",
+            "other_pct"} <= set(report["totals"])
+    assert {"calls", "calls_per_s", "time_ms_per_s", "calls_per_inference"} <= set(report["futex"])
+    for session in report["sessions"]:
+        assert {"model", "options", "runs", "p50_ms", "p95_ms", "p99_ms"} <= set(session)
+    assert isinstance(report["hot_paths"], list) and report["hot_paths"]
+    assert {"role", "category", "cpu_pct", "stack"} <= set(report["hot_paths"][0])
+    for finding in report["findings"]:
+        assert {"id", "severity", "title", "evidence", "remedy"} <= set(finding)

@@ -118,6 +118,6 @@ def test_hot_spots_get_source_lines_from_dwarf(tmp_path):
     run_ortprof("record", "-q", "--delay", "0.3", "--duration", "2", "--no-futex", "-o", str(out), "--",
                 str(binary), check=True)
     report = json.loads(run_ortprof("report", str(out), "--json", check=True).stdout)
-    hottest = report["hot_paths"]["hot_spots"][0]
+    hottest = report["hot_spots"][0]
     assert hottest["dso"] == str(binary) and hottest["cpu_pct"] > 50
     assert hottest["source"] in (f"{source}:4", f"{source}:5")

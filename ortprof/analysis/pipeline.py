@@ -168,7 +168,7 @@ def futex_table(aggregate, window_seconds, inferences, roles_by_tid, top=8):
 
 
 def hot_paths(aggregate, window_seconds, roles_by_tid, top=15):
-    """Top folded call paths (per role) and top functions by self and total time."""
+    """(top folded call paths per role and category, top functions by self and total time)."""
     scale = 100.0 / (window_seconds * 1e9)
     paths = Counter()
     self_time, total_time = Counter(), Counter()
@@ -180,14 +180,13 @@ def hot_paths(aggregate, window_seconds, roles_by_tid, top=15):
             self_time[frames[-1]] += ns
             for name in set(frames):
                 total_time[name] += ns
-    return {
-        "paths": [{"role": role, "category": category, "cpu_pct": round(ns * scale, 2), "stack": stack}
-                  for (role, category, stack), ns in paths.most_common(top)],
-        "functions_self": [{"function": name, "cpu_pct": round(ns * scale, 2)}
-                           for name, ns in self_time.most_common(top)],
-        "functions_total": [{"function": name, "cpu_pct": round(ns * scale, 2)}
-                            for name, ns in total_time.most_common(top)],
+    top_paths = [{"role": role, "category": category, "cpu_pct": round(ns * scale, 2), "stack": stack}
+                 for (role, category, stack), ns in paths.most_common(top)]
+    top_functions = {
+        "self": [{"function": name, "cpu_pct": round(ns * scale, 2)} for name, ns in self_time.most_common(top)],
+        "total": [{"function": name, "cpu_pct": round(ns * scale, 2)} for name, ns in total_time.most_common(top)],
     }
+    return top_paths, top_functions
 
 
 def hot_spots(aggregate, window_seconds, symbolizer, top=10):

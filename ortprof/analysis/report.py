@@ -144,12 +144,12 @@ def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozen
     if aggregate is not None:
         threads = thread_table(aggregate, seconds, proc_cpu, caller_tids, parallel)
         roles_by_tid = {row["tid"]: row["role"] for row in threads}
+        paths, functions = hot_paths(aggregate, seconds, roles_by_tid)
         report.update(threads=threads, totals=totals(threads, proc_total),
                       futex=futex_table(aggregate, seconds, inferences, roles_by_tid),
-                      hot_paths=hot_paths(aggregate, seconds, roles_by_tid),
+                      hot_paths=paths, top_functions=functions,
+                      hot_spots=hot_spots(aggregate, seconds, symbolizer) if symbolizer is not None else [],
                       samples=aggregate.cpu_samples)
-        if symbolizer is not None:
-            report["hot_paths"]["hot_spots"] = hot_spots(aggregate, seconds, symbolizer)
         if folded is not None:
             folded(folded_lines(aggregate, roles_by_tid))
     else:
@@ -157,7 +157,7 @@ def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozen
                     "cpu_pct": None, "proc_cpu_pct": round(cpu, 2), "samples": 0, "categories": {}}
                    for tid, cpu in sorted(proc_cpu.items())]
         report.update(threads=threads, totals={"cpu_pct": None, "proc_cpu_pct": proc_total},
-                      futex={"recorded": False}, hot_paths={"paths": [], "functions_self": [], "functions_total": []},
+                      futex={"recorded": False}, hot_paths=[], top_functions={"self": [], "total": []}, hot_spots=[],
                       samples=0)
     report["cgroup"] = cgroup or {}
     report["pool_threads"] = _pool_threads(sessions, report["threads"])

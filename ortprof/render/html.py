@@ -83,7 +83,7 @@ def _sessions(report):
 
 
 def _hot_paths(report):
-    paths = (report.get("hot_paths") or {}).get("paths", [])
+    paths = report.get("hot_paths") or []
     rows = "".join(f"<tr><td>{_num(p['cpu_pct'])}</td><td class=l>{_e(p['role'])}</td>"
                    f"<td class=l>{_e(CATEGORY_LABELS.get(p['category'], p['category']))}</td>"
                    f"<td class=l><code>{_e(' > '.join(p['stack'].split(';')[-6:]))}</code></td></tr>" for p in paths)

@@ -109,15 +109,15 @@ def _futex(report, console, top):
 
 
 def _hot_paths(report, console, top):
-    hot = report.get("hot_paths") or {}
-    if not hot.get("paths"):
+    paths = report.get("hot_paths") or []
+    if not paths:
         return
     table = Table(title="Hot call paths (leaf last)", title_justify="left", show_lines=False)
     table.add_column("CPU %", justify="right")
     table.add_column("role")
     table.add_column("category")
     table.add_column("path", overflow="fold")
-    for path in hot["paths"][:top]:
+    for path in paths[:top]:
         frames = path["stack"].split(";")
         shown = " > ".join(frames[-4:])
         table.add_row(_pct(path["cpu_pct"]), path["role"], CATEGORY_LABELS.get(path["category"], path["category"]),
@@ -126,10 +126,10 @@ def _hot_paths(report, console, top):
     functions = Table(title="Top functions (self)", title_justify="left", box=None)
     functions.add_column("CPU %", justify="right")
     functions.add_column("function", overflow="fold")
-    for item in hot.get("functions_self", [])[:top]:
+    for item in (report.get("top_functions") or {}).get("self", [])[:top]:
         functions.add_row(_pct(item["cpu_pct"]), item["function"])
     console.print(functions)
-    spots = [spot for spot in hot.get("hot_spots", []) if spot.get("source")]
+    spots = [spot for spot in report.get("hot_spots") or [] if spot.get("source")]
     if spots:
         table = Table(title="Hot spots with source lines", title_justify="left", box=None)
         for column in ("CPU %", "function", "source"):
