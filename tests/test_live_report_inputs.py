@@ -89,11 +89,18 @@ def test_binaries_gone(tmp_path):
                 env={"PYTHONPATH": str(site)}, check=True)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["environment"]["ort"]["path"].startswith(str(site))
+    run_ortprof("report", str(out), "--json", check=True)   # fills the symbol cache, as a first report would
     shutil.rmtree(site)
+    # The symbol cache of that build-id (made by `ortprof report` before, on the recording machine) still
+    # names functions and finds the spin; without it, the report says that spin cannot be told apart.
+    with_cache = json.loads(run_ortprof("report", str(out), "--json", check=True).stdout)
+    assert any("is gone" in note for note in with_cache["notes"])
+    assert any("using the symbol cache" in note for note in with_cache["notes"])
+    assert "spin-wait" in [f["id"] for f in with_cache["findings"]]
     result = run_ortprof("report", str(out), "--json", env={"ORTPROF_CACHE_DIR": str(tmp_path / "empty-cache")})
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert any("is gone" in note for note in report["notes"])
+    assert any("no symbol cache" in note for note in report["notes"])
     assert report["samples"] > 0 and report["sessions"][0]["runs"] > 0
 
 

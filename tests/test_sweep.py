@@ -20,7 +20,16 @@ from ortprof.sweep.loop import ShapeError, resolve_shapes
 ORTPROF = str(Path(sys.executable).with_name("ortprof"))
 DEMO = str(demo_model_path("small"))
 DEMO_LOOP = ["--model", DEMO, "--shape", "sequence=10"]
-needs_old_ort = pytest.mark.skipif(not OLD_ORT_PYTHON.exists(), reason="no ORT 1.15.1 venv (make setup)")
+
+
+def needs_old_ort(test):
+    """`make setup` creates the 1.15.1 venv: its absence is a failure, not a skip."""
+    def check(*args, **kwargs):
+        if not OLD_ORT_PYTHON.exists():
+            pytest.fail(f"{OLD_ORT_PYTHON} missing: `make setup` creates it")
+        return test(*args, **kwargs)
+    import functools
+    return functools.wraps(test)(check)
 needs_cgroup = pytest.mark.skipif(os.geteuid() != 0 or not os.path.isdir("/sys/fs/cgroup"),
                                   reason="--cpus needs root and cgroupfs")
 

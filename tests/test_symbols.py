@@ -330,7 +330,7 @@ def test_cache_cold_then_warm(monkeypatch, tmp_path):
     path, facts = wheel("1.31.1")
     monkeypatch.setenv("ORTPROF_CACHE_DIR", str(tmp_path / "c"))
     cold = Symbolizer().for_dso(path)
-    entry = tmp_path / "c" / f"{cold.build_id}.json"
+    entry = tmp_path / "c" / "symbols" / f"{cold.build_id}.json"
     assert not cold.from_cache and entry.exists()
     warm = Symbolizer().for_dso(path)
     assert warm.from_cache
@@ -354,7 +354,7 @@ def test_cache_dir_default_and_override(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache.cache_dir() == tmp_path / ".cache" / "ortprof" / "symbols"
     monkeypatch.setenv("ORTPROF_CACHE_DIR", str(tmp_path / "x"))
-    assert cache.cache_dir() == tmp_path / "x"
+    assert cache.cache_dir() == tmp_path / "x" / "symbols"
 
 
 def test_build_id_mismatch_and_missing_binary(symbolizer, tmp_path):

@@ -108,9 +108,11 @@ def futex_overhead(report, context):
         evidence={"calls_per_s": futex["calls_per_s"], "calls_per_inference": per_inference,
                   "time_ms_per_s": futex["time_ms_per_s"], "sync_pct": sync,
                   "top_stack": futex["top_stacks"][0]["stack"] if futex["top_stacks"] else None},
-        remedy=_snippet(["opts.intra_op_num_threads = 1   # no pool, no hand-offs",
-                         '# or a short spin instead of none (ORT >= 1.26):',
-                         '# opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")']),
+        remedy=_snippet(["opts.intra_op_num_threads = 1   # no pool, no hand-offs"]
+                        + (['# or a short spin instead of none:',
+                            '# opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")']
+                           if _ort_version(context) >= SPIN_DURATION_SINCE else
+                           ['# or spinning back on (the default) if the CPU it costs is acceptable'])),
         tradeoff="One thread trades parallel speed-up for zero sync; a short spin trades a little CPU for fewer sleeps/wakes.",
         explanation=("Each parallel section wakes sleeping workers (futex wake) and each idle worker blocks "
                      "again (futex wait); ORT 1.15-era builds go through nsync semaphores with deadlines "
@@ -124,10 +126,12 @@ def cpu_throttling(report, context):
         return None
     quota = cgroup.get("quota_cpus")
     pool = report.get("pool_threads")
+    stalled_ms_per_s = (cgroup.get("throttled_ms") or 0) / max(report["window_seconds"], 1e-9)
     return Finding(
-        id="cpu-throttling", severity="critical",
+        id="cpu-throttling", severity="critical" if stalled_ms_per_s >= 50 else "warning",
         title=f"CPU quota throttled the process {throttled} times ({cgroup.get('throttled_ms', 0):.0f} ms stalled)",
         evidence={"throttled_periods": throttled, "throttled_ms": cgroup.get("throttled_ms"),
+                  "stalled_ms_per_s": round(stalled_ms_per_s, 1),
                   "quota_cpus": quota, "pool_threads": pool, "process_cpu_pct": report["totals"]["cpu_pct"]},
         remedy=_snippet(["opts.intra_op_num_threads = 1   # or floor(quota), at least 1",
                          'opts.add_session_config_entry("session.intra_op.allow_spinning", "0")']),
@@ -207,6 +211,8 @@ def python_overhead(report, context):
     return None
 
 
+FINDING_IDS = ("spin-wait", "caller-spin", "futex-overhead", "cpu-throttling", "thread-oversubscription",
+               "latency-variance", "debug-build", "stripped-binary", "python-overhead")
 RULES = (spin_wait, caller_spin, futex_overhead, cpu_throttling, thread_oversubscription,
          latency_variance, debug_build, stripped_binary, python_overhead)
 

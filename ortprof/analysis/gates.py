@@ -6,7 +6,7 @@ import re
 from ..errors import InputError
 from ..findings import SEVERITIES, severity_rank
 
-_COMPARISON = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+)\s*$")
+_COMPARISON = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
 _OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
               "==": operator.eq, "!=": operator.ne}
 
@@ -21,7 +21,11 @@ def parse_gates(expressions):
 
 def _parse(text):
     if text.startswith("finding:"):
-        return ("finding", text[len("finding:"):].strip(), text)
+        from .diagnose import FINDING_IDS
+        finding = text[len("finding:"):].strip()
+        if finding not in FINDING_IDS:
+            raise InputError(f"--fail-on {text!r}: unknown finding; one of {', '.join(FINDING_IDS)}")
+        return ("finding", finding, text)
     if text.startswith("severity:"):
         level = text[len("severity:"):].strip()
         if level not in SEVERITIES:
@@ -63,8 +67,9 @@ def evaluate(gates, report):
         else:
             name, compare, limit = value
             actual = _metric(report, name)
-            if actual is None:
-                raise InputError(f"--fail-on {text!r}: the report has no metric {name!r}")
+            if actual is None or isinstance(actual, bool) or not isinstance(actual, (int, float)):
+                raise InputError(f"--fail-on {text!r}: {name!r} is not a number in this report "
+                                 "(e.g. spin_pct, futex.calls_per_inference, cgroup.throttled_periods)")
             if compare(float(actual), limit):
                 tripped.append(f"{text} (is {actual})")
     return tripped

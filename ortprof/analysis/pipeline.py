@@ -66,7 +66,7 @@ def aggregate_samples(samples, symbolizer, window=None):
         return names
 
     for sample in samples:
-        if window and not (window[0] - 0.5 <= sample.time <= window[1] + 0.5):
+        if window and not (window[0] <= sample.time <= window[1]):   # both CLOCK_MONOTONIC (perf -k mono)
             continue
         aggregate.events[sample.event] += 1
         if aggregate.first_time is None:
@@ -107,14 +107,14 @@ def category_of(raw, role):
     return _RAW_TO_CATEGORY[raw]
 
 
-def thread_table(aggregate, window_seconds, proc_cpu, caller_tids, parallel_mode=False):
+def thread_table(aggregate, window_seconds, proc_cpu, caller_tids):
     """threads[] of the report: role, CPU % of one core and its categories."""
     scale = 100.0 / (window_seconds * 1e9)
     tids = set(aggregate.threads) | set(proc_cpu)
     rows = []
     for tid in sorted(tids):
         thread = aggregate.threads.get(tid)
-        role = roles_mod.assign_role(thread.evidence if thread else None, tid in caller_tids, parallel_mode)
+        role = roles_mod.assign_role(thread.evidence if thread else None, tid in caller_tids)
         categories = dict.fromkeys(CATEGORIES, 0.0)
         if thread:
             for raw, ns in thread.raw_ns.items():

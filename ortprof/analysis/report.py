@@ -15,7 +15,7 @@ from . import roles as roles_mod
 from .diagnose import diagnose
 from .latency import session_latencies
 from .perfscript import PerfScriptStream, parse_samples
-from .pipeline import (aggregate_samples, folded_lines, futex_table, hot_paths, hot_spots, make_symbolizer,
+from .pipeline import (CATEGORIES, aggregate_samples, folded_lines, futex_table, hot_paths, hot_spots, make_symbolizer,
                        thread_table, totals)
 
 SCHEMA = "ortprof.report/1"
@@ -59,6 +59,19 @@ def _binary_context(manifest, notes):
     return context
 
 
+def _cached_symbolizer(build_id, notes):
+    """Names and spin sites of a module that is gone, from the symbol cache of its build-id."""
+    from ..symbols.resolver import Symbolizer
+    from .stacks import StackSymbolizer
+    cached = Symbolizer().for_build_id(build_id)
+    if cached is None:
+        notes.append(f"no symbol cache for build-id {build_id} either: spin-wait cannot be told from compute "
+                     "in ORT's frames (report on the machine that recorded, or keep its ~/.cache/ortprof)")
+        return None
+    notes.append(f"using the symbol cache of build-id {build_id} (names and spin sites)")
+    return StackSymbolizer(lambda dso: cached)
+
+
 def _perf_complaint(warnings):
     """perf's own words on a broken file, e.g. a perf record that was killed."""
     for warning in warnings:
@@ -90,6 +103,8 @@ def build_report(run, samples=None, with_ort_symbols=True, folded=None):
     seconds = window.get("seconds")
     context = _binary_context(manifest, notes)
     symbolizer = make_symbolizer(with_ort_symbols and not context.get("binary_missing"))
+    if with_ort_symbols and context.get("binary_missing") and context.get("build_id"):
+        symbolizer = _cached_symbolizer(context["build_id"], notes) or symbolizer
 
     records = list(read_hook_records(run.file(rundir.HOOK_DIR)))
     latencies = session_latencies(records, span)
@@ -137,12 +152,11 @@ def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozen
     proc_cpu = proc_cpu or {}
     notes = []
     proc_total = round(sum(proc_cpu.values()), 2) if proc_cpu else None
-    parallel = any((l.options or {}).get("execution_mode") == "ORT_PARALLEL" for l in latencies)
     sessions = [latency.summary(seconds) for latency in latencies]
     inferences = sum(s["runs"] for s in sessions)
     report = {"schema": SCHEMA, "window_seconds": round(seconds, 3), "ort": context, "sessions": sessions}
     if aggregate is not None:
-        threads = thread_table(aggregate, seconds, proc_cpu, caller_tids, parallel)
+        threads = thread_table(aggregate, seconds, proc_cpu, caller_tids)
         roles_by_tid = {row["tid"]: row["role"] for row in threads}
         paths, functions = hot_paths(aggregate, seconds, roles_by_tid)
         report.update(threads=threads, totals=totals(threads, proc_total),
@@ -156,8 +170,12 @@ def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozen
         threads = [{"tid": tid, "role": roles_mod.CALLER if tid in caller_tids else roles_mod.UNKNOWN,
                     "cpu_pct": None, "proc_cpu_pct": round(cpu, 2), "samples": 0, "categories": {}}
                    for tid, cpu in sorted(proc_cpu.items())]
-        report.update(threads=threads, totals={"cpu_pct": None, "proc_cpu_pct": proc_total},
-                      futex={"recorded": False}, hot_paths=[], top_functions={"self": [], "total": []}, hot_spots=[],
+        report.update(threads=threads,
+                      totals=dict({f"{name}_pct": None for name in ("cpu", *CATEGORIES)}, proc_cpu_pct=proc_total,
+                                  mismatch_pct=None, mismatch=False),
+                      futex={"recorded": False, "calls": None, "calls_per_s": None, "time_ms_per_s": None,
+                             "calls_per_inference": None, "threads": [], "top_stacks": []},
+                      hot_paths=[], top_functions={"self": [], "total": []}, hot_spots=[],
                       samples=0)
     report["cgroup"] = cgroup or {}
     report["pool_threads"] = _pool_threads(sessions, report["threads"])

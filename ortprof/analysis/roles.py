@@ -72,7 +72,7 @@ class ThreadEvidence:
         self.inter_op += evidence.inter_op
 
 
-def assign_role(evidence, is_hook_caller, parallel_mode=False):
+def assign_role(evidence, is_hook_caller):
     """Role of one thread. Stacks are often cut short (MLAS kernels have no CFI,
     so DWARF unwinding stops at the leaf): a few complete stacks decide."""
     if is_hook_caller:

@@ -8,6 +8,8 @@ import os
 import re
 from functools import lru_cache
 
+from ..symbols.spin import classify_named_frames
+
 # Module kinds, by DSO path.
 ORT, KERNEL, PYTHON, SYSLIB, BLAS, OTHER = "ort", "kernel", "python", "syslib", "blas", "other"
 
@@ -21,13 +23,6 @@ _SYNC_NAMES = re.compile(
     r"futex|pthread_cond_|pthread_mutex_|__lll_lock|lll_lock|sem_(timed|clock)?wait|sem_post|"
     r"nsync_|OrtCondVar|OrtMutex|condition_variable|pthread_rwlock|__pthread_clockjoin|"
     r"do_futex|futex_wait|futex_wake|__x64_sys_futex|PyThread_acquire_lock|take_gil|drop_gil")
-# Spin primitives and the loops around them, for symbolized builds.
-_SPIN_LEAF = re.compile(r"SpinPause|_mm_pause|_tpause|spin_pause")
-_WORKER_LOOP = re.compile(r"WorkerLoop")
-# Pool plumbing: queue polling, atomics and std::function moves (Debug builds show
-# them as frames). A task frame (std::function::operator(), _M_invoke, kernels) is not.
-_PLUMBING = re.compile(r"^(std::|__gnu_cxx::|onnxruntime::concurrency::(RunQueue|ThreadPoolTempl|SpinPause)|_mm_pause)")
-SPIN_SCAN_DEPTH = 12
 SYNC_SCAN_DEPTH = 8   # how far from the leaf a wait primitive still counts
 
 
@@ -150,7 +145,7 @@ def classify_stack(frames, names, symbolizer):
     kinds = [module_kind(frame.dso) for frame in frames]
     if kinds[0] == ORT and symbolizer.is_spin_address(leaf, frames[1] if len(frames) > 1 else None):
         return SPIN
-    if _is_named_spin(names):
+    if classify_named_frames(names):   # symbolized builds: the frames perf named
         return SPIN
     for name in names[:SYNC_SCAN_DEPTH]:
         if _SYNC_NAMES.search(name):
@@ -165,15 +160,3 @@ def classify_stack(frames, names, symbolizer):
         return PYTHON_CLASS
     return OTHER_CLASS
 
-
-def _is_plumbing(name):
-    return bool(_PLUMBING.match(name)) and "operator()" not in name and "_M_invoke" not in name
-
-
-def _is_named_spin(names):
-    """Spin in a symbolized build: a pause primitive or the worker loop, with only
-    pool plumbing (no task) between it and the sampled instruction."""
-    for index, name in enumerate(names[:SPIN_SCAN_DEPTH]):
-        if _SPIN_LEAF.search(name) or _WORKER_LOOP.search(name):
-            return all(_is_plumbing(inner) for inner in names[:index])
-    return False

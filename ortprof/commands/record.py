@@ -10,24 +10,24 @@ from .common import emit_json, stderr_console
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--pid", type=int, help="Attach to a running process instead of launching CMD.")
-@click.option("-d", "--duration", type=float, default=10.0, show_default=True,
+@click.option("-d", "--duration", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds to profile after warm-up (less if the workload exits).")
-@click.option("--delay", type=float, help="Start profiling after this many seconds instead of "
+@click.option("--delay", type=click.FloatRange(min=0), help="Start profiling after this many seconds instead of "
               "waiting for the workload's first run() calls.")
-@click.option("--warmup-runs", type=int, default=5, show_default=True,
+@click.option("--warmup-runs", type=click.IntRange(min=1), default=5, show_default=True,
               help="run() calls of the first InferenceSession that end the warm-up.")
-@click.option("--warmup-timeout", type=float, default=60.0, show_default=True,
+@click.option("--warmup-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
               help="Start profiling anyway when no run() was seen by then.")
 @click.option("--profiler", type=click.Choice(PROFILER_CHOICES), default="auto", show_default=True,
               help="auto = perf when usable, else py-spy (which cannot see ORT's pool workers).")
-@click.option("-F", "--frequency", type=int, default=profilers.DEFAULT_FREQUENCY, show_default=True,
+@click.option("-F", "--frequency", type=click.IntRange(1, 100_000), default=profilers.DEFAULT_FREQUENCY, show_default=True,
               help="perf sampling frequency (Hz).")
 @click.option("--call-graph", type=click.Choice(["dwarf", "fp"]), default="dwarf", show_default=True,
               help="fp only for builds with frame pointers (ortprof build keeps them).")
-@click.option("--stack-size", type=int, default=profilers.DEFAULT_STACK_SIZE, show_default=True,
+@click.option("--stack-size", type=click.IntRange(8, 65528), default=profilers.DEFAULT_STACK_SIZE, show_default=True,
               help="Bytes of user stack perf copies per sample for dwarf unwinding.")
 @click.option("--no-futex", is_flag=True, help="Do not trace futex syscalls.")
-@click.option("--pyspy-rate", type=int, default=100, show_default=True, help="py-spy samples per second.")
+@click.option("--pyspy-rate", type=click.IntRange(1, 10_000), default=100, show_default=True, help="py-spy samples per second.")
 @click.option("--cpus", type=float, help="Run CMD in a CPU-limited cgroup, like `docker run --cpus`.")
 @click.option("--ort-build", metavar="CONFIG|MANIFEST",
               help="Run with an `ortprof build` (its site-packages first), e.g. Debug.")
@@ -69,7 +69,7 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
         command=list(command), pid=pid, name=name, output=output, duration=duration, delay=delay,
         warmup_runs=warmup_runs, warmup_timeout=warmup_timeout, profiler=profiler, frequency=frequency,
         call_graph=call_graph, stack_size=stack_size, futex=not no_futex, pyspy_rate=pyspy_rate,
-        cpus=cpus, extra_python_paths=extra_paths, ort_build=build, progress=not quiet)
+        cpus=cpus, extra_python_paths=extra_paths, ort_build=build, progress=not quiet, stdout_for_json=as_json)
     console = stderr_console()
     run, manifest = Recorder(options, console).record()
     if as_json:

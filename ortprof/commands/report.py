@@ -16,7 +16,7 @@ from .common import emit_json, stderr_console, stdout_console
 @click.option("--fail-on", "fail_on", multiple=True, metavar="EXPR",
               help="Exit 1 when EXPR holds: spin_pct>20, futex.calls_per_inference>50, "
                    "finding:cpu-throttling, severity:warning. Repeatable or comma-separated.")
-@click.option("--top", type=int, default=8, show_default=True, help="Rows in the hot-path and futex tables.")
+@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True, help="Rows in the hot-path and futex tables.")
 @click.option("--no-symbols", is_flag=True, help="Skip decoding the stripped ORT module (names stay addresses).")
 def command(run, as_json, folded_path, html_path, fail_on, top, no_symbols):
     """Diagnose RUN (default: the latest run): CPU by thread and category
@@ -33,17 +33,28 @@ def command(run, as_json, folded_path, html_path, fail_on, top, no_symbols):
 
     gates = parse_gates(fail_on)
     run_dir = resolve_run(run)
+    if folded_path == "-" and as_json:
+        raise InputError("--folded - and --json both want stdout: give --folded a file")
+    folded_stream = None
+    if folded_path and folded_path != "-":
+        try:
+            folded_stream = open(folded_path, "w")   # before decoding: a bad path fails at once
+        except OSError as exc:
+            raise InputError(f"{folded_path}: cannot write ({exc.strerror or exc})")
+
     def write_folded(lines):
-        stream = sys.stdout if folded_path == "-" else open(folded_path, "w")
+        stream = folded_stream or sys.stdout
         try:
             for line in lines:
                 stream.write(line + "\n")
-        finally:
-            if stream is not sys.stdout:
-                stream.close()
+            stream.flush()
+        except OSError as exc:
+            raise InputError(f"{folded_path}: cannot write ({exc.strerror or exc})")
     console = stderr_console()
     with console.status("decoding perf data", spinner="dots") if not as_json and folded_path != "-" else _nothing():
         report = build_report(run_dir, with_ort_symbols=not no_symbols, folded=write_folded if folded_path else None)
+    if folded_stream is not None:
+        folded_stream.close()
     tripped = evaluate(gates, report)
     report["gates"] = {"expressions": list(fail_on), "tripped": tripped}
     if html_path:

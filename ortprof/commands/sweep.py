@@ -19,7 +19,7 @@ DEFAULT_TIME_BUDGET = 110.0
               help="Built-in loop: a symbolic dimension (sequence=128) or an input's shape (input_ids=1x128); "
                    "unresolved dynamic dimensions are 1. Repeatable.")
 @click.option("--python", metavar="PY", help="Built-in loop: the Python (venv) to run it with (default: this one).")
-@click.option("--threads", metavar="N,...", help="intra_op_num_threads values [default: usable cores down to 1].")
+@click.option("--threads", metavar="N,...", help="intra_op_num_threads values [default: physical cores and the powers of two below].")
 @click.option("--allow-spinning", metavar="1,0", help="session.intra_op.allow_spinning values [default: 1,0].")
 @click.option("--spin-duration-us", metavar="US,...", help="session.intra_op.spin_duration_us values (-1 = legacy).")
 @click.option("--dynamic-block-base", metavar="N,...", help="session.dynamic_block_base values (0 = off).")

@@ -46,13 +46,21 @@ class RecordOptions:
     ort_build: Optional[dict] = None
     session_overrides: Optional[dict] = None
     progress: bool = True
+    stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
 
 
-class Interrupted(Exception):
+class Interrupted(KeyboardInterrupt):
     """Ctrl+C or SIGTERM reached ortprof: stop in order and keep everything."""
 
 
+def _ignore_stop_signals():
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _raise_interrupted(signum, frame):
+    # A second Ctrl+C must not cut the orderly stop (profilers, workload, manifest) short.
+    _ignore_stop_signals()
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -184,6 +192,9 @@ class Recorder:
             failure = error
         finally:
             self._finish(status, failure)
+        if failure is None and self.manifest["status"] == "workload-failed":
+            failure = WorkloadError(f"the workload exited with code {self.manifest.get('exit_code')} during "
+                                    f"profiling; what was recorded is in {self.run.path}")
         if failure is not None:
             raise failure
         if status == "interrupted":
@@ -206,7 +217,8 @@ class Recorder:
             preexec = self.cgroup.add_self
         env = hook_environment(os.environ, self.run.file(rundir.HOOK_DIR), options.warmup_runs,
                                options.session_overrides, options.extra_python_paths)
-        self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec)
+        self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec,
+                                 stdout_to_stderr=options.stdout_for_json)
         self.manifest.update(pid=self.workload.pid, status="warming-up")
         self._save()
         self.sampler = ThreadCpuSampler(self.workload.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
@@ -271,8 +283,10 @@ class Recorder:
             perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
                                              str(self.run.file(rundir.PERF_DATA))).start()
             self.profilers["perf"] = perf
+            self._wait_until_attached(perf)
             failed = perf.early_failure()
             if failed is not None:
+                self._raise_if_workload_gone("perf")
                 raise profilers_error("perf", failed)
         if "py-spy" in chosen:
             argv = profilers.pyspy_command(chosen["py-spy"], pid, str(self.run.file(rundir.PYSPY_OUT)),
@@ -282,9 +296,33 @@ class Recorder:
             self.profilers["py-spy"] = pyspy
             failed = pyspy.early_failure()
             if failed is not None:
+                self._raise_if_workload_gone("py-spy")
                 raise profilers_error("py-spy", failed)
         self.manifest["status"] = "recording"
         self._save()
+
+    def _raise_if_workload_gone(self, profiler):
+        pid = self.manifest.get("profiled_pid")
+        if (self.workload is not None and not self.workload.running()) or not psutil.pid_exists(pid):
+            code = self.workload.finish() if self.workload is not None else None
+            self.manifest["exit_code"] = code
+            raise WorkloadError(f"the workload exited (code {code}) right after warm-up, before {profiler} "
+                                f"could attach; record a longer run (e.g. more requests)")
+
+    def _wait_until_attached(self, perf, timeout=2.0):
+        """Open the window when perf has its events open, not when it was launched:
+        perf's start-up (~0.1-0.2 s) would otherwise count as unsampled time."""
+        deadline = time.monotonic() + timeout
+        fd_dir = f"/proc/{perf.process.pid}/fd"
+        while time.monotonic() < deadline:
+            try:
+                if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
+                    time.sleep(0.05)   # the rest of perf's events open and are enabled in the same burst
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
+        self.manifest["window"]["start_mono"] = time.monotonic()
 
     def _profile_for_duration(self):
         options = self.options
@@ -316,6 +354,7 @@ class Recorder:
             profiler.stop()
 
     def _finish(self, status, failure):
+        _ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
         try:
             if self.workload is not None:
                 code = self.workload.stop() if self.workload.running() else self.workload.finish()

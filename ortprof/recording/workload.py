@@ -57,9 +57,10 @@ class Workload:
     ortprof only, which then stops profilers first and this last.
 
     tee=True shows its output and saves it to `log_path`; tee=False only saves it
-    (a sweep runs it many times and keeps stdout for its own table or JSON)."""
+    (a sweep runs it many times and keeps stdout for its own table or JSON);
+    stdout_to_stderr keeps ortprof's stdout for its own --json."""
 
-    def __init__(self, argv, env, log_path, preexec=None, tee=True):
+    def __init__(self, argv, env, log_path, preexec=None, tee=True, stdout_to_stderr=False):
         self.argv = argv
         self.log_path = log_path
         self.log = open(log_path, "ab")
@@ -77,7 +78,8 @@ class Workload:
         self._tees = []
         if tee:
             self._tees = [
-                threading.Thread(target=_tee, args=(self.process.stdout, [sys.stdout.buffer, self.log]), daemon=True),
+                threading.Thread(target=_tee, args=(self.process.stdout, [
+                    sys.stderr.buffer if stdout_to_stderr else sys.stdout.buffer, self.log]), daemon=True),
                 threading.Thread(target=_tee, args=(self.process.stderr, [sys.stderr.buffer, self.log]), daemon=True),
             ]
         for thread in self._tees:

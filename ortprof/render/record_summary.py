@@ -34,8 +34,6 @@ def print_record_summary(run, manifest, console):
     if before and after and after.get("nr_throttled") is not None:
         console.print(f"  cgroup throttled: {after['nr_throttled'] - before['nr_throttled']} periods, "
                       f"{(after['throttled_usec'] - before['throttled_usec']) / 1000:.1f} ms")
-    for note in manifest.get("notes", []):
-        console.print(f"  [yellow]note:[/] {note}")
     console.print(f"next: [bold]ortprof report {run.path}[/]")
 
 

@@ -95,6 +95,20 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def default_thread_counts():
+    """The physical cores (ORT's own default pool size) and the powers of two below:
+    2 cores -> [2, 1], 12 -> [12, 8, 4, 2, 1]. Counting every value would make
+    a large machine's sweep take hours."""
+    import psutil
+    top = min(psutil.cpu_count(logical=False) or usable_cores(), usable_cores())
+    counts = {top}
+    power = 1
+    while power < top:
+        counts.add(power)
+        power *= 2
+    return sorted(counts, reverse=True)
+
+
 def parse_axis(axis, text):
     """'1,2, 4' -> [1, 2, 4] (order kept, duplicates dropped)."""
     items = [item.strip() for item in str(text).split(",") if item.strip()]
@@ -117,7 +131,7 @@ def build_axes(given, builtin_loop):
             axes[axis.name] = parse_axis(axis, text)
     if "rate" in axes and not builtin_loop:
         raise InputError("--rate applies to the built-in loop (--model); your command sets its own request rate")
-    axes.setdefault("threads", list(range(usable_cores(), 0, -1)))
+    axes.setdefault("threads", default_thread_counts())
     axes.setdefault("allow_spinning", ["1", "0"])
     if builtin_loop:
         axes.setdefault("rate", [10.0])

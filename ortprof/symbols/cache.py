@@ -2,7 +2,7 @@
 
 Building a binary's function index and spin map takes ~0.5 s for the ORT
 wheel (more with a large symbol table); a report reads it back in a few ms.
-The cache is a JSON file `<build-id>.json` under `$ORTPROF_CACHE_DIR`, else
+The cache is a JSON file `<build-id>.json` under `$ORTPROF_CACHE_DIR/symbols`, else
 `$XDG_CACHE_HOME/ortprof/symbols`, else `~/.cache/ortprof/symbols`.
 """
 import hashlib
@@ -17,11 +17,9 @@ CACHE_FORMAT = 1
 
 
 def cache_dir() -> Path:
-    explicit = os.environ.get("ORTPROF_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ortprof" / "symbols"
+    """<ortprof cache>/symbols; the ortprof cache is $ORTPROF_CACHE_DIR or ~/.cache/ortprof (models live beside)."""
+    from ..demo.model import cache_dir as ortprof_cache_dir
+    return ortprof_cache_dir() / "symbols"
 
 
 def cache_key(build_id: Optional[str], path) -> str:

@@ -185,12 +185,13 @@ def _patch(module, recorder):
 
     def timed(original, kind):
         def wrapper(self, *args, **kwargs):
-            start = time.perf_counter()
+            # monotonic: the clock ortprof's windows and perf -k mono use (ns resolution on Linux)
+            start = time.monotonic()
             try:
                 return original(self, *args, **kwargs)
             finally:
                 recorder.add_run(getattr(self, "_ortprof_session", 0), start,
-                                 time.perf_counter() - start, kind)
+                                 time.monotonic() - start, kind)
         wrapper.__name__ = original.__name__
         wrapper.__doc__ = original.__doc__
         return wrapper
