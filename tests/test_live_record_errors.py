@@ -153,3 +153,37 @@ def test_disk_full_keeps_the_run_and_says_so(tiny_filesystem):
     assert manifest["schema"] == "ortprof.run/1"
     assert (out / "perf.data").stat().st_size > 0
     assert "Traceback" not in (out / "workload.log").read_text()
+
+
+def test_json_output_is_valid_json_with_the_workload_on_stderr(tmp_path):
+    result = run_ortprof("record", "-q", "--json", "--duration", "2", "-o", str(tmp_path / "r"), "--",
+                         *DEMO, "--rate", "10")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["schema"] == "ortprof.run/1"
+    assert "demo: requests=" in result.stderr
+
+
+def test_workload_failing_during_profiling_exits_5_and_keeps_the_run(tmp_path):
+    out = tmp_path / "r"
+    result = run_ortprof("record", "-q", "--profiler", "none", "--delay", "0.3", "--duration", "10", "-o", str(out),
+                         "--", sys.executable, "-c", "import sys, time; time.sleep(1.5); sys.exit(3)")
+    line = one_line_error(result, 5)
+    assert "exited with code 3 during profiling" in line
+    assert json.loads((out / "run.json").read_text())["status"] == "workload-failed"
+
+
+def test_second_ctrl_c_does_not_cut_the_cleanup_short(tmp_path):
+    out = tmp_path / "r"
+    stubborn = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+    process = subprocess.Popen([ORTPROF, "record", "-q", "--profiler", "none", "--delay", "0.3", "--duration", "60",
+                                "-o", str(out), "--", sys.executable, "-c", stubborn],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)                      # the workload ignores SIGINT: ortprof is waiting to send SIGTERM
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["stopped_by_ortprof"]
+    assert not os.path.exists(f"/proc/{manifest['pid']}") or open(f"/proc/{manifest['pid']}/stat").read().split()[2] == "Z"

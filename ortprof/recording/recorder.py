@@ -152,7 +152,7 @@ class Recorder:
 
         self.run = rundir.RunDirectory.create(default_run_name(options), options.output)
         self.manifest = {
-            "ortprof_version": __version__, "name": default_run_name(options),
+            "schema": rundir.SCHEMA, "ortprof_version": __version__, "name": default_run_name(options),
             "mode": "attach" if options.pid else "launch",
             "command": options.command or None, "pid": options.pid,
             "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
