@@ -42,7 +42,8 @@ class EhFrameError(ValueError):
     """`.eh_frame` or `.eh_frame_hdr` is malformed or uses an unsupported encoding."""
 
 
-def _read_uleb128(data, offset):
+def _read_leb128(data, offset, signed=False):
+    """(value, next offset) of a (U|S)LEB128 number in DWARF/.eh_frame data."""
     value = shift = 0
     while True:
         byte = data[offset]
@@ -50,18 +51,7 @@ def _read_uleb128(data, offset):
         value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
-            return value, offset
-
-
-def _read_sleb128(data, offset):
-    value = shift = 0
-    while True:
-        byte = data[offset]
-        offset += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            if byte & 0x40:
+            if signed and byte & 0x40:
                 value -= 1 << shift
             return value, offset
 
@@ -77,9 +67,9 @@ def _read_encoded(data, offset, encoding, field_vaddr, datarel_base=0, apply=Tru
         value, = struct.unpack_from("<Q", data, offset)
         offset += 8
     elif fmt == _PE_ULEB128:
-        value, offset = _read_uleb128(data, offset)
+        value, offset = _read_leb128(data, offset)
     elif fmt == _PE_SLEB128:
-        value, offset = _read_sleb128(data, offset)
+        value, offset = _read_leb128(data, offset, signed=True)
     elif fmt in _PE_FIXED_FORMATS:
         code = _PE_FIXED_FORMATS[fmt]
         value, = struct.unpack_from(code, data, offset)
@@ -131,15 +121,15 @@ class _EhFrame:
         pos = end + 1
         if "eh" in augmentation:
             pos += 8
-        _, pos = _read_uleb128(data, pos)   # code alignment
-        _, pos = _read_sleb128(data, pos)   # data alignment
+        _, pos = _read_leb128(data, pos)   # code alignment
+        _, pos = _read_leb128(data, pos, signed=True)   # data alignment
         if version == 1:
             pos += 1                        # return address register
         else:
-            _, pos = _read_uleb128(data, pos)
+            _, pos = _read_leb128(data, pos)
         encoding = _PE_ABSPTR
         if augmentation.startswith("z"):
-            _, pos = _read_uleb128(data, pos)
+            _, pos = _read_leb128(data, pos)
             for letter in augmentation[1:]:
                 if letter == "R":
                     encoding = data[pos]
