@@ -100,9 +100,13 @@ def test_one_thread_has_no_workers_and_no_spin(recordings):
     assert "spin-wait" not in [f["id"] for f in report["findings"]]
 
 
-def test_quota_gives_cpu_throttling_finding(recordings):
+def test_quota_gives_cpu_throttling_and_oversubscription_findings(recordings):
     report = report_json(recordings["quota"][0])
-    assert "cpu-throttling" in [f["id"] for f in report["findings"]]
+    ids = [f["id"] for f in report["findings"]]
+    assert "cpu-throttling" in ids
+    # ORT's default pool (one thread per core) ignores the 0.1-CPU quota.
+    assert "thread-oversubscription" in ids
+    assert report["cgroup"]["quota_cpus"] == 0.1 and report["cgroup"]["throttled_periods"] > 0
 
 
 def test_spin_estimate_matches_the_measured_cost_of_spinning(recordings):

@@ -83,6 +83,9 @@ def _sessions(report, console):
                       _num(s.get("variance_p99_p50")), str(options.get("intra_op_num_threads", "?")),
                       (options.get("config") or {}).get("session.intra_op.allow_spinning", "1"))
     console.print(table)
+    models = sorted({s["model"] for s in sessions if s.get("model") and not s["model"].startswith("<")})
+    for model in models:
+        console.print(Text(f"model-side checks (fusions, initializer inputs, layout): ortprof lint {model}", style="dim"))
 
 
 def _num(value):
