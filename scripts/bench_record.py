@@ -26,8 +26,11 @@ ORTPROF = str(Path(PYTHON).parent / "ortprof")
 DEMO_LINE = re.compile(r"p50=([0-9.]+)ms p95=([0-9.]+)ms cpu=([0-9.]+)%")
 
 
+DEMO_ARGS = []   # --demo-args: e.g. '--allow-spinning 0'
+
+
 def demo_argv(seconds, rate):
-    return [PYTHON, "-m", "ortprof.demo", "--rate", str(rate), "--duration", str(seconds)]
+    return [PYTHON, "-m", "ortprof.demo", "--rate", str(rate), "--duration", str(seconds), *DEMO_ARGS]
 
 
 def parse_demo(output):
@@ -104,9 +107,11 @@ def main():
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--record-args", default="", help="extra `ortprof record` options, e.g. '-F 99'")
+    parser.add_argument("--demo-args", default="", help="extra demo options, e.g. '--allow-spinning 0'")
     parser.add_argument("--no-hook-cost", action="store_true")
     args = parser.parse_args()
     RECORD_ARGS.extend(args.record_args.split())
+    DEMO_ARGS.extend(args.demo_args.split())
     modes = {mode: MODES[mode] for mode in args.modes.split(",")}
     results = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as workdir:
@@ -120,7 +125,8 @@ def main():
     base_p95 = statistics.median(r[1] for r in results["plain"])
     base_cpu = statistics.median(r[2] for r in results["plain"])
     print(f"\ndemo at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s, medians"
-          + (f"; ortprof record {args.record_args}" if args.record_args else ""))
+          + (f"; ortprof record {args.record_args}" if args.record_args else "")
+          + (f"; demo {args.demo_args}" if args.demo_args else ""))
     print(f"{'mode':14s} {'p50 ms':>8s} {'p50 x':>7s} {'p95 ms':>8s} {'p95 x':>7s} {'CPU %':>7s} {'CPU +pts':>9s}")
     for mode, rows in results.items():
         p50 = statistics.median(r[0] for r in rows)

@@ -18,6 +18,10 @@ from .workload import log_tail
 # 8 KiB of stack per sample reaches through ORT's frames into the Python caller.
 DEFAULT_FREQUENCY = 199
 DEFAULT_STACK_SIZE = 8192
+# A futex call needs only the few frames above libc that decided to wait or wake:
+# 2 KiB reaches them and costs a quarter of a CPU sample's copy (with spinning off
+# a service makes thousands of futex calls a second).
+FUTEX_STACK_SIZE = 2048
 FUTEX_EVENTS = ("syscalls:sys_enter_futex", "syscalls:sys_exit_futex")
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -97,7 +101,9 @@ def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwa
             "--call-graph", f"dwarf,{stack_size}" if call_graph == "dwarf" else "fp"]
     if futex:
         # Stacks on entry say who waits; the exit needs only its timestamp.
-        argv += ["-e", FUTEX_EVENTS[0], "-e", f"{FUTEX_EVENTS[1]}/call-graph=no/"]
+        entry_stack = (f"call-graph=dwarf,stack-size={min(stack_size, FUTEX_STACK_SIZE)}" if call_graph == "dwarf"
+                       else "call-graph=fp")
+        argv += ["-e", f"{FUTEX_EVENTS[0]}/{entry_stack}/", "-e", f"{FUTEX_EVENTS[1]}/call-graph=no/"]
     return argv + ["-p", str(pid)]
 
 
