@@ -32,7 +32,8 @@ class FutexAccumulator:
     threads: dict = field(default_factory=lambda: defaultdict(FutexThreadStats))
     stacks: Counter = field(default_factory=Counter)
 
-    def enter(self, sample, names):
+    def enter(self, sample, path):
+        """`path`: the caller path of the entry's stack (see caller_path)."""
         stats = self.threads[sample.tid]
         stats.calls += 1
         kind = futex_op(sample.trace)
@@ -41,7 +42,7 @@ class FutexAccumulator:
         else:
             stats.waits += 1
         stats.pending_enter = sample.time
-        self.stacks[caller_path(sample.frames, names)] += 1
+        self.stacks[path] += 1
 
     def exit(self, sample):
         stats = self.threads[sample.tid]

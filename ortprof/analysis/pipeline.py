@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import roles as roles_mod
-from .futex import FutexAccumulator
+from .futex import FutexAccumulator, caller_path
 from .stacks import COMPUTE, KERNEL_CLASS, OTHER_CLASS, PYTHON_CLASS, SPIN, SYNC, StackSymbolizer, classify_stack
 
 # Report categories (JSON names in totals are <category>_pct).
@@ -55,6 +55,7 @@ def aggregate_samples(samples, symbolizer, window=None):
     aggregate = Aggregate()
     names_of = {}
     facts_of = {}
+    futex_path_of = {}   # futex entries repeat a handful of stacks thousands of times
 
     def names_for(frames):
         names = []
@@ -73,7 +74,12 @@ def aggregate_samples(samples, symbolizer, window=None):
             aggregate.first_time = sample.time
         aggregate.last_time = sample.time
         if sample.is_futex_enter:
-            aggregate.futex.enter(sample, names_for(sample.frames))
+            path = futex_path_of.get(sample.frames)
+            if path is None:
+                if len(futex_path_of) >= STACK_CACHE_LIMIT:
+                    futex_path_of.clear()
+                path = futex_path_of[sample.frames] = caller_path(sample.frames, names_for(sample.frames))
+            aggregate.futex.enter(sample, path)
             continue
         if sample.is_futex_exit:
             aggregate.futex.exit(sample)

@@ -7,7 +7,6 @@ or a dying workload at any point keeps what was recorded):
   -> profilers -> duration / exit / Ctrl+C -> stop profilers -> stop workload -> manifest
 """
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -16,6 +15,7 @@ import psutil
 
 from .. import __version__
 from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
+from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
 from ..hook import hook_environment, read_hook_records, warm_event
 from . import profilers, rundir
 from .threadstats import ThreadCpuSampler, read_thread_cpu
@@ -47,21 +47,6 @@ class RecordOptions:
     session_overrides: Optional[dict] = None
     progress: bool = True
     stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl+C or SIGTERM reached ortprof: stop in order and keep everything."""
-
-
-def _ignore_stop_signals():
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _raise_interrupted(signum, frame):
-    # A second Ctrl+C must not cut the orderly stop (profilers, workload, manifest) short.
-    _ignore_stop_signals()
-    raise Interrupted(signal.Signals(signum).name)
 
 
 def choose_profilers(requested):
@@ -163,12 +148,8 @@ class Recorder:
         for note in fallback_notes:
             self._note(note)
 
-        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with stop_signals_raise_interrupted():
             return self._record(chosen)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _record(self, chosen):
         status = "completed"
@@ -354,7 +335,7 @@ class Recorder:
             profiler.stop()
 
     def _finish(self, status, failure):
-        _ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
+        ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
         try:
             if self.workload is not None:
                 code = self.workload.stop() if self.workload.running() else self.workload.finish()

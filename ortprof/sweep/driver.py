@@ -12,7 +12,6 @@ the extra time goes where the doubt is.
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Optional
 from .. import __version__
 from ..errors import InputError, OrtprofError, WorkloadError
 from ..recording.workload import resolve_executable
+from ..stopping import Interrupted, stop_signals_raise_interrupted
 from . import matrix, ortprobe, results, stats
 from .runner import RunPlan, run_once
 
@@ -58,10 +58,6 @@ def failure_of(document):
         return None
     first = next((run.get("error") for run in runs if run.get("error")), "no run succeeded")
     return WorkloadError(f"every run failed (first: {first}); logs are in {document.get('directory')}")
-
-
-class Interrupted(Exception):
-    """Ctrl+C or SIGTERM reached ortprof during a sweep."""
 
 
 class Sweep:
@@ -193,12 +189,11 @@ class Sweep:
         self.directory = results.create_directory(self.name, options.output)
         self.started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.save("running")
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         status = "completed"
         rng = random.Random(options.seed)
         self.started = time.monotonic()
         try:
-            with self._progress(self._runs_expected()) as progress:
+            with stop_signals_raise_interrupted(), self._progress(self._runs_expected()) as progress:
                 for repeat, cell in self._schedule(rng):
                     progress.start_run(cell)
                     record = run_once(self._plan(cell, repeat), progress.tick)
@@ -216,16 +211,7 @@ class Sweep:
         except OrtprofError:
             self.save("failed")
             raise
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
         return self.save(status)
-
-    def _on_signal(self, signum, frame):
-        # Later signals are ignored: they would break the clean stop of the run in progress.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signal.Signals(signum).name)
 
     def _cpu_samples(self, cell):
         return [run["cpu_pct"] for run in self.runs if run["cell"] == cell.id and run.get("status") == "ok"]
