@@ -5,8 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OLD_ORT := $(VENV)/ort-1.15.1/.installed
+NODE_TOOLS := tests/js/node_modules/.installed
 
-.PHONY: setup perf demo test test-fast bench clean
+.PHONY: setup perf test-tools demo test test-fast bench clean
 
 setup: $(STAMP) $(OLD_ORT) perf
 
@@ -31,10 +32,18 @@ demo: setup
 	$(BIN)/ortprof record --name demo --duration 8 -- $(BIN)/python -m ortprof.demo --rate 10 --duration 30
 	$(BIN)/ortprof report
 
-test: setup
+# Independent checkers the tests run against ortprof's outputs (browser, go tool pprof, node validators).
+test-tools: $(NODE_TOOLS)
+
+$(NODE_TOOLS): tests/js/package.json tests/js/package-lock.json
+	@bash scripts/ensure-test-tools.sh
+	cd tests/js && npm ci --no-audit --no-fund --silent
+	touch $(NODE_TOOLS)
+
+test: setup test-tools
 	$(BIN)/python -m pytest -q -rs
 
-test-fast: setup
+test-fast: setup test-tools
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
