@@ -1,7 +1,7 @@
 """The perf script parser on real captures (explicit fields and perf's default format)."""
 import lzma
 
-from conftest import FIXTURES, shared_fixture
+from conftest import FIXTURES
 from ortprof.analysis.perfscript import parse_frame, parse_samples
 
 
@@ -17,7 +17,7 @@ def test_stripped_capture_gives_dso_relative_addresses():
 
 
 def test_default_format_with_cpu_column_and_futex_events():
-    path = shared_fixture("ort-1.15.1-relwithdebinfo-nospin.perf-script-no-inline.txt.xz")
+    path = FIXTURES / "ort-1.15.1-relwithdebinfo-nospin.perf-script-no-inline.txt.xz"
     samples = list(parse_samples(lzma.open(path, "rt")))
     enters = [s for s in samples if s.is_futex_enter]
     exits = [s for s in samples if s.is_futex_exit]

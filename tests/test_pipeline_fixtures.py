@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from conftest import shared_fixture
+from conftest import FIXTURES
 from ortprof.analysis.report import report_from_perf_script
 
 
 def workload_cpu(name):
-    text = shared_fixture(name).read_text()
+    text = (FIXTURES / name).read_text()
     return float(re.search(r"cpu=\s*([0-9.]+)%", text).group(1))
 
 
@@ -25,7 +25,7 @@ def thread_by_role(report, role):
     ("relwithdebinfo", "ort-1.15.1-relwithdebinfo-default.perf-script-no-inline.txt.xz"),
 ])
 def test_default_options_spin_is_found_and_dominates_the_worker(build, script):
-    report = report_from_perf_script(shared_fixture(script))
+    report = report_from_perf_script(FIXTURES / script)
     (worker,) = thread_by_role(report, "intra-op-worker")
     (caller,) = thread_by_role(report, "caller")
     categories = worker["categories"]
@@ -42,7 +42,7 @@ def test_default_options_spin_is_found_and_dominates_the_worker(build, script):
 @pytest.mark.parametrize("script", ["ort-1.15.1-debug-nospin.perf-script.txt.xz",
                                     "ort-1.15.1-relwithdebinfo-nospin.perf-script-no-inline.txt.xz"])
 def test_spinning_off_has_no_spin_and_blocks_through_nsync(script):
-    report = report_from_perf_script(shared_fixture(script))
+    report = report_from_perf_script(FIXTURES / script)
     assert report["totals"]["spin_pct"] == 0
     assert "spin-wait" not in [f["id"] for f in report["findings"]]
     stacks = " ".join(item["stack"] for item in report["futex"]["top_stacks"])
@@ -51,7 +51,7 @@ def test_spinning_off_has_no_spin_and_blocks_through_nsync(script):
 
 
 def test_futex_waits_are_the_worker_and_wakes_the_caller():
-    report = report_from_perf_script(shared_fixture("ort-1.15.1-debug-nospin.perf-script.txt.xz"))
+    report = report_from_perf_script(FIXTURES / "ort-1.15.1-debug-nospin.perf-script.txt.xz")
     rows = {row["role"]: row for row in report["futex"]["threads"]}
     assert rows["intra-op-worker"]["waits"] > 0 and rows["intra-op-worker"]["wakes"] == 0
     assert rows["caller"]["wakes"] > 0
@@ -60,7 +60,7 @@ def test_futex_waits_are_the_worker_and_wakes_the_caller():
 
 
 def test_categories_add_up_to_thread_cpu():
-    report = report_from_perf_script(shared_fixture("ort-1.15.1-debug-default.perf-script.txt.xz"))
+    report = report_from_perf_script(FIXTURES / "ort-1.15.1-debug-default.perf-script.txt.xz")
     for thread in report["threads"]:
         assert sum(thread["categories"].values()) == pytest.approx(thread["cpu_pct"], abs=0.05)
     totals = report["totals"]
@@ -72,7 +72,7 @@ def test_categories_add_up_to_thread_cpu():
 
 def test_debug_build_finding_when_the_run_used_a_debug_build():
     from ortprof.analysis.diagnose import diagnose
-    report = report_from_perf_script(shared_fixture("ort-1.15.1-debug-default.perf-script.txt.xz"))
+    report = report_from_perf_script(FIXTURES / "ort-1.15.1-debug-default.perf-script.txt.xz")
     ids = [f.id for f in diagnose(report, {"build_config": "Debug", "ort_version": "1.15.1"})]
     assert "debug-build" in ids and "spin-wait" in ids
     assert "debug-build" not in [f.id for f in diagnose(report, {"build_config": "RelWithDebInfo"})]
@@ -80,7 +80,7 @@ def test_debug_build_finding_when_the_run_used_a_debug_build():
 
 def test_spin_remedy_offers_spin_duration_only_where_ort_has_it():
     from ortprof.analysis.diagnose import diagnose
-    report = report_from_perf_script(shared_fixture("ort-1.15.1-relwithdebinfo-default.perf-script-no-inline.txt.xz"))
+    report = report_from_perf_script(FIXTURES / "ort-1.15.1-relwithdebinfo-default.perf-script-no-inline.txt.xz")
     old = next(f for f in diagnose(report, {"ort_version": "1.15.1"}) if f.id == "spin-wait")
     new = next(f for f in diagnose(report, {"ort_version": "1.31.1"}) if f.id == "spin-wait")
     assert "spin_duration_us" not in old.remedy and "spin_duration_us" in new.remedy
