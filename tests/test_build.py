@@ -25,7 +25,8 @@ import pytest
 from ortprof.builder import deps_mirror
 from ortprof.builder.manifest import resolve_build
 from ortprof.builder.plan import BuildOptions, default_jobs, make_plan
-from ortprof.builder.preflight import MISSING, OK, WARNING, run_preflight
+from ortprof.builder.preflight import DISK_GIB, run_preflight
+from ortprof.checks import FAIL, OK, WARNING
 from ortprof.builder.progress import EtaClock, OutputScanner
 from ortprof.errors import InputError
 from ortprof.symbols.elfinfo import read_elf_info
@@ -149,7 +150,7 @@ def test_dry_run_follows_what_the_checkout_supports(ort_tree, tmp_path, build_ve
     assert "--cmake_extra_defines" not in flags          # unit tests on, no frame-pointer flags
     tools = next(step for step in plan["steps"] if step["kind"] == "build-venv-tools")["command"]
     assert tools[-1] == "numpy" and not any(step["kind"] == "constraints" for step in plan["steps"])
-    git_check = next(check for check in plan["preflight"] if check["name"] == "git")
+    git_check = next(check for check in plan["preflight"] if check["id"] == "build-git")
     assert git_check["status"] == WARNING and "cmake/external/emsdk" in git_check["detail"]
 
     unknown = ortprof(build_args(ort_tree, build_venv, "--dry-run", "--", "--use_no_such_thing"), tmp_path)
@@ -292,9 +293,9 @@ def test_preflight_names_each_missing_tool_with_its_install_command(ort_tree, tm
     assert result.returncode == 4
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("ortprof: error: preflight failed:")
-    assert "cmake: cmake 3.25.1 at" in message and "is too old (ORT 1.15.1 needs >= 3.26" in message
-    assert "ninja: not found" in message and "C compiler: none of cc, gcc, clang found" in message
-    assert "C++ compiler: none of c++, g++, clang++ found" in message
+    assert "build-cmake: cmake 3.25.1 at" in message and "is too old (ORT 1.15.1 needs >= 3.26" in message
+    assert "build-ninja: not found" in message and "build-c-compiler: none of cc, gcc, clang found" in message
+    assert "build-cxx-compiler: none of c++, g++, clang++ found" in message
     apt = "apt-get install -y build-essential g++ ninja-build"
     assert f"Fix: {'' if IS_ROOT else 'sudo '}{apt}" in message
     assert f"{tools_venv}/bin/python -m pip install 'cmake>=3.26,<4'" in message
@@ -302,12 +303,13 @@ def test_preflight_names_each_missing_tool_with_its_install_command(ort_tree, tm
 
     # with ortprof's own build venv the old system cmake is only a warning: PyPI's cmake is used
     plan = make_plan(BuildOptions(source=ort_tree, build_root=tmp_path / "build", ccache=False))
-    checks = {check.name: check for check in run_preflight(plan, search_path=str(sparse_path))}
-    assert checks["cmake"].status == WARNING and "system cmake 3.25.1 is too old" in checks["cmake"].detail
-    assert "cmake>=3.26,<4 from PyPI" in checks["cmake"].detail
-    assert checks["ninja"].status == OK                           # PyPI ninja too
-    assert checks["C++ compiler"].status == MISSING and checks["C++ compiler"].apt == ("g++",)
-    assert checks["git"].status == OK
+    checks = {check.id: check for check in run_preflight(plan, search_path=str(sparse_path))}
+    assert checks["build-cmake"].status == WARNING and "system cmake 3.25.1 is too old" in checks["build-cmake"].detail
+    assert "cmake>=3.26,<4 from PyPI" in checks["build-cmake"].detail
+    assert checks["build-ninja"].status == OK                     # PyPI ninja too
+    assert checks["build-cxx-compiler"].status == FAIL and checks["build-cxx-compiler"].apt == ("g++",)
+    assert checks["build-git"].status == OK
+    assert f"a Debug build needs about {DISK_GIB['Debug']} GiB" in checks["build-disk"].detail
 
 
 def test_default_jobs_fit_cores_and_memory():

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import __version__
+from ..checks import failures
 from ..errors import EXIT_INTERRUPTED, EnvironmentProblem, InputError, OrtprofError, WorkloadError
 from . import checkout as checkouts
 from . import deps_mirror, preflight, venvs
@@ -22,7 +23,7 @@ def dry_run(options, console):
     notes = _deps_notes(plan, options)
     checks = preflight.run_preflight(plan)
     preflight.render(checks, console)
-    if preflight.missing(checks):
+    if failures(checks):
         console.print("[yellow]dry run: the build would stop at preflight (missing pieces above)[/]")
     return render_script(plan, notes), plan, checks
 

@@ -3,32 +3,27 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
 
 import psutil
 
+from ..checks import FAIL, OK, WARNING, Check, failures
 from ..errors import EnvironmentProblem
 from . import checkout as checkouts
 from . import venvs
 from .plan import GIB, JOB_MEMORY_GIB, use_ccache
 
-OK, WARNING, MISSING = "ok", "warning", "missing"
-# Free disk a build needs (GiB). Measured for ORT 1.15.1 without unit tests:
-# Debug 6.1 GB, RelWithDebInfo 7.1 GB build dirs, plus venvs and headroom.
+# Free disk a build needs (GiB), the one threshold for `build` and `doctor`. Measured
+# for ORT 1.15.1 without unit tests: Debug 6.1 GB, RelWithDebInfo 7.1 GB build dirs,
+# plus venvs and headroom.
 DISK_GIB = {"Debug": 10, "RelWithDebInfo": 12, "Release": 6, "MinSizeRel": 6}
 UNIT_TESTS_DISK_FACTOR = 3      # googletest and the test binaries (Debug: tens of GB)
 LINK_MEMORY_GIB = 4             # linking the Debug native module (~500 MB) needs more than a compile
 
 
-@dataclass
-class Check:
-    name: str
-    status: str                 # ok | warning | missing
-    detail: str
-    fix: str = ""
-    apt: Tuple[str, ...] = ()   # Debian packages that provide it
+def disk_needed_gib(config, with_tests=False):
+    """Free GiB a build of `config` needs (about; unit tests triple it)."""
+    return DISK_GIB[config] * (UNIT_TESTS_DISK_FACTOR if with_tests else 1)
 
 
 def apt_install(packages):
@@ -82,13 +77,13 @@ def _git(plan, tools):
         detail = f"git {_tool_version(git) or '?'}"
         checkout = plan.checkout
         if checkout is not None and checkout.missing_submodules:
-            return Check("git", WARNING, f"{detail}; submodules not checked out: "
+            return Check("build-git", WARNING, f"{detail}; submodules not checked out: "
                          f"{', '.join(checkout.missing_submodules)} (build.py syncs them, which needs network)",
                          "git submodule update --init --recursive")
-        return Check("git", OK, detail)
+        return Check("build-git", OK, detail)
     if needs_clone:
-        return Check("git", MISSING, "not found; needed to clone --ref", apt_install(["git"]), ("git",))
-    return Check("git", WARNING, "not found; the checkout's commit is not recorded", apt_install(["git"]), ("git",))
+        return Check("build-git", FAIL, "not found; needed to clone --ref", apt_install(["git"]), ("git",))
+    return Check("build-git", WARNING, "not found; the checkout's commit is not recorded", apt_install(["git"]), ("git",))
 
 
 def _cmake_minimum(plan):
@@ -109,47 +104,48 @@ def _cmake(plan, tools):
         requirement = next(req for req in plan.build_requirements if req.startswith("cmake"))
         venv_cmake = plan.build_venv / "bin" / "cmake"
         if venv_cmake.exists() and not _older(_tool_version(str(venv_cmake)) or "0", minimum):
-            return Check("cmake", OK, f"cmake {_tool_version(str(venv_cmake))} in the build venv ({need})")
+            return Check("build-cmake", OK, f"cmake {_tool_version(str(venv_cmake))} in the build venv ({need})")
         system = tools.which("cmake", system_only=True)
         version = _tool_version(system) if system else None
         if version is None or _older(version, minimum):
             found = f"system cmake {version} is too old" if version else "no system cmake"
-            return Check("cmake", WARNING, f"{found} ({need}); the build venv gets {requirement} from PyPI")
-        return Check("cmake", OK, f"system cmake {version}; the build venv gets {requirement} from PyPI")
+            return Check("build-cmake", WARNING, f"{found} ({need}); the build venv gets {requirement} from PyPI")
+        return Check("build-cmake", OK, f"system cmake {version}; the build venv gets {requirement} from PyPI")
     cmake = tools.which("cmake")
     version = _tool_version(cmake) if cmake else None
     if version is None:
-        return Check("cmake", MISSING, f"not found in {plan.build_venv} or on PATH ({need})", pip_fix)
+        return Check("build-cmake", FAIL, f"not found in {plan.build_venv} or on PATH ({need})", pip_fix)
     if _older(version, minimum):
-        return Check("cmake", MISSING, f"cmake {version} at {cmake} is too old ({need}; Debian 12 ships 3.25)",
+        return Check("build-cmake", FAIL, f"cmake {version} at {cmake} is too old ({need}; Debian 12 ships 3.25)",
                      pip_fix)
-    return Check("cmake", OK, f"cmake {version} at {cmake} ({need})")
+    return Check("build-cmake", OK, f"cmake {version} at {cmake} ({need})")
 
 
 def _ninja(plan, tools):
     ninja = tools.which("ninja", "ninja-build")
     if ninja:
-        return Check("ninja", OK, f"ninja {_tool_version(ninja) or '?'} at {ninja}")
+        return Check("build-ninja", OK, f"ninja {_tool_version(ninja) or '?'} at {ninja}")
     if plan.build_venv_is_ours:
-        return Check("ninja", OK, "not on PATH; the build venv gets ninja from PyPI")
-    return Check("ninja", MISSING, "not found (the build uses the Ninja generator)", apt_install(["ninja-build"]),
+        return Check("build-ninja", OK, "not on PATH; the build venv gets ninja from PyPI")
+    return Check("build-ninja", FAIL, "not found (the build uses the Ninja generator)", apt_install(["ninja-build"]),
                  ("ninja-build",))
 
 
 def _compilers(tools):
     checks = []
-    for name, env_var, candidates, package in (("C compiler", "CC", ("cc", "gcc", "clang"), "build-essential"),
-                                               ("C++ compiler", "CXX", ("c++", "g++", "clang++"), "g++")):
+    for check_id, env_var, candidates, package in (
+            ("build-c-compiler", "CC", ("cc", "gcc", "clang"), "build-essential"),
+            ("build-cxx-compiler", "CXX", ("c++", "g++", "clang++"), "g++")):
         wanted = os.environ.get(env_var)
         found = tools.which(wanted) if wanted else tools.which(*candidates)
         if found:
-            checks.append(Check(name, OK, f"{found} ({_compiler_version(found)})"))
+            checks.append(Check(check_id, OK, f"{found} ({_compiler_version(found)})"))
         else:
             what = f"${env_var}={wanted} not found" if wanted else f"none of {', '.join(candidates)} found"
-            checks.append(Check(name, MISSING, what, apt_install([package]), (package,)))
+            checks.append(Check(check_id, FAIL, what, apt_install([package]), (package,)))
     patch = tools.which("patch")
     if patch is None:
-        checks.append(Check("patch", WARNING, "not found; ORT patches some dependencies (protobuf, onnx) with it",
+        checks.append(Check("build-patch", WARNING, "not found; ORT patches some dependencies (protobuf, onnx) with it",
                             apt_install(["patch"]), ("patch",)))
     return checks
 
@@ -174,22 +170,22 @@ def _python(plan):
     python = plan.build_python if not plan.build_venv_is_ours else Path(plan.options.python)
     facts = venvs.python_facts(python)
     if facts is None:
-        return [Check("Python", MISSING, f"{python} does not run", "give --python with a working interpreter")]
+        return [Check("build-python", FAIL, f"{python} does not run", "give --python with a working interpreter")]
     checks = []
     label = f"Python {facts['version']} ({facts['executable']})"
     if facts["has_headers"]:
-        checks.append(Check("Python headers", OK, f"{label}: {facts['include']}/Python.h"))
+        checks.append(Check("build-python-headers", OK, f"{label}: {facts['include']}/Python.h"))
     else:
         packages = _python_packages(facts, "dev")
         fix = apt_install(packages) if packages else f"install the development headers of {facts['executable']}"
-        checks.append(Check("Python headers", MISSING, f"{label}: no Python.h in {facts['include']}", fix, packages))
+        checks.append(Check("build-python-headers", FAIL, f"{label}: no Python.h in {facts['include']}", fix, packages))
     creates_venvs = any(step.kind in ("build-venv", "venv") and not step.done for step in plan.steps)
     if creates_venvs and not facts["has_ensurepip"]:
         packages = _python_packages(facts, "venv")
         fix = apt_install(packages) if packages else "use an interpreter with ensurepip (--python)"
-        checks.append(Check("Python venv", MISSING, f"{label} cannot create venvs (no ensurepip)", fix, packages))
+        checks.append(Check("build-python-venv", FAIL, f"{label} cannot create venvs (no ensurepip)", fix, packages))
     if checkouts.needs_numpy_below_2(plan.ort_version) and checkouts.version_tuple(facts["version"]) >= (3, 13, 0):
-        checks.append(Check("numpy", MISSING, f"ORT {plan.ort_version} needs numpy<2, which has no wheels for "
+        checks.append(Check("build-numpy", FAIL, f"ORT {plan.ort_version} needs numpy<2, which has no wheels for "
                             f"Python {facts['version']}", "give --python python3.12 (or older)"))
     if not plan.build_venv_is_ours:
         checks += _custom_venv_modules(plan)
@@ -203,10 +199,10 @@ def _custom_venv_modules(plan):
     if numpy and checkouts.needs_numpy_below_2(plan.ort_version) and numpy.split(".")[0] != "1":
         problems.append(f"numpy<2 (has {numpy})")
     if not problems:
-        return [Check("build venv", OK, f"{plan.build_venv}: " + ", ".join(f"{k} {v}" for k, v in found.items()))]
+        return [Check("build-venv", OK, f"{plan.build_venv}: " + ", ".join(f"{k} {v}" for k, v in found.items()))]
     wanted = ["numpy<2" if name.startswith("numpy") and checkouts.needs_numpy_below_2(plan.ort_version) else
               name.split("<")[0] for name in problems]
-    return [Check("build venv", WARNING, f"{plan.build_venv} lacks {', '.join(problems)} (ORT's wheel build "
+    return [Check("build-venv", WARNING, f"{plan.build_venv} lacks {', '.join(problems)} (ORT's wheel build "
                   f"needs them)", f"{plan.build_python} -m pip install " + " ".join(f"'{w}'" for w in wanted))]
 
 
@@ -218,15 +214,15 @@ def _existing_parent(path):
 
 
 def _disk(plan):
-    need = DISK_GIB[plan.config] * (UNIT_TESTS_DISK_FACTOR if plan.options.with_tests else 1)
+    need = disk_needed_gib(plan.config, plan.options.with_tests)
     where = _existing_parent(plan.source_dir)
     free = shutil.disk_usage(where).free / GIB
     detail = f"{free:.0f} GiB free at {where}; a {plan.config} build needs about {need} GiB"
     if free >= need:
-        return Check("disk", OK, detail)
+        return Check("build-disk", OK, detail)
     if plan.build_dir.exists():
-        return Check("disk", WARNING, detail + " (less when resuming the existing build)")
-    return Check("disk", MISSING, detail, f"free space on {where}, or build a checkout on a larger disk")
+        return Check("build-disk", WARNING, detail + " (less when resuming the existing build)")
+    return Check("build-disk", FAIL, detail, f"free space on {where}, or build a checkout on a larger disk")
 
 
 def _memory(plan):
@@ -236,37 +232,33 @@ def _memory(plan):
     detail = (f"{available:.1f} GiB available of {memory.total / GIB:.1f} GiB; {plan.jobs} jobs x {per_job} GiB "
               f"per {plan.config} job")
     if available < per_job:
-        return Check("memory", WARNING, detail + ": even one job may be killed", "close programs or add swap")
+        return Check("build-memory", WARNING, detail + ": even one job may be killed", "close programs or add swap")
     if plan.jobs * per_job > available:
-        return Check("memory", WARNING, detail + ": the compiler may be killed (out of memory)",
+        return Check("build-memory", WARNING, detail + ": the compiler may be killed (out of memory)",
                      f"--jobs {max(1, int(available / per_job))}")
     if available < LINK_MEMORY_GIB:
-        return Check("memory", WARNING, detail + f": linking may need about {LINK_MEMORY_GIB} GiB")
-    return Check("memory", OK, detail)
+        return Check("build-memory", WARNING, detail + f": linking may need about {LINK_MEMORY_GIB} GiB")
+    return Check("build-memory", OK, detail)
 
 
 def _ccache(plan, tools):
     ccache = tools.which("ccache")
     if plan.options.ccache and ccache is None:
-        return Check("ccache", MISSING, "requested with --ccache but not installed", apt_install(["ccache"]),
+        return Check("build-ccache", FAIL, "requested with --ccache but not installed", apt_install(["ccache"]),
                      ("ccache",))
     if use_ccache(plan.options) and ccache:
-        return Check("ccache", OK, f"{ccache} (rebuilds are faster; --no-ccache to turn off)")
+        return Check("build-ccache", OK, f"{ccache} (rebuilds are faster; --no-ccache to turn off)")
     return None
-
-
-def missing(checks):
-    return [check for check in checks if check.status == MISSING]
 
 
 def raise_if_missing(checks):
     """One line naming every missing piece and how to get it."""
-    problems = missing(checks)
+    problems = failures(checks)
     if not problems:
         return
     packages = sorted({package for check in problems for package in check.apt})
     fixes = [check.fix for check in problems if check.fix and not check.apt]
-    parts = [f"{check.name}: {check.detail}" for check in problems]
+    parts = [f"{check.id}: {check.detail}" for check in problems]
     remedy = ([apt_install(packages)] if packages else []) + fixes
     raise EnvironmentProblem("preflight failed: " + "; ".join(parts) + ". Fix: " + " && ".join(remedy))
 
@@ -281,11 +273,11 @@ def render(checks, console, problems_only=False):
         console.print(f"preflight: {passed} of {len(checks)} checks ok", highlight=False)
     if not shown:
         return
-    styles = {OK: "green", WARNING: "yellow", MISSING: "bold red"}
+    styles = {OK: "green", WARNING: "yellow", FAIL: "bold red"}
     table = Table(title=None if problems_only else "preflight", title_justify="left", show_edge=False,
                   pad_edge=False)
     for column in ("check", "status", "detail", "fix"):
         table.add_column(column, overflow="fold")
     for check in shown:
-        table.add_row(check.name, f"[{styles[check.status]}]{check.status}[/]", check.detail, check.fix)
+        table.add_row(check.id, f"[{styles[check.status]}]{check.status}[/]", check.detail, check.fix)
     console.print(table)

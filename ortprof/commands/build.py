@@ -114,7 +114,6 @@ def command(ctx, config, source, ref, repo_url, build_root, jobs, with_tests, cc
 
 
 def _plan_json(plan, checks):
-    from dataclasses import asdict
     return {
         "schema": "ortprof.build-plan/1",
         "config": plan.config,
@@ -129,7 +128,7 @@ def _plan_json(plan, checks):
                    "env": step.env, "cwd": str(step.cwd) if step.cwd else None, "shell": step.shell(),
                    "done": step.done} for step in plan.steps],
         "manifest": str(plan.manifest_path),
-        "preflight": [asdict(check) for check in checks],
+        "preflight": [check.to_json() for check in checks],
     }
 
 
