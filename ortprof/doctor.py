@@ -1,9 +1,10 @@
 """`ortprof doctor`: can this machine record, report and build? Each check says
 ok / warning / fail, one line of detail, and the exact fix.
 
-Checks come in two depths. The quick depth (file reads, `--version` calls and
-probing system calls; milliseconds) is what `ortprof record` runs before it
-starts, through `require()`. The thorough depth, the default of
+Checks come in two depths. The quick depth (file reads, `--version` calls,
+probing system calls, and perf recording an empty child to learn whether it can
+record the futex tracepoints, ~0.4 s once per process) is what `ortprof record`
+runs before it starts, through `require_perf()` / `require_pyspy()`. The thorough depth, the default of
 `ortprof doctor`, also runs the real thing: perf sampling a child Python with
 dwarf call graphs, perf recording futex tracepoints, py-spy dumping a child
 Python and an `import onnxruntime` in a subprocess.
@@ -19,14 +20,13 @@ import sys
 import sysconfig
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from . import cgroup, environment as env
+from .checks import FAIL, OK, WARNING, Check, failures
 from .errors import EnvironmentProblem, InputError, OrtprofError
 
 SCHEMA = "ortprof.doctor/1"
-OK, WARNING, FAIL = "ok", "warning", "fail"
 
 # Subsets other commands run.
 RECORD_CHECKS = ("perf", "perf-permission", "perf-dwarf", "futex-tracepoints", "py-spy")
@@ -34,23 +34,11 @@ BUILD_CHECKS = ("build-git", "build-cmake", "build-compiler", "build-ninja",
                 "build-python-headers", "build-disk")
 
 MIN_CMAKE = (3, 28)            # ONNX Runtime's build docs: "cmake-3.28 or higher"
-MIN_BUILD_FREE_BYTES = 15 << 30   # an ORT build tree with debug info takes several GB
 
 FIX_PARANOID_KERNEL = ("sudo sysctl -w kernel.perf_event_paranoid=1 "
                        "(persist it in /etc/sysctl.d/), or run ortprof as root")
 FIX_PERF_SECCOMP = ("start the container with `--cap-add PERFMON` (Docker 23+; older Docker: "
                     "`--cap-add SYS_ADMIN`) or `--security-opt seccomp=unconfined`")
-
-
-@dataclass
-class Check:
-    id: str
-    status: str       # ok | warning | fail
-    detail: str       # one line
-    fix: str = ""     # the exact command or action; empty when ok
-
-    def to_json(self):
-        return asdict(self)
 
 
 class Facts:
@@ -263,35 +251,51 @@ def check_perf_dwarf(facts, thorough):
     return Check("perf-dwarf", OK, f"perf record --call-graph dwarf works: {summary}")
 
 
+FUTEX_CONSEQUENCE = "futex waits will not be attributed to their callers"
+
+
+def futex_refusal(error, facts):
+    """(detail, fix) for perf's own reason for not recording the futex tracepoints."""
+    text = error.lower()
+    if "unable to find debugfs/tracefs" in text:
+        if facts.container["in_container"]:
+            return (f"no tracefs in this container: {FUTEX_CONSEQUENCE}",
+                    "start the container with `-v /sys/kernel/tracing:/sys/kernel/tracing` "
+                    "(and `--cap-add PERFMON`), or `--privileged`")
+        if not facts.root:
+            return (f"tracefs is not mounted and perf may mount it only as root: {FUTEX_CONSEQUENCE}",
+                    "run ortprof as root (perf then mounts tracefs itself), or "
+                    "`sudo mount -t tracefs nodev /sys/kernel/tracing` once per boot")
+        return (f"perf found no tracefs, even as root: {FUTEX_CONSEQUENCE}",
+                "use a kernel with CONFIG_FTRACE (tracefs), or `mount -t tracefs nodev /sys/kernel/tracing`")
+    if "no permissions to read" in text:
+        return (f"tracefs (/sys/kernel/tracing) is readable by root only: {FUTEX_CONSEQUENCE}",
+                "run ortprof as root, or `sudo mount -o remount,mode=755 /sys/kernel/tracing` "
+                "and `sudo sysctl -w kernel.perf_event_paranoid=-1`")
+    if "not found" in text:
+        return (f"the kernel has no syscalls:sys_enter_futex tracepoint (CONFIG_FTRACE_SYSCALLS): "
+                f"{FUTEX_CONSEQUENCE}", "use a kernel built with CONFIG_FTRACE_SYSCALLS")
+    if facts.seccomp == 2 and ("not permitted" in text or "permission" in text):
+        return (f"perf_event_open of tracepoints is blocked by a seccomp filter: {FUTEX_CONSEQUENCE}",
+                FIX_PERF_SECCOMP)
+    if "permission" in text or "paranoid" in text or "not permitted" in text:
+        return (f"perf_event_paranoid={facts.paranoid}: tracepoints need -1 or root/CAP_PERFMON "
+                f"({error}): {FUTEX_CONSEQUENCE}", "sudo sysctl -w kernel.perf_event_paranoid=-1, or run ortprof as root")
+    return f"perf cannot record the futex tracepoints ({error}): {FUTEX_CONSEQUENCE}", "run ortprof as root"
+
+
 def check_futex_tracepoints(facts, thorough):
+    """Asks perf (env.perf_tracepoint_probe), which also mounts tracefs when it
+    is root and tracefs is not mounted yet, as on a freshly booted machine."""
     blocker = facts.perf_blocker()
     if blocker:
         return Check("futex-tracepoints", WARNING, *blocker)
-    consequence = "futex waits will not be attributed to their callers"
-    tracepoint, reason = env.tracepoint_id("syscalls/sys_enter_futex")
-    if reason == "no-tracefs":
-        return Check("futex-tracepoints", WARNING, f"tracefs is not mounted: {consequence}",
-                     "sudo mount -t tracefs nodev /sys/kernel/tracing")
-    if reason == "permission":
-        return Check("futex-tracepoints", WARNING,
-                     f"tracefs (/sys/kernel/tracing) is readable by root only: {consequence}",
-                     "run ortprof as root, or `sudo mount -o remount,mode=755 /sys/kernel/tracing` "
-                     "and `sudo sysctl -w kernel.perf_event_paranoid=-1`")
-    if reason == "missing":
-        return Check("futex-tracepoints", WARNING,
-                     f"the kernel has no syscalls:sys_enter_futex tracepoint (CONFIG_FTRACE_SYSCALLS): {consequence}",
-                     "use a kernel built with CONFIG_FTRACE_SYSCALLS")
-    probe = env.probe_perf_event_open(kernel=True, tracepoint_id=tracepoint)
-    if probe not in (0, None):
-        if probe in (errno.EACCES, errno.EPERM) and facts.seccomp != 2:
-            detail = (f"perf_event_paranoid={facts.paranoid}: tracepoints need -1 or "
-                      f"root/CAP_PERFMON: {consequence}")
-            fix = "sudo sysctl -w kernel.perf_event_paranoid=-1, or run ortprof as root"
-        else:
-            detail, fix = _perf_refusal(probe, facts, "tracepoints")
-        return Check("futex-tracepoints", WARNING, detail, fix)
+    probe = env.perf_tracepoint_probe(facts.perf["path"])
+    if not probe["usable"]:
+        return Check("futex-tracepoints", WARNING, *futex_refusal(probe["error"], facts))
     if not thorough:
-        return Check("futex-tracepoints", OK, "syscalls:sys_enter_futex/sys_exit_futex can be recorded")
+        return Check("futex-tracepoints", OK, "perf can record syscalls:sys_enter_futex/sys_exit_futex "
+                                              "(probe recording of an empty child)")
     try:
         stacks = _perf_record_child(facts.perf["path"], "syscalls:sys_enter_futex", _FUTEX_CHILD,
                                     ("--call-graph", "dwarf,8192"))
@@ -542,17 +546,21 @@ def check_build_python_headers(facts, thorough):
                                       "arch": "python", "alpine": "python3-dev", "suse": "python3-devel"}))
 
 
-def check_build_disk(facts, thorough, build_dir="build"):
-    path = os.path.abspath(build_dir)
+def check_build_disk(facts, thorough, build_root="build"):
+    from .builder.preflight import DISK_GIB   # build's own threshold: one number per --config
+    config = "Debug"    # `ortprof build`'s default --config
+    need = DISK_GIB[config]
+    path = os.path.abspath(build_root)
     while not os.path.exists(path):
         path = os.path.dirname(path)
     free = shutil.disk_usage(path).free
-    detail = f"{free / (1 << 30):.1f} GiB free under {os.path.abspath(build_dir)}"
-    if free < MIN_BUILD_FREE_BYTES:
+    detail = f"{free / (1 << 30):.1f} GiB free under {os.path.abspath(build_root)}"
+    if free < need << 30:
+        sizes = ", ".join(f"{name} {gib}" for name, gib in DISK_GIB.items())
         return Check("build-disk", WARNING,
-                     f"only {detail}; an ORT build with debug info needs about {MIN_BUILD_FREE_BYTES >> 30} GiB",
-                     "free disk space, or build elsewhere with `ortprof build --output DIR`")
-    return Check("build-disk", OK, detail)
+                     f"only {detail}; a {config} build of ORT needs about {need} GiB (GiB per --config: {sizes})",
+                     "free disk space, or build on a larger disk with `ortprof build --build-root DIR`")
+    return Check("build-disk", OK, f"{detail}; a {config} build needs about {need} GiB")
 
 
 # -- running ---------------------------------------------------------------------------
@@ -611,18 +619,26 @@ def require(ids):
     the first failure's detail and fix; return the checks (warnings included)
     otherwise."""
     checks = run_checks(ids, thorough=False)
-    for check in checks:
-        if check.status == FAIL:
-            raise EnvironmentProblem(f"{check.detail}; fix: {check.fix}" if check.fix else check.detail)
+    for check in failures(checks):
+        raise EnvironmentProblem(f"{check.detail}; fix: {check.fix}" if check.fix else check.detail)
     return checks
+
+
+def require_perf(futex=True):
+    """What `record` runs before choosing perf: raises EnvironmentProblem unless
+    perf may sample a child with dwarf call graphs; returns the checks, whose
+    "futex-tracepoints" (when `futex`) is a warning when perf cannot record them."""
+    return require(["perf", "perf-permission", "perf-dwarf"] + (["futex-tracepoints"] if futex else []))
+
+
+def require_pyspy():
+    """What `record` runs before choosing py-spy: present, and allowed to read
+    another process (ptrace scope, CAP_SYS_PTRACE, seccomp)."""
+    return require(["py-spy"])
 
 
 def to_json(checks):
     return {"schema": SCHEMA, "checks": [check.to_json() for check in checks]}
-
-
-def failed(checks):
-    return [check for check in checks if check.status == FAIL]
 
 
 def render(checks, console):

@@ -2,12 +2,15 @@
 decide whether profiling can work: kernel settings, CPU, perf, container,
 cgroup limits, and the ONNX Runtime native module a process has loaded.
 
-Everything here is cheap (file reads, one `perf --version`, two probing system
-calls) so `ortprof record` can call it before every run. The verdicts and fixes
-built on these facts live in ortprof.doctor.
+Everything here is cheap (file reads, `perf --version`, probing system calls,
+and one perf recording of an empty child for the futex tracepoints, cached per
+process) so `ortprof record` can call it before every run. The verdicts and
+fixes built on these facts live in ortprof.doctor, which imports this module;
+this module imports nothing of doctor's.
 """
 import ctypes
 import errno
+import functools
 import glob
 import importlib.util
 import os
@@ -17,6 +20,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 
 from . import cgroup
 from .errors import EnvironmentProblem, InputError, OrtprofError
@@ -170,7 +174,7 @@ def is_root():
 _SYSCALL_NUMBERS = {  # machine -> (perf_event_open, process_vm_readv)
     "x86_64": (298, 310), "aarch64": (241, 270), "riscv64": (241, 270), "ppc64le": (319, 351),
 }
-PERF_TYPE_SOFTWARE, PERF_TYPE_TRACEPOINT = 1, 2
+PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_CPU_CLOCK = 0
 _SAMPLE_IP, _SAMPLE_TID, _SAMPLE_TIME, _SAMPLE_CALLCHAIN = 1 << 0, 1 << 1, 1 << 2, 1 << 5
 _SAMPLE_REGS_USER, _SAMPLE_STACK_USER = 1 << 12, 1 << 13
@@ -193,7 +197,7 @@ def _syscall(number, *args):
     return result, (ctypes.get_errno() if result < 0 else 0)
 
 
-def probe_perf_event_open(kernel=False, tracepoint_id=None, user_stacks=False):
+def probe_perf_event_open(kernel=False, user_stacks=False):
     """Try to open a (disabled) sampling event on this process, the way perf
     would on a child. Returns 0 when permitted, the errno when refused, or None
     when the probe is not available on this machine (unknown syscall number or
@@ -209,11 +213,8 @@ def probe_perf_event_open(kernel=False, tracepoint_id=None, user_stacks=False):
     if user_stacks:
         sample_type |= _SAMPLE_CALLCHAIN | _SAMPLE_REGS_USER | _SAMPLE_STACK_USER
         regs, stack = _USER_REGS[machine], 8192
-    if tracepoint_id is None:
-        kind, config, period = PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, 1_000_000
-    else:
-        kind, config, period = PERF_TYPE_TRACEPOINT, tracepoint_id, 1
-    attr = struct.pack("=IIQQQQQIIQQQQIi", kind, _ATTR_SIZE, config, period, sample_type, 0,
+    attr = struct.pack("=IIQQQQQIIQQQQIi", PERF_TYPE_SOFTWARE, _ATTR_SIZE, PERF_COUNT_SW_CPU_CLOCK, 1_000_000,
+                       sample_type, 0,
                        flags, 0, 0, 0, 0, 0, regs, stack, 0)
     buffer = ctypes.create_string_buffer(attr, _ATTR_SIZE)
     fd, err = _syscall(_SYSCALL_NUMBERS[machine][0], buffer, ctypes.c_int(0), ctypes.c_int(-1),
@@ -245,32 +246,50 @@ def probe_process_vm_readv():
     return err or errno.EIO
 
 
-TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+FUTEX_TRACEPOINTS = ("syscalls:sys_enter_futex", "syscalls:sys_exit_futex")
+TRACEPOINT_PROBE_TIMEOUT = 30   # perf starts in ~0.4 s; a loaded 2-core machine takes longer
 
 
-def tracepoint_id(event):
-    """("id", tracefs dir) of a tracepoint like "syscalls/sys_enter_futex".
+@functools.lru_cache(maxsize=None)
+def perf_tracepoint_probe(perf, events=FUTEX_TRACEPOINTS):
+    """Ask perf itself whether it can record `events`: `perf record` of an empty
+    child, in a temporary directory. Returns {"usable": bool, "error": str|None}
+    (error: perf's own one-line complaint).
 
-    Returns (id, None) when readable, else (None, reason) where reason is one of
-    "no-tracefs", "permission" or "missing" (kernel without that event)."""
-    reason = "no-tracefs"
-    for base in TRACEFS_CANDIDATES:
-        if not os.path.isdir(base):
-            continue
-        if not os.access(base, os.R_OK | os.X_OK):
-            reason = "permission"
-            continue
-        if not os.path.exists(os.path.join(base, "events")):
-            continue   # tracefs not mounted here (empty debugfs dir)
-        path = os.path.join(base, "events", event, "id")
+    Reading /sys/kernel/tracing ourselves would answer wrongly on a freshly
+    booted machine: tracefs is not mounted there, yet perf, when root, mounts it
+    by itself. Cached per process (perf path, events): record and doctor share
+    one answer."""
+    with tempfile.TemporaryDirectory(prefix="ortprof-probe-") as tmp:
+        # --no-bpf-event: no side-band thread, whose 1 s poll would dominate the probe.
+        command = [perf, "record", "-q", "--no-bpf-event", "--no-buildid",
+                   *(arg for event in events for arg in ("-e", event)),
+                   "-o", os.path.join(tmp, "probe.data"), "--", sys.executable, "-c", ""]
         try:
-            with open(path) as stream:
-                return int(stream.read()), None
-        except PermissionError:
-            reason = "permission"
-        except (OSError, ValueError):
-            reason = "missing"
-    return None, reason
+            done = subprocess.run(command, capture_output=True, text=True, timeout=TRACEPOINT_PROBE_TIMEOUT,
+                                  cwd=tmp)
+        except subprocess.TimeoutExpired:
+            return {"usable": False, "error": f"perf record did not finish within {TRACEPOINT_PROBE_TIMEOUT} s"}
+        except OSError as exc:
+            return {"usable": False, "error": f"{perf} does not run: {exc}"}
+    if done.returncode == 0:
+        return {"usable": True, "error": None}
+    return {"usable": False, "error": perf_error_line(done.stderr) or f"perf exited with code {done.returncode}"}
+
+
+def perf_error_line(stderr):
+    """perf's own reason from its stderr: the text of its `Error:` line (or the
+    line after a bare `Error:`), else the last line that is not usage help."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Error:"):
+            text = line[len("Error:"):].strip()
+            if text:
+                return text
+            if index + 1 < len(lines):
+                return lines[index + 1]
+    useful = [line for line in lines if not line.startswith(("Usage:", "or:", "-", "Run 'perf list'"))]
+    return useful[-1] if useful else ""
 
 
 # -- CPU, container --------------------------------------------------------------
@@ -480,23 +499,6 @@ def _ort_fingerprint(pid):
     info = ort_module_info(module)
     info["source"] = source   # "loaded": mapped by the process; "installed": what this Python would import
     return info
-
-
-# -- quick go/no-go checks for record --------------------------------------------------
-def check_perf_usable():
-    """Raise EnvironmentProblem (one line, with the fix) unless perf is installed
-    and may sample a child process with dwarf call graphs. Milliseconds, no
-    recording. Returns the checks, including "futex-tracepoints", whose status
-    is "warning" when the futex tracepoints are closed: record without them."""
-    from .doctor import require
-    return require(["perf", "perf-permission", "perf-dwarf", "futex-tracepoints"])
-
-
-def check_pyspy_usable():
-    """Raise EnvironmentProblem (one line, with the fix) unless py-spy is present
-    and may read another process's memory (ptrace scope, CAP_SYS_PTRACE, seccomp)."""
-    from .doctor import require
-    return require(["py-spy"])
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -86,10 +86,29 @@ def test_probes_agree_with_privilege():
     assert env.probe_perf_event_open(kernel=True) == 0
     assert env.probe_perf_event_open(user_stacks=True) == 0
     assert env.probe_process_vm_readv() == 0
-    tracepoint, reason = env.tracepoint_id("syscalls/sys_enter_futex")
-    assert reason is None and tracepoint > 0
-    assert env.probe_perf_event_open(kernel=True, tracepoint_id=tracepoint) == 0
-    assert env.tracepoint_id("syscalls/no_such_event") == (None, "missing")
+
+
+@needs_perf
+def test_tracepoint_probe_asks_perf_and_reports_its_reason():
+    if os.geteuid() != 0:
+        pytest.skip("as root perf can record the futex tracepoints")
+    perf = env.find_tool("perf")
+    assert env.perf_tracepoint_probe(perf) == {"usable": True, "error": None}
+    assert env.perf_tracepoint_probe(perf) is env.perf_tracepoint_probe(perf)   # one probe per process
+    missing = env.perf_tracepoint_probe(perf, ("syscalls:sys_enter_no_such_call",))
+    assert missing["usable"] is False
+    assert "sys_enter_no_such_call" in missing["error"] and "not found" in missing["error"]
+    assert "\n" not in missing["error"]
+
+
+def test_perf_error_line_takes_perfs_reason_not_its_usage():
+    # `perf record -e syscalls:sys_enter_futex` as `nobody`, tracefs mounted by root (mode 700)
+    with open(os.path.join(ROOT, "tests", "fixtures", "perf-tracefs-permission.stderr.txt")) as stream:
+        stderr = stream.read()
+    assert env.perf_error_line(stderr) == \
+        "No permissions to read /sys/kernel/tracing/events/syscalls/sys_enter_futex"
+    assert env.perf_error_line("Error:\nNo permission to enable syscalls:sys_enter_futex event.\n") == \
+        "No permission to enable syscalls:sys_enter_futex event."
 
 
 ORT_CHILD = "import onnxruntime, sys; print('ready', flush=True); sys.stdin.read()"

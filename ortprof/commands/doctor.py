@@ -23,7 +23,8 @@ def command(as_json, only, quick):
     """
     from rich.console import Console
 
-    from ..doctor import failed, render, run_checks, to_json
+    from ..checks import failures
+    from ..doctor import render, run_checks, to_json
     from ..errors import EnvironmentProblem
 
     thorough = not quick
@@ -34,8 +35,8 @@ def command(as_json, only, quick):
         click.echo(json.dumps(to_json(checks), indent=2))
     else:
         render(checks, Console())
-    failures = failed(checks)
-    if failures:
-        names = ", ".join(check.id for check in failures)
-        raise EnvironmentProblem(f"{len(failures)} check(s) failed: {names}")
+    failed = failures(checks)
+    if failed:
+        names = ", ".join(check.id for check in failed)
+        raise EnvironmentProblem(f"{len(failed)} check(s) failed: {names}")
 

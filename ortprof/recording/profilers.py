@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from ..environment import FUTEX_TRACEPOINTS
 from ..errors import EnvironmentProblem
 from .workload import log_tail
 
@@ -22,20 +23,6 @@ DEFAULT_STACK_SIZE = 8192
 # 2 KiB reaches them and costs a quarter of a CPU sample's copy (with spinning off
 # a service makes thousands of futex calls a second).
 FUTEX_STACK_SIZE = 2048
-FUTEX_EVENTS = ("syscalls:sys_enter_futex", "syscalls:sys_exit_futex")
-TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-
-
-def futex_tracepoints_readable():
-    """True when the futex syscall tracepoints exist and can be opened by perf."""
-    for root in TRACEFS_ROOTS:
-        path = os.path.join(root, "events", "syscalls", "sys_enter_futex", "id")
-        try:
-            with open(path):
-                return True
-        except OSError:
-            continue
-    return False
 
 
 @dataclass
@@ -103,7 +90,8 @@ def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwa
         # Stacks on entry say who waits; the exit needs only its timestamp.
         entry_stack = (f"call-graph=dwarf,stack-size={min(stack_size, FUTEX_STACK_SIZE)}" if call_graph == "dwarf"
                        else "call-graph=fp")
-        argv += ["-e", f"{FUTEX_EVENTS[0]}/{entry_stack}/", "-e", f"{FUTEX_EVENTS[1]}/call-graph=no/"]
+        enter, exit_ = FUTEX_TRACEPOINTS   # whether perf can: environment.perf_tracepoint_probe
+        argv += ["-e", f"{enter}/{entry_stack}/", "-e", f"{exit_}/call-graph=no/"]
     return argv + ["-p", str(pid)]
 
 

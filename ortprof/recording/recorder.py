@@ -7,6 +7,7 @@ or a dying workload at any point keeps what was recorded):
   -> profilers -> duration / exit / Ctrl+C -> stop profilers -> stop workload -> manifest
 """
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional
@@ -14,6 +15,7 @@ from typing import Optional
 import psutil
 
 from .. import __version__
+from ..checks import OK
 from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
 from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
 from ..hook import hook_environment, read_hook_records, warm_event
@@ -49,17 +51,21 @@ class RecordOptions:
     stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
 
 
-def choose_profilers(requested):
-    """The profilers to run, and a note when 'auto' had to fall back."""
-    from ..environment import check_perf_usable, check_pyspy_usable, find_tool
+def choose_profilers(requested, futex=True):
+    """The profilers to run, a note when 'auto' had to fall back, and the
+    "futex-tracepoints" check when perf was chosen with `futex` (else None)."""
+    from ..doctor import require_perf, require_pyspy
+    from ..environment import find_tool
     notes = []
     if requested == "none":
-        return {}, notes
+        return {}, notes, None
     wanted_perf = requested in ("perf", "both", "auto")
     chosen = {}
+    futex_check = None
     if wanted_perf:
         try:
-            check_perf_usable()
+            checks = require_perf(futex)
+            futex_check = next((check for check in checks if check.id == "futex-tracepoints"), None)
             chosen["perf"] = find_tool("perf")
         except EnvironmentProblem as problem:
             if requested != "auto":
@@ -67,9 +73,25 @@ def choose_profilers(requested):
             notes.append(f"perf is not usable ({problem}); falling back to py-spy. "
                          "py-spy cannot see ORT's pool worker threads: spin detection needs perf")
     if requested in ("py-spy", "both") or (requested == "auto" and "perf" not in chosen):
-        check_pyspy_usable()
+        require_pyspy()
         chosen["py-spy"] = find_tool("py-spy")
-    return chosen, notes
+    return chosen, notes, futex_check
+
+
+def futex_probe_outcome(options, chosen, futex_check):
+    """run.json's "futex_probe": whether this run could record futex events,
+    and if not, why and what fixes it (the report explains missing futex
+    figures from exactly this)."""
+    if not options.futex:
+        return {"usable": False, "reason": "futex tracing was turned off with --no-futex",
+                "fix": "record without --no-futex"}
+    if "perf" not in chosen:
+        return {"usable": False, "reason": "futex events are recorded by perf, which this run does not use",
+                "fix": "ortprof doctor --check perf --check perf-permission" if options.profiler == "auto"
+                else "record with --profiler perf or --profiler both"}
+    usable = futex_check.status == OK
+    return {"usable": usable, "reason": None if usable else futex_check.detail,
+            "fix": (futex_check.fix or None) if not usable else None}
 
 
 def _ort_loaded(pid):
@@ -133,7 +155,12 @@ class Recorder:
             raise InputError(f"--pid {options.pid}: no such process")
         elif not _ort_loaded(options.pid):
             raise InputError(f"--pid {options.pid}: onnxruntime is not loaded in that process")
-        chosen, fallback_notes = choose_profilers(options.profiler)
+        chosen, fallback_notes, futex_check = choose_profilers(options.profiler, options.futex)
+        futex_probe = futex_probe_outcome(options, chosen, futex_check)
+        if options.futex and "perf" in chosen and not futex_probe["usable"]:
+            # One line on stderr, whatever -q says: the report will lack its futex figures.
+            print(f"ortprof: warning: no futex events will be recorded: {futex_probe['reason']}; "
+                  f"fix: {futex_probe['fix']}", file=sys.stderr, flush=True)
 
         self.run = rundir.RunDirectory.create(default_run_name(options), options.output)
         self.manifest = {
@@ -142,7 +169,7 @@ class Recorder:
             "command": options.command or None, "pid": options.pid,
             "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "status": "starting", "options": _options_for_manifest(options),
-            "ort_build": options.ort_build, "notes": [], "errors": [],
+            "ort_build": options.ort_build, "futex_probe": futex_probe, "notes": [], "errors": [],
         }
         self._save()
         for note in fallback_notes:
@@ -256,9 +283,7 @@ class Recorder:
         _copy_maps(pid, self.run.file(rundir.MAPS))
         self.manifest["window"] = {"start_mono": time.monotonic()}
         if "perf" in chosen:
-            futex = options.futex and profilers.futex_tracepoints_readable()
-            if options.futex and not futex:
-                self._note("futex tracepoints are not readable (tracefs closed): no futex events recorded")
+            futex = self.manifest["futex_probe"]["usable"]
             argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
                                           options.frequency, options.call_graph, options.stack_size, futex)
             perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
