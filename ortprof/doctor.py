@@ -558,7 +558,7 @@ def check_build_disk(facts, thorough, build_root="build"):
     if free < need << 30:
         sizes = ", ".join(f"{name} {gib}" for name, gib in DISK_GIB.items())
         return Check("build-disk", WARNING,
-                     f"only {detail}; a {config} build of ORT needs about {need} GiB (GiB per --config: {sizes})",
+                     f"only {detail}; a {config} build needs about {need} GiB (GiB per --config: {sizes})",
                      "free disk space, or build on a larger disk with `ortprof build --build-root DIR`")
     return Check("build-disk", OK, f"{detail}; a {config} build needs about {need} GiB")
 
