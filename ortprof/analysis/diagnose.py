@@ -15,6 +15,7 @@ FUTEX_PER_INFERENCE_MIN = 20
 VARIANCE_RATIO = 2.0
 VARIANCE_MIN_RUNS = 30
 PYTHON_SHARE = 0.5
+BUSY_NATIVE_MIN_PCT = 10.0   # /proc CPU of a thread no profiler could see into
 SPIN_DURATION_SINCE = (1, 26)   # session.intra_op.spin_duration_us appeared in ORT 1.26
 
 # The seed article's measured trade-off, quoted in remedies.
@@ -51,7 +52,7 @@ def spin_wait(report, context):
     workers = [t for t in report["threads"] if t["role"] in (roles.INTRA_WORKER, roles.INTER_WORKER)]
     worker_cpu = sum(t["cpu_pct"] for t in workers)
     spin = totals["spin_pct"]
-    if spin < SPIN_MIN_PCT or worker_cpu <= 0 or spin < SPIN_SHARE_OF_WORKERS * worker_cpu:
+    if spin is None or spin < SPIN_MIN_PCT or worker_cpu <= 0 or spin < SPIN_SHARE_OF_WORKERS * worker_cpu:
         return None
     sessions = report["sessions"]
     spinning = _current(sessions, "session.intra_op.allow_spinning", "1 (default)")
@@ -81,6 +82,8 @@ def spin_wait(report, context):
 
 def caller_spin(report, context):
     value = report["totals"]["caller_spin_pct"]
+    if value is None:
+        return None
     callers = [t for t in report["threads"] if t["role"] == roles.CALLER]
     caller_cpu = sum(t["cpu_pct"] for t in callers)
     if value < CALLER_SPIN_MIN_PCT and not (caller_cpu and value >= 0.2 * caller_cpu and value >= 1.0):
@@ -97,7 +100,7 @@ def caller_spin(report, context):
 
 def futex_overhead(report, context):
     futex = report["futex"]
-    sync = report["totals"]["sync_pct"]
+    sync = report["totals"]["sync_pct"] or 0.0
     per_inference = futex.get("calls_per_inference") or 0
     if not futex.get("recorded") or (sync < SYNC_MIN_PCT and per_inference < FUTEX_PER_INFERENCE_MIN):
         return None
@@ -173,11 +176,13 @@ def latency_variance(report, context):
 
 
 def debug_build(report, context):
-    if context.get("build_config") != "Debug":
+    """A Debug build by `ortprof build`, or any ORT module whose DWARF producer says -O0."""
+    if context.get("build_config") != "Debug" and context.get("optimized") is not False:
         return None
     return Finding(
         id="debug-build", severity="warning", title="ORT is a Debug build: hot paths are distorted",
-        evidence={"build_config": "Debug", "native_module": context.get("ort_module")},
+        evidence={"build_config": context.get("build_config"), "native_module": context.get("ort_module"),
+                  "producer": context.get("producer")},
         remedy="ortprof build --config RelWithDebInfo   # optimized code, still with symbols",
         tradeoff="RelWithDebInfo inlines helpers (SpinPause, std::function) so fewer frames show, but timing is real.",
         explanation="-O0 code spends time in helpers an optimized build inlines away; spin and compute shares shift.")
@@ -196,8 +201,12 @@ def stripped_binary(report, context):
 
 
 def python_overhead(report, context):
+    return _python_overhead_from_perf(report) or _python_overhead_from_pyspy(report)
+
+
+def _python_overhead_from_perf(report):
     for thread in report["threads"]:
-        if thread["role"] != roles.CALLER or thread["cpu_pct"] < 2.0:
+        if thread["role"] != roles.CALLER or thread["cpu_pct"] is None or thread["cpu_pct"] < 2.0:
             continue
         python = thread["categories"]["python"] + thread["categories"]["other"]
         if python >= PYTHON_SHARE * thread["cpu_pct"]:
@@ -211,10 +220,54 @@ def python_overhead(report, context):
     return None
 
 
+def _python_overhead_from_pyspy(report):
+    """py-spy runs: the caller's Python time outside ORT's run() (pre/post-processing)."""
+    callers = {tid for session in report["sessions"] for tid in session.get("caller_tids") or ()}
+    for thread in (report.get("python") or {}).get("threads") or []:
+        if callers and thread["tid"] not in callers or thread["cpu_pct"] < 2.0:
+            continue
+        if thread["outside_run_pct"] >= PYTHON_SHARE * thread["cpu_pct"]:
+            top = thread["top_stacks"][0]["stack"] if thread["top_stacks"] else None
+            return Finding(
+                id="python-overhead", severity="info",
+                title=(f"Thread {thread['tid']} spends {thread['outside_run_pct']:.1f}% of a core in Python "
+                       f"outside run() ({thread['in_run_pct']:.1f}% inside)"),
+                evidence={"tid": thread["tid"], "source": "py-spy", "outside_run_pct": thread["outside_run_pct"],
+                          "in_run_pct": thread["in_run_pct"], "top_stack": top},
+                remedy="# move pre/post-processing off the request path, batch requests, or vectorize it with numpy",
+                tradeoff="Batching adds queueing latency; a worker pool for pre-processing adds threads that compete with ORT's.",
+                explanation="py-spy samples Python stacks: time outside run() is the workload's own code, not ORT.")
+    return None
+
+
+def busy_native_thread(report, context):
+    """Without perf samples: a busy thread that Python does not know (no py-spy stack, not a run() caller)
+    is most likely an ORT pool worker spinning. perf can confirm it."""
+    if report["totals"].get("cpu_pct") is not None:
+        return None   # perf samples say what each thread does
+    python_tids = {thread["tid"] for thread in (report.get("python") or {}).get("threads") or []}
+    caller_tids = {tid for session in report["sessions"] for tid in session.get("caller_tids") or ()}
+    busy = [t for t in report["threads"] if (t.get("proc_cpu_pct") or 0) >= BUSY_NATIVE_MIN_PCT
+            and t["tid"] not in python_tids and t["tid"] not in caller_tids]
+    if not busy:
+        return None
+    caller_cpu = sum(t.get("proc_cpu_pct") or 0 for t in report["threads"] if t["tid"] in caller_tids)
+    thread = max(busy, key=lambda t: t["proc_cpu_pct"])
+    return Finding(
+        id="busy-native-thread", severity="warning",
+        title=(f"Thread {thread['tid']} burns {thread['proc_cpu_pct']:.1f}% of a core with no Python frames "
+               f"(callers of run(): {caller_cpu:.1f}%): likely a spinning ORT pool worker"),
+        evidence={"tid": thread["tid"], "proc_cpu_pct": thread["proc_cpu_pct"], "caller_cpu_pct": round(caller_cpu, 2),
+                  "busy_threads": len(busy), "source": "/proc"},
+        remedy="ortprof record -- python app.py   # record with perf to confirm: spin-wait vs compute",
+        tradeoff="perf's dwarf stacks cost a few % of latency while recording; py-spy cannot see native threads.",
+        explanation="ORT's pool workers are native threads: py-spy does not sample them, /proc still counts their CPU.")
+
+
 FINDING_IDS = ("spin-wait", "caller-spin", "futex-overhead", "cpu-throttling", "thread-oversubscription",
-               "latency-variance", "debug-build", "stripped-binary", "python-overhead")
+               "latency-variance", "debug-build", "stripped-binary", "python-overhead", "busy-native-thread")
 RULES = (spin_wait, caller_spin, futex_overhead, cpu_throttling, thread_oversubscription,
-         latency_variance, debug_build, stripped_binary, python_overhead)
+         latency_variance, debug_build, stripped_binary, python_overhead, busy_native_thread)
 
 
 def diagnose(report, context):

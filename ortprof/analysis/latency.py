@@ -21,6 +21,7 @@ class SessionLatency:
     durations_ms: list = field(default_factory=list)
     starts: list = field(default_factory=list)
     caller_tids: set = field(default_factory=set)
+    run_tids: list = field(default_factory=list)     # the thread of each run, beside starts
 
     def summary(self, window_seconds=None):
         ordered = sorted(self.durations_ms)
@@ -62,4 +63,5 @@ def session_latencies(records, window=None):
                 latency.durations_ms.append(duration * 1000)
                 latency.starts.append(start)
                 latency.caller_tids.add(tid)
+                latency.run_tids.append(tid)
     return [sessions[key] for key in sorted(sessions, key=lambda k: (k[0] or 0, k[1] or 0))]

@@ -1,200 +1,135 @@
-"""Assemble the report of one run directory (or of bare perf script text).
+"""LoadedRun (RunManifest + Profile + side data) -> Report.
 
-Pure steps in order; each section is plain data so renderers only render:
-  load run -> decode + aggregate samples -> roles/categories -> futex, latency,
-  hot paths -> findings.
+One path for every run: sections that need perf samples are computed from the
+profile when it has samples and are otherwise left empty with the reason in
+`empty_sections`; findings run on whatever sections exist, so a py-spy-only
+run or one whose perf.data is broken still gets throttling, oversubscription,
+latency-variance, debug-build and the Python findings.
 """
-import os
-from pathlib import Path
-
-from ..errors import InputError
-from ..hook import read_hook_records
-from ..recording import rundir
-from ..recording.threadstats import read_thread_cpu
+from ..model.report import CgroupSection, FutexSection, PythonSection, PythonStack, PythonThread, Report, \
+    SessionSummary, Totals
 from . import roles as roles_mod
 from .diagnose import diagnose
-from .latency import session_latencies
-from .perfscript import PerfScriptStream, parse_samples
-from .pipeline import (CATEGORIES, aggregate_samples, folded_lines, futex_table, hot_paths, hot_spots, make_symbolizer,
-                       thread_table, totals)
+from .loading import load_perf_script, load_run
+from .pipeline import assign_roles, futex_section, hot_paths, hot_spots, proc_only_threads, thread_table, totals
 
-SCHEMA = "ortprof.report/1"
+SAMPLE_SECTIONS = ("threads.categories", "totals", "hot_paths", "top_functions", "hot_spots")
 
 
-def _cgroup_section(manifest, window_seconds):
-    cgroup = manifest.get("cgroup") or {}
+def cgroup_section(cgroup):
     before, after = cgroup.get("stat_before") or {}, cgroup.get("stat_after") or {}
-    limit = cgroup.get("limit") or {}
-    section = {"quota_cpus": limit.get("cpus"), "throttled_periods": None, "throttled_ms": None}
+    section = CgroupSection(quota_cpus=(cgroup.get("limit") or {}).get("cpus"))
     if after.get("nr_throttled") is not None and before.get("nr_throttled") is not None:
-        section["throttled_periods"] = after["nr_throttled"] - before["nr_throttled"]
-        section["throttled_ms"] = round((after.get("throttled_usec", 0) - before.get("throttled_usec", 0)) / 1000, 1)
+        section.throttled_periods = after["nr_throttled"] - before["nr_throttled"]
+        section.throttled_ms = round((after.get("throttled_usec", 0) - before.get("throttled_usec", 0)) / 1000, 1)
         if after.get("nr_periods") is not None and before.get("nr_periods") is not None:
-            section["periods"] = after["nr_periods"] - before["nr_periods"]
+            section.periods = after["nr_periods"] - before["nr_periods"]
     return section
-
-
-def _binary_context(manifest, notes):
-    """Facts about the ORT module that was profiled; notes when it is gone or changed."""
-    environment = manifest.get("environment") or {}
-    ort = environment.get("ort") or {}
-    module = ort.get("native_module") or ort.get("path")
-    context = {"ort_version": ort.get("version"), "ort_module": module, "build_id": ort.get("build_id"),
-               "symbol_status": ort.get("symbol_status"),
-               "build_config": (manifest.get("ort_build") or {}).get("config"),
-               "usable_cores": len(environment.get("affinity") or []) or (environment.get("cpu") or {}).get("logical_cores")}
-    if module and not os.path.exists(module):
-        notes.append(f"the profiled ORT module {module} is gone (another machine or a removed venv): "
-                     "functions stay unnamed and spin detection by address is off")
-        context["binary_missing"] = True
-    elif module and context["build_id"]:
-        from ..symbols.elfinfo import read_elf_info
-        try:
-            current = read_elf_info(module).build_id
-        except InputError:
-            current = None
-        if current and current != context["build_id"]:
-            notes.append(f"{module} changed since the recording (build-id differs): names may be wrong")
-            context["binary_missing"] = True
-    return context
-
-
-def _cached_symbolizer(build_id, notes):
-    """Names and spin sites of a module that is gone, from the symbol cache of its build-id."""
-    from ..symbols.resolver import Symbolizer
-    from .stacks import StackSymbolizer
-    cached = Symbolizer().for_build_id(build_id)
-    if cached is None:
-        notes.append(f"no symbol cache for build-id {build_id} either: spin-wait cannot be told from compute "
-                     "in ORT's frames (report on the machine that recorded, or keep its ~/.cache/ortprof)")
-        return None
-    notes.append(f"using the symbol cache of build-id {build_id} (names and spin sites)")
-    return StackSymbolizer(lambda dso: cached)
-
-
-def _perf_complaint(warnings):
-    """perf's own words on a broken file, e.g. a perf record that was killed."""
-    for warning in warnings:
-        lowered = warning.lower()
-        if "data size" in lowered or "properly terminated" in lowered:
-            return "perf record did not finish writing it (killed?)"
-        if "incompatible" in lowered or "truncated" in lowered or "corrupt" in lowered or "invalid" in lowered:
-            return f"truncated or corrupt ({warning})"
-    return warnings[-1] if warnings else "perf script produced no samples"
 
 
 def _pool_threads(sessions, threads):
     """Intra-op pool size: the option when set, else workers seen + the caller."""
     for session in sessions:
-        value = (session.get("options") or {}).get("intra_op_num_threads")
+        value = (session.options or {}).get("intra_op_num_threads")
         if value:
             return int(value)
-    workers = sum(1 for t in threads if t["role"] == roles_mod.INTRA_WORKER)
+    workers = sum(1 for t in threads if t.role == roles_mod.INTRA_WORKER)
     return workers + 1 if workers else None
 
 
-def build_report(run, samples=None, with_ort_symbols=True, folded=None):
-    """The report dict of `run` (a RunDirectory). `samples` overrides perf.data (tests, fixtures).
-    `folded`, a callable taking lines, receives folded stacks."""
-    manifest = run.manifest()
-    notes = list(manifest.get("notes") or [])
-    window = manifest.get("window") or {}
-    span = (window["start_mono"], window["end_mono"]) if "end_mono" in window else None
-    seconds = window.get("seconds")
-    context = _binary_context(manifest, notes)
-    symbolizer = make_symbolizer(with_ort_symbols and not context.get("binary_missing"))
-    if with_ort_symbols and context.get("binary_missing") and context.get("build_id"):
-        symbolizer = _cached_symbolizer(context["build_id"], notes) or symbolizer
+def _why_no_samples(loaded):
+    if loaded.perf_data == "unreadable":
+        return loaded.unreadable
+    if loaded.perf_data == "missing":
+        return "no perf data in this run (py-spy only, --profiler none, or perf failed): CPU categories need perf"
+    return "perf recorded no CPU samples in the window"
 
-    records = list(read_hook_records(run.file(rundir.HOOK_DIR)))
-    latencies = session_latencies(records, span)
-    caller_tids = set().union(*(latency.caller_tids for latency in latencies)) if latencies else set()
-    if not context["ort_version"] and latencies:
-        context["ort_version"] = latencies[0].ort_version
 
-    perf_data = run.file(rundir.PERF_DATA)
-    warnings = []
-    unreadable = None
-    if samples is not None:
-        aggregate = aggregate_samples(samples, symbolizer, span)
-    elif perf_data.exists():
-        try:
-            stream = PerfScriptStream(perf_data)
-            with stream as decoded:
-                aggregate = aggregate_samples(decoded, symbolizer, span)
-            warnings = stream.warnings()
-            if aggregate.cpu_samples == 0 and (stream.returncode or warnings):
-                unreadable = f"{perf_data} could not be decoded: {_perf_complaint(warnings)}"
-        except InputError as error:   # empty file
-            unreadable = str(error)
-        if unreadable:
-            aggregate = None
-            notes.append(unreadable + "; showing what the run has without it (latency, /proc CPU)")
-    else:
-        aggregate = None
-        notes.append("no perf data in this run (py-spy only, or perf failed): CPU categories need perf")
+def _futex_missing_reason(loaded, futex):
+    probe = loaded.manifest.futex_probe
+    if probe and probe.get("usable") is False:
+        reason = f"futex tracepoints were not usable when recording: {probe.get('reason') or 'unknown reason'}"
+        return reason + (f" (fix: {probe['fix']})" if probe.get("fix") else "")
+    if loaded.perf_data != "present" or loaded.unreadable:
+        return "no futex figures without perf data"
+    if not futex.recorded:
+        return "the recording has no futex events (recorded with --no-futex, or tracepoints unavailable)"
+    return None
 
+
+def python_section(pyspy, seconds, top=5):
+    """The py-spy view: each thread's Python CPU, inside and outside ORT's run()."""
+    if pyspy is None:
+        return PythonSection()
+    rate = pyspy.rate_hz or 100.0
+    scale = 100.0 / (rate * seconds)
+    threads = []
+    for thread in sorted(pyspy.threads, key=lambda t: -t.samples):
+        threads.append(PythonThread(
+            tid=thread.tid, name=thread.name, samples=thread.samples,
+            cpu_pct=round(thread.samples * scale, 2), in_run_pct=round(thread.in_run_samples * scale, 2),
+            outside_run_pct=round((thread.samples - thread.in_run_samples) * scale, 2),
+            top_stacks=[PythonStack(";".join(stack), round(count * scale, 2))
+                        for stack, count in thread.top_stacks[:top]]))
+    return PythonSection(source="py-spy", rate_hz=rate, threads=threads)
+
+
+def analyze(loaded, top=15):
+    """The Report of a LoadedRun. Roles are written back into its profile's threads."""
+    manifest, profile, context = loaded.manifest, loaded.profile, loaded.context
+    seconds = manifest.window_seconds
     if not seconds:
-        seconds = (aggregate.last_time - aggregate.first_time) if aggregate and aggregate.first_time else 1.0
-    proc_cpu = {int(tid): 100 * used / seconds for tid, used in
-                read_thread_cpu(run.file(rundir.THREADS_CSV), *(span or (None, None))).items()}
-    report = assemble(aggregate, seconds, latencies, proc_cpu, caller_tids, context,
-                      _cgroup_section(manifest, seconds), folded, symbolizer)
-    report.update(run=str(run.path), command=manifest.get("command"), status=manifest.get("status"),
-                  notes=notes + report["notes"], perf_warnings=warnings[-5:], unreadable_perf_data=unreadable)
-    return report
-
-
-def assemble(aggregate, seconds, latencies=(), proc_cpu=None, caller_tids=frozenset(), context=None,
-             cgroup=None, folded=None, symbolizer=None):
-    """Sections and findings from an aggregate (None: no perf data) and the run's side data."""
-    context = context or {}
-    proc_cpu = proc_cpu or {}
-    notes = []
+        start, end = profile.span()
+        seconds = (end - start) or 1.0
+    proc_cpu = {tid: 100 * used / seconds for tid, used in loaded.proc_cpu_seconds.items()}
     proc_total = round(sum(proc_cpu.values()), 2) if proc_cpu else None
-    sessions = [latency.summary(seconds) for latency in latencies]
-    inferences = sum(s["runs"] for s in sessions)
-    report = {"schema": SCHEMA, "window_seconds": round(seconds, 3), "ort": context, "sessions": sessions}
-    if aggregate is not None:
-        threads = thread_table(aggregate, seconds, proc_cpu, caller_tids)
-        roles_by_tid = {row["tid"]: row["role"] for row in threads}
-        paths, functions = hot_paths(aggregate, seconds, roles_by_tid)
-        report.update(threads=threads, totals=totals(threads, proc_total),
-                      futex=futex_table(aggregate, seconds, inferences, roles_by_tid),
-                      hot_paths=paths, top_functions=functions,
-                      hot_spots=hot_spots(aggregate, seconds, symbolizer) if symbolizer is not None else [],
-                      samples=aggregate.cpu_samples)
-        if folded is not None:
-            folded(folded_lines(aggregate, roles_by_tid))
+    sessions = [SessionSummary(**latency.summary(seconds)) for latency in loaded.latencies]
+    inferences = sum(s.runs for s in sessions)
+    caller_tids = set().union(*(latency.caller_tids for latency in loaded.latencies)) if loaded.latencies else set()
+    report = Report(window_seconds=round(seconds, 3), ort=context, sessions=sessions,
+                    cgroup=cgroup_section(manifest.cgroup), run=loaded.run_path, command=manifest.command,
+                    status=manifest.status, perf_warnings=loaded.perf_warnings[-5:],
+                    unreadable_perf_data=loaded.unreadable)
+    if profile.has_samples:
+        assign_roles(profile, caller_tids)
+        report.threads = thread_table(profile, seconds, proc_cpu, caller_tids)
+        report.totals = totals(report.threads, proc_total)
+        report.hot_paths, report.top_functions = hot_paths(profile, seconds, top)
+        if loaded.symbolizer is not None:
+            report.hot_spots = hot_spots(profile, seconds, loaded.symbolizer)
+        report.samples = profile.cpu_samples
     else:
-        threads = [{"tid": tid, "role": roles_mod.CALLER if tid in caller_tids else roles_mod.UNKNOWN,
-                    "cpu_pct": None, "proc_cpu_pct": round(cpu, 2), "samples": 0, "categories": {}}
-                   for tid, cpu in sorted(proc_cpu.items())]
-        report.update(threads=threads,
-                      totals=dict({f"{name}_pct": None for name in ("cpu", *CATEGORIES)}, proc_cpu_pct=proc_total,
-                                  mismatch_pct=None, mismatch=False),
-                      futex={"recorded": False, "calls": None, "calls_per_s": None, "time_ms_per_s": None,
-                             "calls_per_inference": None, "threads": [], "top_stacks": []},
-                      hot_paths=[], top_functions={"self": [], "total": []}, hot_spots=[],
-                      samples=0)
-    report["cgroup"] = cgroup or {}
-    report["pool_threads"] = _pool_threads(sessions, report["threads"])
-    report["findings"] = [f.to_json() for f in diagnose(report, context)] if aggregate is not None else []
-    if report["totals"].get("mismatch"):
-        notes.append(f"perf's CPU ({report['totals']['cpu_pct']:.1f}%) and /proc's "
-                     f"({proc_total:.1f}%) differ by {report['totals']['mismatch_pct']:+.0f}%")
-    report["notes"] = notes
+        report.threads = proc_only_threads(proc_cpu, caller_tids)
+        report.totals = Totals(proc_cpu_pct=proc_total)
+        why = _why_no_samples(loaded)
+        report.empty_sections.update(dict.fromkeys(SAMPLE_SECTIONS, why))
+    roles_by_tid = {row.tid: row.role for row in report.threads}
+    report.futex = (futex_section(profile, seconds, inferences, roles_by_tid) if profile.has_samples or
+                    profile.futex.threads else FutexSection())
+    report.futex.missing_reason = _futex_missing_reason(loaded, report.futex)
+    if report.futex.missing_reason:
+        report.empty_sections["futex"] = report.futex.missing_reason
+    if not sessions:
+        report.empty_sections["sessions"] = ("no run() records from the startup hook (a workload that is not "
+                                             "Python, or --pid without the hook)")
+    report.python = python_section(loaded.pyspy, seconds)
+    report.pool_threads = _pool_threads(sessions, report.threads)
+    notes = list(loaded.notes)
+    if report.totals.mismatch:
+        notes.append(f"perf's CPU ({report.totals.cpu_pct:.1f}%) and /proc's "
+                     f"({proc_total:.1f}%) differ by {report.totals.mismatch_pct:+.0f}%")
+    report.notes = notes
+    data = report.to_json()
+    report.findings = diagnose(data, data["ort"])
     return report
 
 
-def report_from_perf_script(path, window_seconds=None):
-    """A report straight from saved `perf script` text (e.g. shared fixtures), no run directory."""
-    import lzma
-    opener = lzma.open if str(path).endswith(".xz") else open
-    symbolizer = make_symbolizer(False, source_lines=False)
-    with opener(path, "rt", errors="replace") as stream:
-        aggregate = aggregate_samples(parse_samples(stream), symbolizer)
-    seconds = window_seconds or max(1e-9, (aggregate.last_time or 0) - (aggregate.first_time or 0))
-    report = assemble(aggregate, seconds, symbolizer=symbolizer)
-    report["run"] = str(Path(path))
-    return report
+def build_report(run, samples=None, with_ort_symbols=True):
+    """(Profile, Report) of `run` (a RunDirectory). `samples` overrides perf.data (tests, fixtures)."""
+    loaded = load_run(run, samples=samples, with_ort_symbols=with_ort_symbols)
+    return loaded.profile, analyze(loaded)
+
+
+def report_from_perf_script(path):
+    """The report JSON straight from saved `perf script` text (e.g. captures), no run directory."""
+    return analyze(load_perf_script(path)).to_json()

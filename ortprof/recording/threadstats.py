@@ -86,7 +86,15 @@ def read_thread_cpu(csv_path, start=None, end=None):
     A thread's use is its last cumulative value in the window minus its value
     at the window's start (or its first value, for threads born inside it).
     """
-    first, last = {}, {}
+    return {tid: max(0.0, points[-1][1] - points[0][1])
+            for tid, points in read_thread_cpu_series(csv_path, start, end).items()
+            if start is None or points[-1][0] >= start}
+
+
+def read_thread_cpu_series(csv_path, start=None, end=None):
+    """{tid: [(monotonic s, cumulative CPU s), ...]} within [start, end], for timelines.
+    One row before the window is kept per thread, so the first interval has a base."""
+    series = {}
     try:
         with open(csv_path, newline="") as stream:
             for row in csv.DictReader(stream):
@@ -98,11 +106,11 @@ def read_thread_cpu(csv_path, start=None, end=None):
                     continue  # a torn last row
                 if end is not None and mono > end:
                     continue
+                points = series.setdefault(tid, [])
                 if start is not None and mono < start:
-                    first[tid] = total  # latest value before the window opens
+                    points[:] = [(mono, total)]
                     continue
-                first.setdefault(tid, total)
-                last[tid] = total
+                points.append((mono, total))
     except FileNotFoundError:
         return {}
-    return {tid: max(0.0, last[tid] - first.get(tid, last[tid])) for tid in last}
+    return series

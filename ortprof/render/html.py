@@ -1,7 +1,7 @@
 """A self-contained HTML page of the report: no scripts, no network, one file to attach to a ticket."""
 import html
 
-from ..analysis.pipeline import CATEGORIES
+from ..model.report import CATEGORIES
 from .terminal import CATEGORY_LABELS
 
 _STYLE = """

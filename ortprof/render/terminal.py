@@ -7,7 +7,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from ..analysis.pipeline import CATEGORIES
+from ..model.report import CATEGORIES
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 CATEGORY_LABELS = {"compute": "compute", "spin": "spin-wait", "caller_spin": "caller-spin", "sync": "sync",

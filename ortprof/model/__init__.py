@@ -1,0 +1,1 @@
+"""Typed data passed between the stages: RunManifest and Profile in, Report out."""

@@ -1,0 +1,210 @@
+"""Report: the diagnosis of one run, typed. `Report.to_json()` is the one definition of
+`ortprof.report/1`; ortprof/schemas/report.schema.json describes the same shape for
+users' scripts and is checked against every report the tests make.
+
+CPU figures are % of one core over the window; None where the run has no data
+for them (no perf samples), never 0 standing in for "unknown".
+"""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Dict, List, Optional
+
+from ..findings import Finding
+
+SCHEMA = "ortprof.report/1"
+
+# Report categories (JSON names in totals are <category>_pct).
+CATEGORIES = ("compute", "spin", "caller_spin", "sync", "kernel", "python", "other")
+
+
+@dataclass
+class OrtContext:
+    """The ORT that was profiled."""
+    ort_version: Optional[str] = None
+    ort_module: Optional[str] = None
+    build_id: Optional[str] = None
+    symbol_status: Optional[str] = None      # stripped | symtab | dwarf ...
+    build_config: Optional[str] = None       # from `ortprof build` / --ort-build
+    usable_cores: Optional[int] = None
+    binary_missing: bool = False             # gone or changed since the recording
+    optimized: Optional[bool] = None         # from the module's DWARF producer; None: unknown
+    producer: Optional[str] = None
+
+
+@dataclass
+class ThreadRow:
+    tid: int
+    role: str
+    cpu_pct: Optional[float]                 # from perf samples
+    proc_cpu_pct: Optional[float]            # from /proc
+    samples: int = 0
+    categories: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Totals:
+    cpu_pct: Optional[float] = None
+    proc_cpu_pct: Optional[float] = None
+    compute_pct: Optional[float] = None
+    spin_pct: Optional[float] = None
+    caller_spin_pct: Optional[float] = None
+    sync_pct: Optional[float] = None
+    kernel_pct: Optional[float] = None
+    python_pct: Optional[float] = None
+    other_pct: Optional[float] = None
+    mismatch_pct: Optional[float] = None
+    mismatch: bool = False
+
+
+@dataclass
+class FutexThreadRow:
+    tid: int
+    role: str
+    calls: int
+    waits: int
+    wakes: int
+    calls_per_s: float
+    time_ms_per_s: float
+    calls_per_inference: Optional[float]
+
+
+@dataclass
+class FutexStack:
+    stack: str
+    calls: int
+
+
+@dataclass
+class FutexSection:
+    recorded: bool = False
+    calls: Optional[int] = None
+    calls_per_s: Optional[float] = None
+    time_ms_per_s: Optional[float] = None
+    calls_per_inference: Optional[float] = None
+    threads: List[FutexThreadRow] = field(default_factory=list)
+    top_stacks: List[FutexStack] = field(default_factory=list)
+    missing_reason: Optional[str] = None     # why there are no futex figures, with the fix
+
+
+@dataclass
+class SessionSummary:
+    session: int
+    pid: Optional[int]
+    model: Optional[str]
+    providers: Optional[list]
+    ort_version: Optional[str]
+    options: dict
+    runs: int
+    rate_per_s: Optional[float]
+    mean_ms: Optional[float]
+    p50_ms: Optional[float]
+    p95_ms: Optional[float]
+    p99_ms: Optional[float]
+    max_ms: Optional[float]
+    variance_p99_p50: Optional[float]
+    caller_tids: List[int]
+
+
+@dataclass
+class HotPath:
+    role: str
+    category: str
+    cpu_pct: float
+    stack: str                               # root;...;leaf
+
+
+@dataclass
+class FunctionShare:
+    function: str
+    cpu_pct: float
+
+
+@dataclass
+class TopFunctions:
+    self: List[FunctionShare] = field(default_factory=list)
+    total: List[FunctionShare] = field(default_factory=list)
+
+
+@dataclass
+class HotSpot:
+    function: str
+    dso: str
+    address: str
+    cpu_pct: float
+    source: Optional[str]
+
+
+@dataclass
+class CgroupSection:
+    quota_cpus: Optional[float] = None
+    throttled_periods: Optional[int] = None
+    throttled_ms: Optional[float] = None
+    periods: Optional[int] = None
+
+
+@dataclass
+class PythonStack:
+    stack: str
+    pct: float                               # % of one core
+
+
+@dataclass
+class PythonThread:
+    tid: int
+    name: Optional[str]
+    samples: int
+    cpu_pct: float                           # % of one core, from py-spy's sample rate
+    in_run_pct: float                        # inside ORT's run()
+    outside_run_pct: float
+    top_stacks: List[PythonStack] = field(default_factory=list)
+
+
+@dataclass
+class PythonSection:
+    """Python-level view from py-spy (runs recorded with --profiler py-spy)."""
+    source: Optional[str] = None             # "py-spy" or None
+    rate_hz: Optional[float] = None
+    threads: List[PythonThread] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    window_seconds: float
+    ort: OrtContext = field(default_factory=OrtContext)
+    sessions: List[SessionSummary] = field(default_factory=list)
+    threads: List[ThreadRow] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    futex: FutexSection = field(default_factory=FutexSection)
+    hot_paths: List[HotPath] = field(default_factory=list)
+    top_functions: TopFunctions = field(default_factory=TopFunctions)
+    hot_spots: List[HotSpot] = field(default_factory=list)
+    samples: int = 0
+    cgroup: CgroupSection = field(default_factory=CgroupSection)
+    pool_threads: Optional[int] = None
+    python: PythonSection = field(default_factory=PythonSection)
+    findings: List[Finding] = field(default_factory=list)
+    empty_sections: Dict[str, str] = field(default_factory=dict)   # section -> why it is empty
+    notes: List[str] = field(default_factory=list)
+    run: Optional[str] = None
+    command: Optional[list] = None
+    status: Optional[str] = None
+    perf_warnings: List[str] = field(default_factory=list)
+    unreadable_perf_data: Optional[str] = None
+    gates: Optional[dict] = None             # set by `report --fail-on`
+
+    def to_json(self):
+        data = {"schema": SCHEMA}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "findings":
+                data["findings"] = [finding.to_json() for finding in value]
+            elif item.name == "gates" and value is None:
+                continue
+            else:
+                data[item.name] = asdict(value) if hasattr(value, "__dataclass_fields__") else _plain(value)
+        return data
+
+
+def _plain(value):
+    if isinstance(value, list):
+        return [asdict(item) if hasattr(item, "__dataclass_fields__") else item for item in value]
+    return value
