@@ -1,11 +1,12 @@
 """Optimization level from DW_AT_producer, on binaries compiled here with the real gcc."""
+import importlib.util
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
 from ortprof.errors import InputError
 from ortprof.symbols import producer
 from ortprof.symbols.producer import optimization_level, optimization_of
@@ -13,7 +14,8 @@ from ortprof.symbols.producer import optimization_level, optimization_of
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 SOURCE = "int twice(int x) { return 2 * x; }\nint main(void) { return twice(3) - 6; }\n"
-WHEEL_MODULES = sorted((ROOT / ".venv" / "lib").glob("python3*/site-packages/onnxruntime/capi/onnxruntime_pybind11_state*.so"))
+ORT_SPEC = importlib.util.find_spec("onnxruntime")
+WHEEL_MODULES = sorted(Path(ORT_SPEC.origin).parent.glob("capi/onnxruntime_pybind11_state*.so")) if ORT_SPEC else []
 
 
 def compile_c(tmp_path, name, *flags, source=SOURCE):
