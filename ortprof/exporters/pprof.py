@@ -1,0 +1,183 @@
+"""pprof's profile.proto, gzipped: `go tool pprof`, Grafana Pyroscope, Datadog's pprof-format.
+
+One pprof Sample per (thread, stack), values [samples/count, cpu/nanoseconds],
+labelled so pprof's -tagfocus / Pyroscope's label filters can cut the profile the
+way the report does:
+
+    thread_id    numeric: the tid
+    thread_role  caller, intra-op-worker, inter-op-worker, native-other, ...
+    category     compute, spin, caller_spin, sync, kernel, python, other (the report's)
+    session      the hook's session id(s) a thread ran run() for (comma-separated when
+                 a caller ran several); pool workers get it only when the run had
+                 exactly one session (a worker does not say whose work it did)
+
+Locations are the profile's frames (DSO-relative addresses as perf printed them,
+so every mapping starts at 0), one Function per (name, source file). Build-ids:
+the recording's for the ORT module, else read from the file when it is here.
+"""
+import gzip
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ..analysis import roles as roles_mod
+from ..analysis.pipeline import stack_category
+from ..errors import InputError
+from . import pprof_proto as pb
+
+NO_STACK = "[no stack]"
+POOL_ROLES = (roles_mod.INTRA_WORKER, roles_mod.INTER_WORKER)
+
+
+class _StringTable:
+    """profile.proto's string table: index 0 is ""."""
+
+    def __init__(self):
+        self.strings = [""]
+        self._index = {"": 0}
+
+    def __call__(self, text):
+        index = self._index.get(text)
+        if index is None:
+            index = self._index[text] = len(self.strings)
+            self.strings.append(text)
+        return index
+
+
+def session_labels(report):
+    """tid -> session label: callers' own sessions; pool workers' when the run had one session."""
+    sessions_of = defaultdict(set)
+    for session in report.sessions:
+        for tid in session.caller_tids:
+            sessions_of[tid].add(session.session)
+    labels = {tid: ",".join(str(s) for s in sorted(ids)) for tid, ids in sessions_of.items()}
+    only = str(report.sessions[0].session) if len(report.sessions) == 1 else None
+    return labels, only
+
+
+def _split_source(source):
+    """"file:line" -> (file, line or 0)."""
+    if not source:
+        return "", 0
+    path, _, line = source.rpartition(":")
+    return (path, int(line)) if path and line.isdigit() else (source, 0)
+
+
+def _build_id(mapping, report, local):
+    if mapping.build_id:
+        return mapping.build_id
+    ort = report.ort
+    if mapping.kind == "ort":
+        # The recording's, or none: a local ORT module may be another build than the one profiled.
+        same = not ort.ort_module or os.path.basename(ort.ort_module) == os.path.basename(mapping.path)
+        return ort.build_id if same else None
+    if local and mapping.path.startswith("/") and os.path.isfile(mapping.path):
+        from ..symbols.elfinfo import read_elf_info
+        try:
+            return read_elf_info(mapping.path).build_id
+        except InputError:
+            return None
+    return None
+
+
+def window_start_unix(report, profile):
+    """Wall-clock seconds at the start of the profile's span, when the run can say.
+
+    The window is CLOCK_MONOTONIC; the hook's hello record pairs a monotonic
+    time with time.time(), which gives the offset. Without it: None.
+    """
+    if not report.run or not os.path.isdir(os.path.join(report.run, "hook")):
+        return None
+    from ..hook import read_hook_records
+    for record in read_hook_records(os.path.join(report.run, "hook")):
+        if record.get("event") == "hello" and "mono" in record and "unix" in record:
+            return profile.span()[0] + record["unix"] - record["mono"]
+    return None
+
+
+def build_message(profile, report, local_build_ids=True):
+    """The profile.proto Profile message of `profile` and its `report`."""
+    strings = _StringTable()
+    message = pb.Profile()
+    message.sample_type.add(type=strings("samples"), unit=strings("count"))
+    message.sample_type.add(type=strings("cpu"), unit=strings("nanoseconds"))
+    message.period_type.type = strings("cpu")
+    message.period_type.unit = strings("nanoseconds")
+    message.default_sample_type = strings("cpu")
+
+    # Mappings and locations carry profile ids + 1 (0 means "none" in profile.proto).
+    frames_of_mapping = defaultdict(list)
+    for frame in profile.frames:
+        frames_of_mapping[frame.mapping].append(frame)
+    # pprof shows mapping[0] as "the" binary: the ORT module is what this profile is about.
+    for mapping in sorted(profile.mappings, key=lambda m: (m.kind != "ort", m.id)):
+        frames = frames_of_mapping[mapping.id]
+        has_sources = any(frame.source for frame in frames)
+        message.mapping.add(
+            id=mapping.id + 1, memory_start=0, memory_limit=max((f.address for f in frames), default=0) + 1,
+            filename=strings(mapping.path), build_id=strings(_build_id(mapping, report, local_build_ids) or ""),
+            has_functions=True, has_filenames=has_sources, has_line_numbers=has_sources)
+    function_ids = {}
+    for frame in profile.frames:
+        path, line = _split_source(frame.source)
+        function_id = function_ids.get((frame.name, path))
+        if function_id is None:
+            function_id = function_ids[(frame.name, path)] = len(function_ids) + 1
+            message.function.add(id=function_id, name=strings(frame.name), system_name=strings(frame.name),
+                                 filename=strings(path))
+        location = message.location.add(id=frame.id + 1, mapping_id=frame.mapping + 1, address=frame.address)
+        location.line.add(function_id=function_id, line=line)
+    no_stack_location = None
+
+    sessions, only_session = session_labels(report)
+    total_ns = total_count = 0
+    for tid, thread in sorted(profile.threads.items()):
+        session = sessions.get(tid) or (only_session if thread.role in POOL_ROLES else None)
+        for stack_id in sorted(thread.ns_by_stack):
+            frame_ids = profile.stacks[stack_id].frames
+            if frame_ids:
+                location_ids = [frame_id + 1 for frame_id in reversed(frame_ids)]   # leaf first
+            else:
+                if no_stack_location is None:
+                    no_stack_location = len(profile.frames) + 1
+                    function_ids[(NO_STACK, "")] = function_id = len(function_ids) + 1
+                    message.function.add(id=function_id, name=strings(NO_STACK), system_name=strings(NO_STACK))
+                    message.location.add(id=no_stack_location).line.add(function_id=function_id)
+                location_ids = [no_stack_location]
+            count, ns = thread.count_by_stack[stack_id], thread.ns_by_stack[stack_id]
+            total_count, total_ns = total_count + count, total_ns + ns
+            sample = message.sample.add(location_id=location_ids, value=[count, ns])
+            sample.label.add(key=strings("thread_id"), num=tid)
+            sample.label.add(key=strings("thread_role"), str=strings(thread.role))
+            sample.label.add(key=strings("category"), str=strings(stack_category(profile, stack_id, thread.role)))
+            if session:
+                sample.label.add(key=strings("session"), str=strings(session))
+
+    message.period = round(total_ns / total_count) if total_count else 0
+    message.duration_nanos = round((report.window_seconds or 0) * 1e9)
+    start = window_start_unix(report, profile)
+    if start is not None:
+        message.time_nanos = round(start * 1e9)
+    if report.ort.ort_version:
+        message.comment.append(strings(f"onnxruntime {report.ort.ort_version}"))
+    message.string_table.extend(strings.strings)
+    return message
+
+
+@dataclass(frozen=True)
+class PprofExporter:
+    name: str = "pprof"
+    suffix: str = ".pb.gz"
+    binary: bool = True
+    description: str = ("pprof profile.proto, gzipped (go tool pprof, Pyroscope); "
+                        "labels thread_id, thread_role, category, session")
+    local_build_ids: bool = True   # read build-ids of the mapped files that are on this machine
+
+    def write(self, profile, report, stream):
+        data = build_message(profile, report, self.local_build_ids).SerializeToString()
+        # filename="" and mtime=0: the same profile gives the same bytes.
+        with gzip.GzipFile(filename="", mode="wb", fileobj=stream, mtime=0) as compressed:
+            compressed.write(data)
+
+
+EXPORTER = PprofExporter()
