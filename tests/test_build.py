@@ -324,7 +324,9 @@ def test_default_jobs_fit_cores_and_memory():
 
 def test_scanner_reads_progress_failures_and_oom():
     scanner = OutputScanner()
-    for line in ["-- Configuring done", "[1/998] Building CXX object a.o", "[412/998] Building CXX object b.o"]:
+    for line in ["-- Configuring done", "-- Build files have been written to: /src/_deps/re2-subbuild",
+                 "[3/9] No patch step for 're2-populate'", "-- Build files have been written to: /src/build/Debug",
+                 "[1/998] Building CXX object a.o", "[412/998] Building CXX object b.o"]:
         scanner.feed(line)
     assert (scanner.phase, scanner.position(), round(scanner.fraction, 3)) == ("compile", "412/998", 0.413)
     scanner.feed("FAILED: CMakeFiles/x.dir/y.cc.o")
@@ -334,12 +336,13 @@ def test_scanner_reads_progress_failures_and_oom():
     assert scanner.error_summary() == "y.cc:3:1: error: expected ';' before '}' token" and not scanner.oom
 
     oom = OutputScanner()
-    for line in ["[5/9] Building CXX object a.o", "FAILED: a.o", "c++: fatal error: Killed signal terminated "
+    for line in ["-- Build files have been written to: /b", "[5/9] Building CXX object a.o", "FAILED: a.o", "c++: fatal error: Killed signal terminated "
                  "program cc1plus", "compilation terminated."]:
         oom.feed(line)
     assert oom.oom and "Killed signal" in oom.error_summary()
 
     make = OutputScanner()
+    make.feed("-- Build files have been written to: /b")
     make.feed("[ 41%] Building CXX object a.o")
     assert make.position() == "41%"
 
@@ -350,6 +353,52 @@ def test_scanner_reads_progress_failures_and_oom():
     assert eta.update(300, 998) is None                  # the real build, resumed at 300: restart there
     assert eta.update(310, 998) == pytest.approx(10 / 10 * 688)
     assert eta.update(330, 998) == pytest.approx(30 / 30 * 668)
+
+
+def test_plain_progress_follows_the_compile_of_a_real_build_log():
+    """The real 1.15.1 Debug log, fed line by line to the no-terminal printer: the 27 FetchContent
+    sub-builds' [x/9] lines are configure; the positions shown are the 999-step compile's."""
+    import lzma
+    import re
+
+    from rich.console import Console
+
+    from ortprof.builder.progress import BuildProgress
+
+    output = io.StringIO()
+    console = Console(file=output, force_terminal=False, width=200)
+    with BuildProgress(console, "ORT 1.15.1 Debug") as progress, \
+            lzma.open(FIXTURES / "ort-1.15.1-debug-build.log.xz", "rt") as log:
+        for line in log:
+            progress.line(line.rstrip("\n"))
+            if progress.scanner.phase == "configure":
+                assert progress.scanner.position() is None
+    lines = output.getvalue().splitlines()
+    assert [line for line in lines if line.endswith("...")] == [
+        "ORT 1.15.1 Debug: configure...", "ORT 1.15.1 Debug: compile...", "ORT 1.15.1 Debug: wheel..."]
+    shown = [tuple(map(int, re.search(r"(\d+)/(\d+) steps", line).groups())) for line in lines if " steps (" in line]
+    assert {total for _, total in shown} == {999}
+    done = [step for step, _ in shown]
+    assert done == sorted(set(done)) and done[-1] == 999                 # ninja logged 998; the wheel means done
+    assert 18 <= len(shown) <= 25                                       # about every 5%
+    assert all("100%" not in line for line in lines if " steps (" in line and "999/999" not in line)
+    assert lines.index("ORT 1.15.1 Debug: wheel...") == len(lines) - 1
+
+
+def test_cmake_minimum_is_the_linux_branch(tmp_path):
+    from ortprof.builder.checkout import inspect_checkout, linux_cmake_minimum
+
+    snippet = ("# Minimum CMake required\nif (WIN32)\n  cmake_minimum_required(VERSION 3.25)\nelse()\n"
+               "  cmake_minimum_required(VERSION 3.26)\nendif()\nproject(onnxruntime C CXX ASM)\n")
+    assert linux_cmake_minimum(snippet) == "3.26"
+    assert linux_cmake_minimum(snippet.replace("WIN32", "NOT WIN32")) == "3.25"
+    assert linux_cmake_minimum("cmake_minimum_required(VERSION 3.18)\n") == "3.18"
+    assert linux_cmake_minimum("if(APPLE)\ncmake_minimum_required(VERSION 3.28)\nelseif(UNIX)\n"
+                               "cmake_minimum_required(VERSION 3.24)\nendif()") == "3.24"
+    tree = tmp_path / "onnxruntime"
+    shutil.copytree(FAKE_ORT, tree)
+    assert "if (WIN32)" in (tree / "cmake/CMakeLists.txt").read_text()
+    assert inspect_checkout(tree).cmake_minimum == "3.26"
 
 
 # --- offline: the deps mirror ----------------------------------------------------------------
@@ -363,121 +412,206 @@ def archive_bytes(name):
     return buffer.getvalue()
 
 
+NEEDED = deps_mirror.needed_names()          # a CPU build with Python bindings, no unit tests
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
 @pytest.fixture
 def hosted(ort_tree, tmp_path):
-    """Archives for every dependency of the tree's deps.txt, laid out by URL path as the hosts
-    serve them; deps.txt gets their SHA1s (the 'upstream' ones)."""
-    deps_file = ort_tree / "cmake" / "deps.txt"
+    """Archives for every download of the tree (deps.txt and eigen.cmake's URL), laid out by URL
+    path as the hosts serve them; the files get their SHA1s (the 'upstream' ones)."""
     host = tmp_path / "host"
-    text = deps_file.read_text()
-    for dep in deps_mirror.parse_deps(text):
+    for dep in deps_mirror.checkout_downloads(ort_tree):
         data = archive_bytes(dep.name)
         target = host / dep.url.split("://", 1)[1].split("/", 1)[1]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        text = text.replace(f";{dep.sha1}", f";{hashlib.sha1(data).hexdigest()}")
-    deps_file.write_text(text)
+        declared = dep.declared_in or ort_tree / "cmake" / "deps.txt"
+        declared.write_text(declared.read_text().replace(dep.digest, hashlib.sha1(data).hexdigest()))
     return host
 
 
-def fill_mirror(mirror, deps, skip=()):
+def fill_mirror(mirror, deps, skip=(), only=None):
     mirror.mkdir(exist_ok=True)
     for index, dep in enumerate(deps):
-        if dep.name not in skip:
+        if dep.name not in skip and (only is None or dep.name in only):
             # both names the lookup accepts: <name>.zip and the URL's own file name
             name = dep.mirror_name if index % 2 else dep.url_basename
             (mirror / name).write_bytes(archive_bytes(dep.name))
 
 
-def test_deps_mirror_rewrite_on_realistic_deps_txt(ort_tree, hosted, tmp_path):
+def test_only_what_a_cpu_build_fetches_is_needed_on_the_real_deps_txt(ort_tree):
+    shutil.copy(FIXTURES / "ort-1.15.1-deps.txt", ort_tree / "cmake" / "deps.txt")
+    in_deps_txt = deps_mirror.parse_deps((ort_tree / "cmake" / "deps.txt").read_text())
+    assert len(in_deps_txt) == 40
+    needed = sorted(dep.name for dep in in_deps_txt if dep.name in NEEDED)
+    assert needed == ["abseil_cpp", "date", "flatbuffers", "google_nsync", "json", "microsoft_gsl", "microsoft_wil",
+                      "mp11", "onnx", "protobuf", "pybind11", "pytorch_cpuinfo", "re2", "safeint"]
+    # eigen is no deps.txt entry in 1.15.1: found in cmake/external/eigen.cmake
+    outside = deps_mirror.cmake_downloads(ort_tree)
+    assert [(dep.name, dep.where(ort_tree), dep.algorithm) for dep in outside] == \
+        [("eigen", "cmake/external/eigen.cmake", "sha1")]
+    assert outside[0].url_basename == "eigen-d10b27fe37736d2944630ecd7557cefa95cf87c9.zip"
+    assert "eigen" in NEEDED and "eigen" not in deps_mirror.needed_names(build_flags=["--use_preinstalled_eigen"])
+    assert {"googletest"} <= deps_mirror.needed_names(with_tests=True) and "googletest" not in NEEDED
+    assert "mimalloc" in deps_mirror.needed_names(build_flags=["--use_mimalloc"])
+
+
+def test_partial_mirror_on_the_real_deps_txt(ort_tree, tmp_path):
+    shutil.copy(FIXTURES / "ort-1.15.1-deps.txt", ort_tree / "cmake" / "deps.txt")
+    downloads = deps_mirror.checkout_downloads(ort_tree)
+    mirror = tmp_path / "mirror"
+    fill_mirror(mirror, downloads, only=NEEDED - {"onnx", "eigen"})
+    with pytest.raises(InputError) as missing:
+        deps_mirror.plan_rewrite(ort_tree, mirror, trust_mirror=True, needed=NEEDED)
+    message = str(missing.value)
+    assert message.startswith(f"2 of the downloads this build needs are missing from {mirror}: onnx (onnx.zip or "
+                              f"v1.14.0.zip, from deps.txt); eigen (eigen.zip or eigen-d10b27fe37736d2944630ecd7557"
+                              f"cefa95cf87c9.zip, from cmake/external/eigen.cmake); fill it with `ortprof build "
+                              f"fetch-deps --source {ort_tree} {mirror}`")
+    assert "--eigen-path DIR" in message
+
+    fill_mirror(mirror, downloads, only={"onnx", "eigen"})
+    rewrite = deps_mirror.plan_rewrite(ort_tree, mirror, trust_mirror=True, needed=NEEDED)
+    assert sorted(match.dep.name for match in rewrite.matches) == sorted(NEEDED)
+    assert len(rewrite.unmirrored) == 26 and "protoc_win64" in {dep.name for dep in rewrite.unmirrored}
+    deps_mirror.apply_rewrite(rewrite)
+    lines = {dep.name: dep for dep in deps_mirror.parse_deps((ort_tree / "cmake/deps.txt").read_text())}
+    assert all(Path(lines[name].url).parent == mirror for name in NEEDED - {"eigen"})
+    assert lines["cutlass"].url.startswith("https://github.com/NVIDIA/cutlass/")      # left at its URL
+    eigen_cmake = (ort_tree / "cmake/external/eigen.cmake").read_text()
+    eigen_archive = deps_mirror.find_archive(downloads[-1], mirror)
+    assert f"URL {eigen_archive}\n" in eigen_cmake and "gitlab.com" not in eigen_cmake
+    assert f"URL_HASH SHA1={deps_mirror.file_digest(eigen_archive)}" in eigen_cmake    # --trust-mirror
+    assert "26 this build does not fetch stay at their URLs" in rewrite.summary()
+
+    restored = deps_mirror.restore(ort_tree)
+    assert sorted(path.name for path in restored) == ["deps.txt", "eigen.cmake"]
+    assert (ort_tree / "cmake/deps.txt").read_text() == (FIXTURES / "ort-1.15.1-deps.txt").read_text()
+    assert "gitlab.com" in (ort_tree / "cmake/external/eigen.cmake").read_text()
+
+
+def test_deps_mirror_rewrite_keeps_comments_and_originals(ort_tree, hosted, tmp_path):
     deps_file = ort_tree / "cmake" / "deps.txt"
     original = deps_file.read_text()
-    deps = deps_mirror.parse_deps(original)
-    assert len(deps) == 24 and deps[0].name == "abseil_cpp" and deps[4].mirror_name == "eigen.zip"
+    downloads = deps_mirror.checkout_downloads(ort_tree)
     mirror = tmp_path / "mirror"
-
-    fill_mirror(mirror, deps, skip={"onnx", "protobuf", "re2"})
-    with pytest.raises(InputError) as missing:
-        deps_mirror.plan_rewrite(deps_file, mirror)
-    assert str(missing.value).startswith(f"3 of 24 dependencies missing from {mirror}: onnx (onnx.zip or "
-                                         f"v1.14.0.zip), protobuf (protobuf.zip or v21.12.zip), re2 (re2.zip or "
-                                         f"2022-06-01.zip)")
-    assert deps_file.read_text() == original and not deps_mirror.backup_path(deps_file).exists()
-
-    fill_mirror(mirror, deps)
-    rewrite = deps_mirror.plan_rewrite(deps_file, mirror)
+    fill_mirror(mirror, downloads)
+    rewrite = deps_mirror.plan_rewrite(ort_tree, mirror)
     deps_mirror.apply_rewrite(rewrite)
     rewritten = deps_file.read_text()
+    deps = deps_mirror.parse_deps(original)
     for dep, line in zip(deps, [l for l in rewritten.splitlines() if l and not l.startswith("#")]):
         name, path, sha1 = line.split(";")
-        assert name == dep.name and Path(path).parent == mirror and Path(path).is_file() and sha1 == dep.sha1
+        assert name == dep.name and Path(path).parent == mirror and Path(path).is_file() and sha1 == dep.digest
     assert [l for l in rewritten.splitlines() if l.startswith("#")] == \
         [l for l in original.splitlines() if l.startswith("#")]
     assert deps_mirror.backup_path(deps_file).read_text() == original
-    # rewriting again starts from the shipped file, not from the rewritten one
-    assert deps_mirror.plan_rewrite(deps_file, mirror).new_text == rewritten
+    # rewriting again starts from the shipped files, not from the rewritten ones
+    assert deps_mirror.plan_rewrite(ort_tree, mirror).new_texts[deps_file] == rewritten
     assert deps_mirror.rewritten_mirror(deps_file) == mirror
-
-    assert deps_mirror.restore(deps_file)
-    assert deps_file.read_text() == original and not deps_mirror.backup_path(deps_file).exists()
 
 
 def test_deps_mirror_sha1_mismatch_refused_unless_trusted(ort_tree, hosted, tmp_path):
-    deps_file = ort_tree / "cmake" / "deps.txt"
-    deps = deps_mirror.parse_deps(deps_file.read_text())
+    deps = deps_mirror.checkout_downloads(ort_tree)
     mirror = tmp_path / "mirror"
     fill_mirror(mirror, deps)
     repacked = b"archive made by git archive: same files, other bytes"
     (mirror / "date.zip").write_bytes(repacked)
     (mirror / "v2.4.1.zip").unlink(missing_ok=True)
-    expected = next(dep.sha1 for dep in deps if dep.name == "date")
-    with pytest.raises(InputError, match=rf"SHA1 mismatch for 1 archive\(s\) in {mirror}: date \(date.zip: "
+    expected = next(dep.digest for dep in deps if dep.name == "date")
+    with pytest.raises(InputError, match=rf"digest mismatch for 1 archive\(s\) in {mirror}: date \(date.zip: "
                                          rf"{hashlib.sha1(repacked).hexdigest()}, deps.txt: {expected}\)"):
-        deps_mirror.plan_rewrite(deps_file, mirror)
-    rewrite = deps_mirror.plan_rewrite(deps_file, mirror, trust_mirror=True)
-    date_line = next(line for line in rewrite.new_text.splitlines() if line.startswith("date;"))
+        deps_mirror.plan_rewrite(ort_tree, mirror)
+    rewrite = deps_mirror.plan_rewrite(ort_tree, mirror, trust_mirror=True)
+    date_line = next(line for line in rewrite.new_texts[ort_tree / "cmake/deps.txt"].splitlines()
+                     if line.startswith("date;"))
     assert date_line == f"date;{mirror / 'date.zip'};{hashlib.sha1(repacked).hexdigest()}"
-    assert "1 with the mirror's own SHA1" in rewrite.summary()
+    assert "1 with the mirror's own digest" in rewrite.summary()
 
 
-def test_offline_build_works_from_the_mirror(ort_tree, hosted, tmp_path, build_venv, install_venv):
+def test_offline_build_works_from_a_partial_mirror(ort_tree, hosted, tmp_path, build_venv, install_venv):
     offline = {"FAKE_ORT_OFFLINE": "1"}
     args = build_args(ort_tree, build_venv, "--venv", install_venv)
     no_mirror = ortprof(args, tmp_path, env=offline)
     assert no_mirror.returncode == 5
-    assert "Failed to download https://github.com/abseil/abseil-cpp" in no_mirror.stderr
+    message = no_mirror.stderr.strip().splitlines()[-1]
+    assert message.startswith("ortprof: error: ONNX Runtime configure failed fetching abseil_cpp: downloading "
+                              "https://github.com/abseil/abseil-cpp/archive/refs/tags/20220623.1.zip failed "
+                              "(getaddrinfo(3) failed for github.com:443); offline, build with --deps-mirror "
+                              "MIRROR holding abseil_cpp.zip or 20220623.1.zip")
 
     mirror = tmp_path / "mirror"
-    deps = deps_mirror.parse_deps((ort_tree / "cmake/deps.txt").read_text())
-    fill_mirror(mirror, deps, skip={"onnx"})
+    downloads = deps_mirror.checkout_downloads(ort_tree)
+    fill_mirror(mirror, downloads, only=NEEDED - {"onnx"})
     logs = sorted((tmp_path / "build/logs").iterdir())
     partial = ortprof(args + ["--deps-mirror", mirror], tmp_path, env=offline)
-    assert partial.returncode == 3 and "1 of 24 dependencies missing from" in partial.stderr
+    assert partial.returncode == 3
+    assert "1 of the downloads this build needs are missing from" in partial.stderr and "onnx (onnx.zip" in \
+        partial.stderr
     assert sorted((tmp_path / "build/logs").iterdir()) == logs           # refused before anything started
 
-    fill_mirror(mirror, deps)
+    fill_mirror(mirror, downloads, only={"onnx"})
+    plan = ortprof(args + ["--deps-mirror", mirror, "--dry-run"], tmp_path, env=offline)
+    assert "# not in the mirror, not fetched by this build (left at their URLs): cxxopts, dlpack" in plan.stdout
     built = ortprof(args + ["--deps-mirror", mirror, "--json"], tmp_path, env=offline)
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["deps_mirror"] == str(mirror)
-    assert f"-- Populating protobuf from {mirror}" in latest_log(tmp_path / "build").read_text()
+    log = latest_log(tmp_path / "build").read_text()
+    assert "-- Populating protobuf" in log and f"Build files have been written to: {ort_tree}/build/Linux/Debug" \
+        in log
 
     restored = ortprof(["build", "--source", ort_tree, "--restore-deps"], tmp_path)
     assert restored.returncode == 0 and "restored" in restored.stderr
     assert "https://github.com/protocolbuffers/protobuf" in (ort_tree / "cmake/deps.txt").read_text()
+    assert "https://gitlab.com/" in (ort_tree / "cmake/external/eigen.cmake").read_text()
+
+
+def test_offline_eigen_failure_names_the_mirror_file_or_eigen_path(ort_tree, hosted, tmp_path, build_venv,
+                                                                   install_venv):
+    offline = {"FAKE_ORT_OFFLINE": "1"}
+    mirror = tmp_path / "mirror"
+    downloads = deps_mirror.checkout_downloads(ort_tree)
+    fill_mirror(mirror, downloads, only=NEEDED - {"eigen"})
+    # a deps.txt-only view of the mirror (as before eigen.cmake was scanned): configure fails on eigen
+    args = build_args(ort_tree, build_venv, "--venv", install_venv, "--deps-mirror", mirror)
+    refused = ortprof(args, tmp_path, env=offline)
+    assert refused.returncode == 3 and "eigen (eigen.zip or eigen-d10b27fe" in refused.stderr
+
+    eigen = tmp_path / "eigen"
+    (eigen / "Eigen").mkdir(parents=True)
+    (eigen / "Eigen" / "Core").write_text("// Eigen stand-in\n")
+    built = ortprof(args + ["--eigen-path", eigen, "--json"], tmp_path, env=offline)
+    assert built.returncode == 0, built.stderr
+    assert f"--use_preinstalled_eigen --eigen_path {eigen}" in " ".join(json.loads(built.stdout)["flags"])
+    not_eigen = ortprof(args + ["--eigen-path", tmp_path, "--dry-run"], tmp_path)
+    assert not_eigen.returncode == 3 and "not an Eigen source tree (no Eigen/Core in it)" in not_eigen.stderr
+
+
+def test_failed_configure_names_the_dependency_and_download_on_the_real_log():
+    import lzma
+    scanner = OutputScanner()
+    with lzma.open(FIXTURES / "ort-1.15.1-debug-build-offline-eigen-failure.log.xz", "rt") as log:
+        for line in log:
+            scanner.feed(line.rstrip("\n"))
+    assert scanner.phase == "configure" and scanner.position() is None     # the [x/9] lines were sub-builds
+    assert scanner.error_summary() == (
+        "configure failed fetching eigen: downloading https://gitlab.com/libeigen/eigen/-/archive/"
+        "d10b27fe37736d2944630ecd7557cefa95cf87c9/eigen-d10b27fe37736d2944630ecd7557cefa95cf87c9.zip failed "
+        "(getaddrinfo(3) failed for gitlab.com:443)")
 
 
 @pytest.fixture
 def http_host(hosted, ort_tree):
-    """Serve the hosted archives over HTTP and point deps.txt's URLs at that server."""
+    """Serve the hosted archives over HTTP and point the tree's URLs at that server."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(hosted))
     handler.log_message = lambda *args: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    deps_file = ort_tree / "cmake" / "deps.txt"
     base = f"http://127.0.0.1:{server.server_address[1]}/"
-    deps_file.write_text(deps_file.read_text().replace("https://github.com/", base)
-                         .replace("https://gitlab.com/", base))
+    for path in (ort_tree / "cmake/deps.txt", ort_tree / "cmake/external/eigen.cmake"):
+        path.write_text(path.read_text().replace("https://github.com/", base).replace("https://gitlab.com/", base))
     yield hosted
     server.shutdown()
 
@@ -489,18 +623,25 @@ def test_fetch_deps_fills_a_mirror_and_resumes(ort_tree, http_host, tmp_path):
     fetched = json.loads(result.stdout)
     assert fetched["schema"] == "ortprof.deps-mirror/1"
     assert {dep["status"] for dep in fetched["dependencies"]} == {"fetched"}
-    assert sorted(path.name for path in mirror.iterdir()) == sorted(
-        dep.mirror_name for dep in deps_mirror.parse_deps((ort_tree / "cmake/deps.txt").read_text()))
-    deps_mirror.plan_rewrite(ort_tree / "cmake/deps.txt", mirror)    # usable as --deps-mirror as is
+    in_tree = {dep.name for dep in deps_mirror.checkout_downloads(ort_tree)}
+    assert sorted(dep["name"] for dep in fetched["dependencies"]) == sorted(in_tree & NEEDED)
+    assert next(dep for dep in fetched["dependencies"] if dep["name"] == "eigen")["declared_in"] == \
+        "cmake/external/eigen.cmake"
+    assert "--all for every platform and option" in result.stderr
+    deps_mirror.plan_rewrite(ort_tree, mirror, needed=NEEDED)          # usable as --deps-mirror as is
 
-    again = json.loads(ortprof(["build", "fetch-deps", "--source", ort_tree, mirror, "--json"], tmp_path).stdout)
-    assert {dep["status"] for dep in again["dependencies"]} == {"present"}
+    everything = json.loads(ortprof(["build", "fetch-deps", "--all", "--source", ort_tree, mirror, "--json"],
+                                    tmp_path).stdout)
+    statuses = {dep["name"]: dep["status"] for dep in everything["dependencies"]}
+    assert set(statuses) == in_tree and statuses["onnx"] == "present" and statuses["cxxopts"] == "fetched"
+    assert sorted(path.name for path in mirror.iterdir()) == sorted(
+        dep.mirror_name for dep in deps_mirror.checkout_downloads(ort_tree))
 
     (http_host / "pybind/pybind11/archive/refs/tags/v2.10.1.zip").write_bytes(b"tampered")
     (mirror / "pybind11.zip").unlink()
     bad = ortprof(["build", "fetch-deps", "--source", ort_tree, mirror], tmp_path)
     assert bad.returncode == 5
-    assert "1 of 24 dependencies not mirrored: pybind11: SHA1" in bad.stderr
+    assert f"1 of {len(in_tree & NEEDED)} dependencies not mirrored: pybind11: SHA1" in bad.stderr
 
 
 # --- --ref: cloning ----------------------------------------------------------------------------

@@ -107,11 +107,57 @@ def inspect_checkout(path):
 def _cmake_minimum(path, version):
     lists = path / "cmake" / "CMakeLists.txt"
     if lists.is_file():
-        match = re.search(r"cmake_minimum_required\s*\(\s*VERSION\s+([\d.]+)", lists.read_text(errors="replace"),
-                          re.IGNORECASE)
-        if match:
-            return match.group(1), "cmake/CMakeLists.txt"
+        minimum = linux_cmake_minimum(lists.read_text(errors="replace"))
+        if minimum:
+            return minimum, "cmake/CMakeLists.txt"
     return estimated_cmake_minimum(version), f"estimated for ORT {version or '(unknown version)'}"
+
+
+_CMAKE_COMMAND = re.compile(r"^\s*(if|elseif|else|endif|cmake_minimum_required)\s*\((.*?)\)?\s*(?:#.*)?$",
+                            re.IGNORECASE)
+# Platform variables as CMake sets them on Linux; other conditions count as "may be true".
+_LINUX_FALSE = {"WIN32", "MSVC", "APPLE", "IOS", "ANDROID", "CMAKE_SYSTEM_NAME STREQUAL \"WINDOWS\"",
+                "CMAKE_SYSTEM_NAME STREQUAL \"DARWIN\"", "CMAKE_SYSTEM_NAME STREQUAL \"EMSCRIPTEN\""}
+_LINUX_TRUE = {"UNIX", "LINUX", "CMAKE_SYSTEM_NAME STREQUAL \"LINUX\""}
+
+
+def _on_linux(condition):
+    """True/False when `condition` is a plain platform test, None when it depends on anything else."""
+    text = " ".join(condition.replace("${", "").replace("}", "").split()).upper()
+    negated = text.startswith("NOT ")
+    text = text[4:] if negated else text
+    value = True if text in _LINUX_TRUE else False if text in _LINUX_FALSE else None
+    return value if value is None or not negated else not value
+
+
+def linux_cmake_minimum(text):
+    """The cmake_minimum_required that applies on Linux, reading if(WIN32)/else() branches.
+
+    ORT 1.15 asks 3.25 on Windows and 3.26 elsewhere; the first call in the
+    file is the Windows one. Calls under conditions this cannot decide count
+    (the highest such minimum wins).
+    """
+    branches = []          # per open if(): [this branch applies?, an earlier branch surely applied?]
+    found = []
+    for line in text.splitlines():
+        match = _CMAKE_COMMAND.match(line)
+        if match is None:
+            continue
+        command, argument = match.group(1).lower(), match.group(2) or ""
+        if command == "if":
+            value = _on_linux(argument)
+            branches.append([value is not False, value is True])
+        elif command in ("elseif", "else") and branches:
+            value = True if command == "else" else _on_linux(argument)
+            taken = branches[-1][1]
+            branches[-1] = [not taken and value is not False, taken or value is True]
+        elif command == "endif" and branches:
+            branches.pop()
+        elif command == "cmake_minimum_required" and all(applies for applies, _ in branches):
+            version = re.search(r"VERSION\s+([\d.]+)", argument, re.IGNORECASE)
+            if version:
+                found.append(version.group(1))
+    return max(found, key=lambda v: version_tuple(v) or (0,)) if found else None
 
 
 def _git_commit(path):

@@ -33,14 +33,28 @@ def _deps_notes(plan, options):
         return [f"--deps-mirror {options.deps_mirror} is checked after the clone"] if options.deps_mirror else []
     if options.deps_mirror is not None:
         try:
-            rewrite = deps_mirror.plan_rewrite(plan.checkout.deps_file, options.deps_mirror, options.trust_mirror)
+            rewrite = plan_mirror_rewrite(plan)
         except InputError as exc:
             return [f"deps mirror problem (the build would stop here): {exc}"]
-        return [f"rewrite {rewrite.summary()}"]
+        return [f"rewrite {rewrite.summary()}"] + _unmirrored_notes(rewrite)
     earlier = deps_mirror.rewritten_mirror(plan.checkout.deps_file)
     if earlier is not None:
         return [f"cmake/deps.txt points at {earlier} (an earlier --deps-mirror; --restore-deps undoes it)"]
     return []
+
+
+def plan_mirror_rewrite(plan):
+    """The --deps-mirror rewrite for what this build fetches (CPU, its options, unit tests or not)."""
+    needed = deps_mirror.needed_names(plan.options.with_tests, plan.build_flags)
+    return deps_mirror.plan_rewrite(plan.checkout.path, plan.options.deps_mirror, plan.options.trust_mirror,
+                                    needed)
+
+
+def _unmirrored_notes(rewrite):
+    if not rewrite.unmirrored:
+        return []
+    return [f"not in the mirror, not fetched by this build (left at their URLs): "
+            f"{', '.join(dep.name for dep in rewrite.unmirrored)}"]
 
 
 @contextmanager
@@ -65,7 +79,7 @@ def run_build(options, console):
     rewrite = None
     if options.deps_mirror is not None and plan.checkout is not None:
         # all missing archives named before anything starts (after the clone for --ref)
-        rewrite = deps_mirror.plan_rewrite(plan.checkout.deps_file, options.deps_mirror, options.trust_mirror)
+        rewrite = plan_mirror_rewrite(plan)
     with build_lock(plan.build_root, plan.config):
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(plan.log_path, "w") as log:
@@ -99,8 +113,7 @@ class Runner:
             if any(step.kind == "clone" for step in plan.steps):
                 self._clone()
             if self.options.deps_mirror is not None and self.rewrite is None:
-                self.rewrite = deps_mirror.plan_rewrite(self.plan.checkout.deps_file, self.options.deps_mirror,
-                                                        self.options.trust_mirror)
+                self.rewrite = plan_mirror_rewrite(self.plan)
             for step in self.plan.steps:
                 if step.done:
                     self.log.write(f"# already done: {step.title}\n")
@@ -153,6 +166,8 @@ class Runner:
         if self.rewrite is not None:
             deps_mirror.apply_rewrite(self.rewrite)
             self.say(f"rewrote {self.rewrite.summary()}")
+            for note in _unmirrored_notes(self.rewrite):
+                self.say(note)
         if (plan.build_dir / "CMakeCache.txt").exists():
             self.say(f"resuming the build in {plan.build_dir}: ninja redoes only unfinished steps")
         self.say(f"building ONNX Runtime {plan.ort_version} {plan.config} with {plan.jobs} jobs "
@@ -181,6 +196,9 @@ class Runner:
 
     def _raise_build_failure(self, scanner, returncode):
         plan = self.plan
+        if scanner.phase == "configure" and scanner.fetch_failure is not None:
+            raise WorkloadError(f"ONNX Runtime {scanner.fetch_failure.describe()}; "
+                                f"{self._fetch_remedy(scanner.fetch_failure)}; full log: {plan.log_path}")
         where = f"step {scanner.position()}" if scanner.position() else f"the {scanner.phase} phase"
         if scanner.oom:
             lower = max(1, plan.jobs // 2)
@@ -192,6 +210,20 @@ class Runner:
         self.console.print(scanner.error_summary(), style="red", highlight=False, markup=False)
         raise WorkloadError(f"ONNX Runtime build failed at {where} (exit {returncode}): {scanner.error_summary()}; "
                             f"full log: {plan.log_path}")
+
+    def _fetch_remedy(self, failure):
+        """What gets the failed download without network: the mirror file it needs (or --eigen-path)."""
+        known = {dep.name: dep for dep in deps_mirror.checkout_downloads(self.plan.checkout.path)}
+        dep = known.get(failure.name)
+        files = deps_mirror.mirror_file_names(dep) if dep else f"{failure.name}.zip"
+        mirror = self.options.deps_mirror or "MIRROR"
+        fill = (f"`ortprof build fetch-deps --source {self.plan.checkout.path} {mirror}` fills it on a "
+                f"machine with network")
+        remedy = (f"offline, put {files} into {mirror} ({fill})" if self.options.deps_mirror else
+                  f"offline, build with --deps-mirror {mirror} holding {files} ({fill})")
+        if failure.name == "eigen":
+            remedy += ", or give --eigen-path DIR (an Eigen source tree)"
+        return remedy
 
     def _find_wheel(self):
         dist = self.plan.build_dir / "dist"
@@ -263,16 +295,22 @@ def restore_deps(options, console):
     checkout, _source, needs_clone = resolve_source(options, Path(options.build_root).resolve())
     if needs_clone:
         raise InputError(f"no clone of {options.ref} in {options.build_root}; nothing to restore")
-    if deps_mirror.restore(checkout.deps_file):
-        console.print(f"restored {checkout.deps_file} from {deps_mirror.backup_path(checkout.deps_file).name}")
-        return True
-    console.print(f"{checkout.deps_file} was not rewritten by ortprof; nothing to restore")
-    return False
+    restored = deps_mirror.restore(checkout.path)
+    for path in restored:
+        console.print(f"restored {path} from {deps_mirror.backup_path(path).name}")
+    if not restored:
+        console.print(f"{checkout.path / 'cmake'}: no file rewritten by ortprof; nothing to restore")
+    return bool(restored)
 
 
-def fetch_deps(source, mirror, console):
-    """`ortprof build fetch-deps`: download every deps.txt archive into `mirror`."""
+def fetch_deps(source, mirror, console, everything=False, with_tests=False, build_flags=()):
+    """`ortprof build fetch-deps`: download the checkout's archives into `mirror`.
+
+    By default only what a CPU build with these options fetches; `everything`:
+    all of deps.txt and the cmake files' URLs.
+    """
     checkout = checkouts.inspect_checkout(source)
+    needed = None if everything else deps_mirror.needed_names(with_tests, build_flags)
 
     def report(result):
         size = _size(result.size) if result.size else ""
@@ -280,10 +318,12 @@ def fetch_deps(source, mirror, console):
         console.print(f"[{style}]{result.status:8}[/] {result.dep.name} {size} {result.detail}".rstrip(),
                       highlight=False)
 
-    results = deps_mirror.fetch_deps(checkout.deps_file, mirror, on_result=report)
+    results = deps_mirror.fetch_deps(checkout.path, mirror, needed=needed, on_result=report)
     total = sum(result.size for result in results)
-    console.print(f"{len(results)} dependencies of ONNX Runtime {checkout.version} in {Path(mirror).resolve()} "
-                  f"({_size(total)}); build offline with --deps-mirror {Path(mirror).resolve()}")
+    which = "" if everything else " (those a CPU build fetches; --all for every platform and option)"
+    console.print(f"{len(results)} dependencies of ONNX Runtime {checkout.version}{which} in "
+                  f"{Path(mirror).resolve()} ({_size(total)}); build offline with --deps-mirror "
+                  f"{Path(mirror).resolve()}")
     return results
 
 

@@ -38,6 +38,7 @@ class BuildOptions:
     frame_pointers: bool = True
     deps_mirror: Optional[Path] = None
     trust_mirror: bool = False
+    eigen_path: Optional[Path] = None      # an Eigen source tree instead of ORT's eigen download
     build_venv: Optional[Path] = None      # an existing venv with the build tools, used as is
     python: str = sys.executable           # interpreter the wheel is built for
     venv: Optional[Path] = None            # install venv; default <build_root>/venv-<config>
@@ -264,12 +265,17 @@ def _build_flags(options, config, jobs, checkout, build_venv, supported):
             wanted.append(["--use_cache"])
         else:
             defines += ["CMAKE_C_COMPILER_LAUNCHER=ccache", "CMAKE_CXX_COMPILER_LAUNCHER=ccache"]
+    if options.eigen_path is not None:
+        wanted.append(["--use_preinstalled_eigen", "--eigen_path", str(_eigen_tree(options.eigen_path))])
     if defines:
         wanted.append(["--cmake_extra_defines", *defines])
 
     flags, dropped = [], []
     for flag in wanted:
         if supported is not None and flag[0] not in supported:
+            if flag[0] == "--use_preinstalled_eigen":
+                raise InputError(f"--eigen-path: {checkout.build_py} (ORT {checkout.version}) does not support "
+                                 f"--use_preinstalled_eigen")
             if flag[0] in ESSENTIAL_FLAGS:
                 raise InputError(f"{checkout.build_py} does not support {flag[0]}; is this an ONNX Runtime "
                                  f"checkout with Python bindings?")
@@ -283,6 +289,13 @@ def _build_flags(options, config, jobs, checkout, build_venv, supported):
                              f"{', '.join(unknown)} (see its --help)")
     # after the nargs='+' defines group only options may follow, which pass-through flags are
     return flags + list(options.passthrough), dropped
+
+
+def _eigen_tree(path):
+    path = Path(path).resolve()
+    if not (path / "Eigen" / "Core").is_file():
+        raise InputError(f"--eigen-path {path}: not an Eigen source tree (no Eigen/Core in it)")
+    return path
 
 
 def use_ccache(options):

@@ -1,16 +1,48 @@
-"""Reading ORT's build output: ninja's [x/N] progress, the first error, an OOM-killed compiler."""
+"""Reading ORT's build output: configure, ninja's [x/N] progress, the first error, an OOM-killed compiler.
+
+During configure, CMake's FetchContent runs a small ninja sub-build per
+dependency ("[1/9] Creating directories for 'eigen-populate'" ... "[9/9]
+Completed"). Those count as configure; the compile's progress is the main
+ninja build that starts once the build files of the build directory itself
+are written.
+"""
 import re
 import time
 from collections import deque
 
 NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s")
 MAKE_STEP = re.compile(r"^\[\s*(\d+)%\]\s")            # when CMake generated Makefiles instead
+SUBBUILD_STEP = re.compile(r"'([\w.+-]+)-populate'")      # a FetchContent sub-build's step
+POPULATING = re.compile(r"^-- Populating (\S+)")
+BUILD_FILES_WRITTEN = re.compile(r"^-- Build files have been written to: (.+?)\s*$")
+COMPILE_START = re.compile(r"\bBuilding targets for \w+ configuration|cmake(?:\.exe)? --build ")
 FAILED = re.compile(r"^FAILED: ")
 # gcc/clang when the kernel's OOM killer took the compiler (or the linker)
 OOM_KILLED = re.compile(r"Killed signal terminated program|internal compiler error: Killed|"
                         r"terminated with signal 9|fatal error: Killed")
 ERROR_LINE = re.compile(r"\berror\b\s*:|CMake Error|\[ERROR\]", re.IGNORECASE)
+CMAKE_ERROR = re.compile(r"^CMake Error\b")
 WHEEL_START = re.compile(r"\bbdist_wheel\b")
+# what FetchContent says when a download fails
+SUBBUILD_FAILED = re.compile(r"Build step for ([\w.+-]+) failed")
+DOWNLOAD_FAILED = re.compile(r"error: downloading '([^']+)' failed")
+DOWNLOAD_REASON = re.compile(r"(getaddrinfo\(3\) failed for \S+|Could not resolve host: \S+|"
+                             r"Failed to connect to .+|HASH mismatch.*|does not exist)")
+DOWNLOAD_STATUS = re.compile(r"status_string: \"((?!No error)[^\"]+)\"")   # curl's words, when nothing better
+
+
+class FetchFailure:
+    """A dependency configure could not get: its name, the URL and why."""
+
+    def __init__(self, name=None, url=None, reason=None):
+        self.name, self.url, self.reason = name, url, reason
+        self.specific = False        # reason names the host or file, not only curl's status
+
+    def describe(self):
+        what = f"fetching {self.name}" if self.name else "a download"
+        where = f": downloading {self.url} failed" if self.url else ""
+        why = f" ({self.reason})" if self.reason else ""
+        return f"configure failed {what}{where}{why}"
 
 
 class OutputScanner:
@@ -21,23 +53,30 @@ class OutputScanner:
         self.total = None
         self.percent = None          # Makefile builds report only a percentage
         self.phase = "configure"
+        self.configured = False      # the main build files are written: [x/N] is the compile from here
+        self.fetching = None         # the dependency FetchContent is populating
+        self.fetch_failure = None
         self.failed_target = None
         self.first_error = None      # the first error-looking line anywhere
         self.failure_error = None    # the first one after ninja's FAILED: (the compiler's message)
+        self._cmake_error = None     # a "CMake Error at ...:" line waiting for its message line
         self.oom = False
         self.steps_seen = 0
         self.tail = deque(maxlen=20)
 
     def feed(self, line):
         self.tail.append(line)
+        if self.phase == "configure":
+            self._feed_configure(line)
         step = NINJA_STEP.match(line)
         if step:
-            self.done, self.total = int(step.group(1)), int(step.group(2))
-            self.phase = "compile"
-            self.steps_seen += 1
+            if self.configured and not SUBBUILD_STEP.search(line) and int(step.group(1)) > 0:
+                self.done, self.total = int(step.group(1)), int(step.group(2))
+                self.phase = "compile"
+                self.steps_seen += 1
             return
         make = MAKE_STEP.match(line)
-        if make:
+        if make and self.configured:
             self.percent = int(make.group(1))
             self.phase = "compile"
             self.steps_seen += 1
@@ -48,14 +87,53 @@ class OutputScanner:
             return
         if OOM_KILLED.search(line):
             self.oom = True
-        if WHEEL_START.search(line) and self.phase != "wheel":
+        if WHEEL_START.search(line) and self.phase == "compile":
             self.phase = "wheel"
+            if self.total:
+                self.done = self.total    # build.py builds the wheel only after the compile succeeded
+            return
+        self._note_error(line)
+
+    def _feed_configure(self, line):
+        populating = POPULATING.match(line) or SUBBUILD_STEP.search(line)
+        if populating:
+            self.fetching = populating.group(1)
+        written = BUILD_FILES_WRITTEN.match(line)
+        if (written and not written.group(1).rstrip("/").endswith("-subbuild")) or COMPILE_START.search(line):
+            self.configured = True
+            self.fetching = None
+        failed = SUBBUILD_FAILED.search(line)
+        download = DOWNLOAD_FAILED.search(line)
+        reason = DOWNLOAD_REASON.search(line)
+        status = DOWNLOAD_STATUS.search(line)
+        if failed or download or ((reason or status) and self.fetching):
+            failure = self.fetch_failure or FetchFailure(self.fetching)
+            if failed:
+                failure.name = failed.group(1)
+            if download and failure.url is None:
+                failure.url = download.group(1)
+            if reason and not failure.specific:
+                failure.reason, failure.specific = reason.group(1), True
+            elif status and failure.reason is None:
+                failure.reason = status.group(1)
+            self.fetch_failure = failure
+
+    def _note_error(self, line):
+        stripped = line.strip()
+        if self._cmake_error is not None and stripped:
+            # CMake puts the message on the line after "CMake Error at file:line (message):"
+            stripped, self._cmake_error = f"{self._cmake_error} {stripped}", None
+            if self.first_error is None:
+                self.first_error = stripped
+            return
+        if CMAKE_ERROR.match(stripped) and stripped.endswith(":"):
+            self._cmake_error = stripped
             return
         if OOM_KILLED.search(line) or ERROR_LINE.search(line):
             if self.first_error is None:
-                self.first_error = line.strip()
+                self.first_error = stripped
             if self.failed_target is not None and self.failure_error is None:
-                self.failure_error = line.strip()
+                self.failure_error = stripped
 
     @property
     def fraction(self):
@@ -74,7 +152,10 @@ class OutputScanner:
         return None
 
     def error_summary(self):
-        """The compiler's error for the failed step, else the first error, else the last line."""
+        """The failed download, else the compiler's error for the failed step, else the first error,
+        else the last line."""
+        if self.fetch_failure is not None and self.phase == "configure":
+            return self.fetch_failure.describe()
         if self.failure_error or self.first_error:
             return self.failure_error or self.first_error
         return next((line.strip() for line in reversed(self.tail) if line.strip()), "no output")
@@ -116,9 +197,9 @@ class EtaClock:
 
 
 class BuildProgress:
-    """A rich progress bar on a terminal; one line per 10% otherwise (CI logs)."""
+    """A rich progress bar on a terminal; otherwise (CI logs, a pipe) one line per 5% and per phase."""
 
-    PLAIN_EVERY = 0.10
+    PLAIN_EVERY = 0.05
 
     def __init__(self, console, title, verbose=False):
         self.console = console
@@ -130,8 +211,9 @@ class BuildProgress:
         self.interactive = console.is_terminal
         self._progress = None
         self._task = None
-        self._last_plain = -1.0
+        self._last_plain = None
         self._phase = None
+        self._shown = None            # (done, total) last shown
 
     def __enter__(self):
         if self.interactive:
@@ -156,29 +238,47 @@ class BuildProgress:
         if self.verbose:
             self.console.print(text, markup=False, highlight=False)
         if scanner.phase != self._phase:
+            if self._phase == "compile":
+                self._show_compile(final=True)      # the last step as ninja finished it
             self._phase = scanner.phase
             if self._progress is not None:
                 self._progress.update(self._task, description=f"{self.title}: {scanner.phase}")
             elif not self.verbose:
                 self.console.print(f"{self.title}: {scanner.phase}...", highlight=False)
-        if scanner.phase != "compile":
-            return
+        if scanner.phase == "compile":
+            self._show_compile()
+
+    def _show_compile(self, final=False):
+        scanner = self.scanner
         if scanner.total:
             done, total = scanner.done, scanner.total
-        else:
+        elif scanner.percent is not None:
             done, total = scanner.percent, 100
+        else:
+            return
+        if (done, total) == self._shown:
+            return
+        self._shown = (done, total)
         eta = self.eta.update(done, total)
         if self._progress is not None:
             if self._progress.tasks[0].total != total:
                 self._progress.reset(self._task, total=total, completed=done)   # fresh rate for the ETA
             else:
                 self._progress.update(self._task, completed=done)
-        elif not self.verbose and scanner.fraction is not None and \
-                (scanner.fraction - self._last_plain >= self.PLAIN_EVERY or done == total):
-            self._last_plain = scanner.fraction
-            eta_text = f", ETA {format_duration(eta)}" if eta is not None else ""
-            self.console.print(f"{self.title}: {scanner.position()} steps ({scanner.fraction:.0%}), elapsed "
-                               f"{format_duration(self.elapsed())}{eta_text}", highlight=False)
+            return
+        fraction = done / total
+        if self.verbose or not (final or self._last_plain is None or fraction < self._last_plain or
+                                fraction - self._last_plain >= self.PLAIN_EVERY or done == total):
+            return
+        self._last_plain = fraction
+        eta_text = f", ETA {format_duration(eta)}" if eta is not None and done < total else ""
+        self.console.print(f"{self.title}: {done}/{total} steps ({_percent(fraction)}), elapsed "
+                           f"{format_duration(self.elapsed())}{eta_text}", highlight=False)
 
     def elapsed(self):
         return time.monotonic() - self.started
+
+
+def _percent(fraction):
+    """Whole percent, never '100%' before the last step (998/999 is 99%)."""
+    return f"{int(fraction * 100)}%"

@@ -44,8 +44,13 @@ def _stderr_console():
 @click.option("--frame-pointers/--no-frame-pointers", default=True, show_default=True,
               help="Compile with -fno-omit-frame-pointer so perf can unwind with fp.")
 @click.option("--deps-mirror", type=click.Path(file_okay=False, path_type=Path),
-              help="Offline: take every cmake/deps.txt dependency from this directory (<name>.zip or the URL's "
-                   "file name), SHA1-checked; deps.txt is rewritten, the original kept.")
+              help="Offline: take the downloads this build makes (the cmake/deps.txt entries a CPU build fetches, "
+                   "and URLs hard-coded in cmake files such as eigen's) from this directory (<name>.zip or the "
+                   "URL's file name), digest-checked. Only missing needed ones stop the build. The files are "
+                   "rewritten, the originals kept (--restore-deps).")
+@click.option("--eigen-path", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Use this Eigen source tree instead of downloading eigen (passed to build.py as "
+                   "--use_preinstalled_eigen --eigen_path DIR).")
 @click.option("--trust-mirror", is_flag=True,
               help="Accept mirror archives whose SHA1 differs from deps.txt (e.g. made by `git archive`).")
 @click.option("--restore-deps", is_flag=True, help="Put the checkout's original cmake/deps.txt back and exit.")
@@ -62,7 +67,7 @@ def _stderr_console():
 @click.option("--verbose", "-v", is_flag=True, help="Stream the build output instead of a progress bar.")
 @click.pass_context
 def command(ctx, config, source, ref, repo_url, build_root, jobs, with_tests, ccache, frame_pointers, deps_mirror,
-            trust_mirror, restore_deps, build_venv, python, venv, install_current, dry_run, as_json, verbose):
+            eigen_path, trust_mirror, restore_deps, build_venv, python, venv, install_current, dry_run, as_json, verbose):
     """Build ONNX Runtime from source with symbols and Python bindings.
 
     One command from a checkout (or a tag) to an installed wheel: preflight
@@ -82,6 +87,7 @@ def command(ctx, config, source, ref, repo_url, build_root, jobs, with_tests, cc
       ortprof build --source ~/onnxruntime --dry-run
       ortprof build --ref v1.15.1 --config RelWithDebInfo
       ortprof build --source ~/onnxruntime --deps-mirror ~/ort-deps   # offline
+      ortprof build --source ~/onnxruntime --deps-mirror ~/ort-deps --eigen-path ~/eigen
       ortprof build --source ~/onnxruntime -- --use_dnnl             # extra build.py flags
       ortprof build fetch-deps --source ~/onnxruntime ~/ort-deps
     """
@@ -94,7 +100,8 @@ def command(ctx, config, source, ref, repo_url, build_root, jobs, with_tests, cc
 
     options = BuildOptions(config=config, source=source, ref=ref, repo_url=repo_url, build_root=build_root,
                            jobs=jobs, with_tests=with_tests, ccache=ccache, frame_pointers=frame_pointers,
-                           deps_mirror=deps_mirror, trust_mirror=trust_mirror, build_venv=build_venv,
+                           deps_mirror=deps_mirror, trust_mirror=trust_mirror, eigen_path=eigen_path,
+                           build_venv=build_venv,
                            python=python or sys.executable, venv=venv, install_current=install_current,
                            passthrough=list(ctx.meta.get(PASSTHROUGH_KEY, [])), verbose=verbose)
     console = _stderr_console()
@@ -134,23 +141,32 @@ def _plan_json(plan, checks):
 
 @command.command("fetch-deps")
 @click.option("--source", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
-              help="The ONNX Runtime checkout whose cmake/deps.txt lists the archives.")
+              help="The ONNX Runtime checkout whose cmake/deps.txt and cmake files list the archives.")
 @click.argument("mirror", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--only-needed/--all", "only_needed", default=True, show_default=True,
+              help="Only what a Linux CPU build with Python bindings fetches (15 archives for 1.15.1), or "
+                   "every deps.txt entry (all platforms and options: 41 for 1.15.1).")
+@click.option("--with-tests", is_flag=True, help="Also what `ortprof build --with-tests` fetches (googletest).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was fetched as JSON.")
-def fetch_deps_command(source, mirror, as_json):
-    """Download every dependency in cmake/deps.txt into MIRROR (on a machine with network).
+def fetch_deps_command(source, mirror, only_needed, with_tests, as_json):
+    """Download ONNX Runtime's dependency archives into MIRROR (on a machine with network).
 
-    Archives are named <name>.<ext> and checked against deps.txt's SHA1s;
-    ones already present and matching are kept, so it resumes. Copy MIRROR to
-    the offline machine and build there with --deps-mirror MIRROR.
+    Reads cmake/deps.txt and the URLs the checkout's cmake files download
+    themselves (eigen in ORT 1.15). Archives are named <name>.<ext> and
+    checked against the declared digests; ones already present and matching
+    are kept, so it resumes. Copy MIRROR to the offline machine and build
+    there with --deps-mirror MIRROR.
     """
     from ..builder import orchestrate
 
-    results = orchestrate.fetch_deps(source, mirror, _stderr_console())
+    results = orchestrate.fetch_deps(source, mirror, _stderr_console(), everything=not only_needed,
+                                     with_tests=with_tests)
     if as_json:
         click.echo(json.dumps({
             "schema": "ortprof.deps-mirror/1",
             "mirror": str(Path(mirror).resolve()),
-            "dependencies": [{"name": r.dep.name, "url": r.dep.url, "sha1": r.dep.sha1, "status": r.status,
+            "dependencies": [{"name": r.dep.name, "url": r.dep.url, "sha1": r.dep.digest if r.dep.algorithm ==
+                              "sha1" else None, "digest": r.dep.digest, "algorithm": r.dep.algorithm,
+                              "declared_in": r.dep.where(Path(source).resolve()), "status": r.status,
                               "path": str(r.path) if r.path else None, "size": r.size} for r in results],
         }, indent=2))

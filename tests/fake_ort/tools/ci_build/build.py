@@ -6,9 +6,12 @@ It behaves like the real script wherever `ortprof build` depends on it:
   lists what is supported (FAKE_ORT_HIDE_FLAGS removes some, like an older ORT);
 - refuses to run as root without --allow_running_as_root;
 - syncs submodules unless --skip_submodule_sync (which needs a git checkout);
-- --update "configures": checks the cmake version against
-  cmake/CMakeLists.txt and every cmake/deps.txt entry (a local archive must
-  exist and match its SHA1; a URL "downloads" unless FAKE_ORT_OFFLINE=1);
+- --update "configures": checks the cmake version against the Linux branch
+  of cmake/CMakeLists.txt and populates what a CPU build fetches (FETCHED,
+  from cmake/deps.txt, plus eigen from cmake/external/eigen.cmake unless
+  --use_preinstalled_eigen) with FetchContent-style [x/9] sub-build lines: a
+  local archive must exist and match its SHA1; a URL "downloads" unless
+  FAKE_ORT_OFFLINE=1, when it fails the way CMake reports it;
 - --build prints ninja-style `[x/N] Building CXX object ...` lines, records
   finished steps in the build directory and, when run again, does only the
   remaining ones (N counts what is left, as ninja does); the last step
@@ -87,6 +90,8 @@ def parse_arguments():
     add("--cmake_path", default="cmake", help="Path to the CMake program.")
     add("--use_cache", action="store_true", help="Use compiler cache (ccache).")
     add("--use_dnnl", action="store_true", help="Build with oneDNN (accepted, ignored).")
+    add("--use_preinstalled_eigen", action="store_true", help="Use pre-installed Eigen.")
+    add("--eigen_path", help="Path to pre-installed Eigen.")
     return parser.parse_args()
 
 
@@ -100,42 +105,77 @@ def version_tuple(text):
 
 
 def check_cmake(cmake_path):
-    wanted = re.search(r"cmake_minimum_required\(VERSION ([\d.]+)",
-                       (SOURCE_ROOT / "cmake" / "CMakeLists.txt").read_text()).group(1)
+    # the else() branch: the Linux minimum (the first call is the Windows one)
+    wanted = re.findall(r"cmake_minimum_required\(VERSION ([\d.]+)",
+                        (SOURCE_ROOT / "cmake" / "CMakeLists.txt").read_text())[-1]
     executable = shutil.which(cmake_path)
     if executable is None:
         fail(f"Unable to find CMake executable: {cmake_path}")
     output = subprocess.run([executable, "--version"], capture_output=True, text=True).stdout
     have = re.search(r"version ([\d.]+)", output).group(1)
     if version_tuple(have) < version_tuple(wanted):
-        log("CMake Error at CMakeLists.txt:3 (cmake_minimum_required):")
+        log("CMake Error at CMakeLists.txt:5 (cmake_minimum_required):")
         log(f"  CMake {wanted} or higher is required.  You are running version {have}")
         fail("cmake configure failed")
     log(f"-- The CMake version is {have}")
 
 
-def check_dependencies():
+# what ORT's onnxruntime_external_deps.cmake fetches for a Linux CPU build with Python bindings
+FETCHED = ["abseil_cpp", "date", "flatbuffers", "google_nsync", "microsoft_gsl", "microsoft_wil", "mp11", "json",
+           "onnx", "protobuf", "pybind11", "pytorch_cpuinfo", "re2", "safeint"]
+FETCH_CONTENT = "/usr/share/cmake/Modules/FetchContent.cmake"
+
+
+def downloads(args, defines):
+    """(name, URL, SHA1) of each dependency configure populates, in order."""
+    table = {}
     for line in (SOURCE_ROOT / "cmake" / "deps.txt").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, url, sha1 = line.split(";")[:3]
-        if url.startswith("/"):
-            archive = Path(url)
-            if not archive.is_file():
-                log(f"CMake Error at external/onnxruntime_external_deps.cmake: {name}: file {url} does not exist")
-                fail("cmake configure failed")
-            actual = hashlib.sha1(archive.read_bytes()).hexdigest()
-            if actual != sha1:
-                log(f"CMake Error at FetchContent: {name}: HASH mismatch for file {url}")
-                log(f"    expected hash: [{sha1}]")
-                log(f"      actual hash: [{actual}]")
-                fail("cmake configure failed")
-            log(f"-- Populating {name} from {url}")
-        elif os.environ.get("FAKE_ORT_OFFLINE") == "1":
-            log(f"CMake Error at FetchContent: {name}: Failed to download {url}: Could not resolve host")
-            fail("cmake configure failed")
-        else:
-            log(f"-- Populating {name}")
+        if line.strip() and not line.startswith("#"):
+            name, url, sha1 = line.split(";")[:3]
+            table[name] = (name, url, sha1)
+    wanted = FETCHED + (["googletest"] if defines.get("onnxruntime_BUILD_UNIT_TESTS", "ON") != "OFF" else [])
+    found = [table[name] for name in wanted if name in table]
+    if not args.use_preinstalled_eigen:
+        text = (SOURCE_ROOT / "cmake" / "external" / "eigen.cmake").read_text()
+        found.append(("eigen", re.search(r"^\s*URL\s+(\S+)", text, re.MULTILINE).group(1),
+                      re.search(r"URL_HASH SHA1=(\w+)", text).group(1)))
+    elif not (Path(args.eigen_path or "") / "Eigen" / "Core").is_file():
+        log(f"CMake Error at external/eigen.cmake:4: eigen_SOURCE_PATH {args.eigen_path} has no Eigen/Core")
+        fail("cmake configure failed")
+    return found
+
+
+def populate(name, url, sha1, config_dir):
+    subbuild = config_dir / "_deps" / f"{name}-subbuild"
+    log(f"-- Populating {name}")
+    log(f"-- Build files have been written to: {subbuild}")
+    log(f"[1/9] Creating directories for '{name}-populate'")
+    log(f"[1/9] Performing download step (download, verify and extract) for '{name}-populate'")
+    error = None
+    if url.startswith("/"):
+        archive = Path(url)
+        if not archive.is_file():
+            error = [f"  error: downloading '{url}' failed", f"  file {url} does not exist"]
+        elif hashlib.sha1(archive.read_bytes()).hexdigest() != sha1:
+            error = [f"  HASH mismatch for file: {url}", f"    expected hash: [{sha1}]",
+                     f"      actual hash: [{hashlib.sha1(archive.read_bytes()).hexdigest()}]"]
+    elif os.environ.get("FAKE_ORT_OFFLINE") == "1":
+        host = url.split("/")[2]
+        error = [f"-- Using src='{url}'", "CMake Error at download.cmake:163 (message):", "  Each download failed!",
+                 f"    error: downloading '{url}' failed", "          status_code: 6",
+                 '          status_string: "Could not resolve hostname"', f"  getaddrinfo(3) failed for {host}:443"]
+    if error:
+        for line in error:
+            log(line)
+        log(f"FAILED: [code=1] {name}-populate-prefix/src/{name}-populate-stamp/{name}-populate-download")
+        log("ninja: build stopped: subcommand failed.")
+        log(f"CMake Error at {FETCH_CONTENT}:1918 (message):")
+        log(f"  Build step for {name} failed: 1")
+        log("-- Configuring incomplete, errors occurred!")
+        fail("cmake configure failed")
+    for step, what in enumerate(["update", "patch", "configure", "build", "install", "test"], 2):
+        log(f"[{step}/9] No {what} step for '{name}-populate'")
+    log(f"[9/9] Completed '{name}-populate'")
 
 
 def read_defines(args):
@@ -149,8 +189,9 @@ def read_defines(args):
 
 def configure(args, config_dir, defines):
     check_cmake(args.cmake_path)
-    check_dependencies()
     config_dir.mkdir(parents=True, exist_ok=True)
+    for name, url, sha1 in downloads(args, defines):
+        populate(name, url, sha1, config_dir)
     cache = [f"CMAKE_BUILD_TYPE={args.config[0]}", f"CMAKE_GENERATOR={args.cmake_generator}"]
     cache += [f"{key}={value}" for key, value in defines.items()]
     (config_dir / "CMakeCache.txt").write_text("\n".join(cache) + "\n")
