@@ -25,10 +25,12 @@ def record_demo(out_dir, *demo_args, duration=5, record_args=(), rate=10):
     return json.loads((Path(out_dir) / "run.json").read_text()), result
 
 
-def report_json(run_dir, *args):
+def report_json(run_dir, *args, allowed_exits=(0, 1)):
+    """The report of `run_dir` as JSON, checked against the shipped schema."""
+    from schema_check import assert_valid_report
     result = run_ortprof("report", str(run_dir), "--json", *args)
-    assert result.returncode in (0, 1), result.stderr
-    return json.loads(result.stdout)
+    assert result.returncode in allowed_exits, result.stderr
+    return assert_valid_report(json.loads(result.stdout))
 
 
 def by_role(report, role):

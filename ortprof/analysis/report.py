@@ -58,19 +58,19 @@ def _futex_missing_reason(loaded, futex):
 
 
 def python_section(pyspy, seconds, top=5):
-    """The py-spy view: each thread's Python CPU, inside and outside ORT's run()."""
+    """The py-spy view: each thread's Python time inside and outside ORT's run()."""
     if pyspy is None:
         return PythonSection()
     rate = pyspy.rate_hz or 100.0
     scale = 100.0 / (rate * seconds)
-    threads = []
-    for thread in sorted(pyspy.threads, key=lambda t: -t.samples):
-        threads.append(PythonThread(
-            tid=thread.tid, name=thread.name, samples=thread.samples,
-            cpu_pct=round(thread.samples * scale, 2), in_run_pct=round(thread.in_run_samples * scale, 2),
-            outside_run_pct=round((thread.samples - thread.in_run_samples) * scale, 2),
-            top_stacks=[PythonStack(";".join(stack), round(count * scale, 2))
-                        for stack, count in thread.top_stacks[:top]]))
+    threads = [PythonThread(
+        tid=thread.tid, name=thread.name, samples=thread.samples, cpu_pct=round(thread.samples * scale, 2),
+        in_run_pct=round(thread.in_run_samples * scale, 2),
+        outside_run_pct=round(thread.python_busy_samples * scale, 2),
+        waiting_pct=round(thread.waiting_samples * scale, 2),
+        top_stacks=[PythonStack(";".join(map(str, stack.frames)), stack.kind, round(stack.samples * scale, 2))
+                    for stack in thread.top_stacks[:top]])
+        for thread in sorted(pyspy.threads, key=lambda t: -t.samples)]
     return PythonSection(source="py-spy", rate_hz=rate, threads=threads)
 
 

@@ -143,18 +143,20 @@ class CgroupSection:
 
 @dataclass
 class PythonStack:
-    stack: str
+    stack: str                               # root;...;leaf, Python frames as "function (file:line)"
+    kind: str                                # in-run | waiting | python
     pct: float                               # % of one core
 
 
 @dataclass
 class PythonThread:
-    tid: int
+    tid: Optional[int]                       # None where py-spy gave only the pthread id
     name: Optional[str]
     samples: int
-    cpu_pct: float                           # % of one core, from py-spy's sample rate
+    cpu_pct: float                           # % of one core sampled active (py-spy's rate)
     in_run_pct: float                        # inside ORT's run()
-    outside_run_pct: float
+    outside_run_pct: float                   # on the CPU outside run(): the workload's own code
+    waiting_pct: float                       # off the CPU outside run(): sleep, locks, I/O, the GIL
     top_stacks: List[PythonStack] = field(default_factory=list)
 
 
