@@ -20,3 +20,13 @@ def runs_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ORTPROF_RUNS_DIR", str(path))
     return path
 
+
+
+@pytest.fixture(autouse=True)
+def reports_match_the_schema(monkeypatch):
+    """Every report made in-process is checked against the shipped JSON Schema
+    (reports made by the CLI are checked in live.report_json)."""
+    from ortprof.model.report import Report
+    from schema_check import assert_valid_report
+    to_json = Report.to_json
+    monkeypatch.setattr(Report, "to_json", lambda self: assert_valid_report(to_json(self)))
