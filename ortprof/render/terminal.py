@@ -40,11 +40,40 @@ def render_report(report, console, top=8):
 
     _threads(report, console)
     _sessions(report, console)
+    _python(report, console, top)
     _futex(report, console, top)
     _hot_paths(report, console, top)
     _findings(report, console)
+    _empty_sections(report, console)
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/] {note}")
+
+
+def _empty_sections(report, console):
+    """Say once per reason which sections have no data, so '-' columns are never a mystery."""
+    by_reason = {}
+    for section, reason in (report.get("empty_sections") or {}).items():
+        by_reason.setdefault(reason, []).append(section)
+    for reason, sections in by_reason.items():
+        console.print(f"[yellow]empty:[/] {', '.join(sections)}: {reason}")
+
+
+def _python(report, console, top):
+    python = report.get("python") or {}
+    threads = python.get("threads") or []
+    if not threads:
+        return
+    table = Table(title=f"Python threads (py-spy at {python.get('rate_hz') or 0:.0f} Hz, % of one core)",
+                  title_justify="left")
+    for column in ("tid", "name", "active", "in run()", "outside run()", "waiting", "top stack (leaf last)"):
+        table.add_column(column, justify="left" if column in ("name", "top stack (leaf last)") else "right")
+    for thread in threads[:top]:
+        stacks = thread.get("top_stacks") or []
+        frames = stacks[0]["stack"].split(";") if stacks else []
+        table.add_row(str(thread["tid"] if thread["tid"] is not None else "?"), thread.get("name") or "",
+                      _pct(thread["cpu_pct"]), _pct(thread["in_run_pct"]), _pct(thread["outside_run_pct"]),
+                      _pct(thread["waiting_pct"]), " > ".join(frames[-3:]))
+    console.print(table)
 
 
 def _threads(report, console):
@@ -146,7 +175,7 @@ def _findings(report, console):
     findings = report.get("findings") or []
     if not findings:
         console.print("[green]No findings.[/]" if report.get("samples") else
-                      "[yellow]No CPU findings: they need perf samples.[/]")
+                      "[yellow]No findings; the CPU-category findings (spin-wait, caller-spin, futex) need perf samples.[/]")
         return
     for finding in findings:
         style = SEVERITY_STYLE.get(finding["severity"], "")
