@@ -39,18 +39,19 @@ def _ms(seconds):
 def thread_profile(thread, start, frame_lists):
     """The sampled profile of one thread; `start` (monotonic s) is time 0."""
     samples, weights = [], []
-    previous_end = None
+    position = first = None     # where speedscope will draw the next sample (ms)
     for time, stack_id, ns in zip(thread.times, thread.stack_ids, thread.weights_ns):
         weight = ns / 1e6
         began = _ms(time - start) - weight        # a cpu-clock sample closes the period it weighs
-        if previous_end is None:
-            first = began
-        elif began - previous_end >= weight:
+        if position is None:
+            position = first = began
+        elif began - position >= weight:         # off CPU a period or more: idle, so the drift stays < 1 period
             samples.append([])
-            weights.append(round(began - previous_end, 6))
+            weights.append(round(began - position, 6))
+            position = began
         samples.append(frame_lists[stack_id])
         weights.append(weight)
-        previous_end = began + weight
+        position += weight
     if not samples:
         return None
     return {"type": "sampled", "name": f"{thread.role} {thread.tid}", "unit": "milliseconds",
