@@ -36,7 +36,8 @@ def read_elf_info(path):
                 if section.header.sh_type != "SHT_NOTE":
                     continue
                 for note in section.iter_notes():
-                    if note["n_type"] == "NT_GNU_BUILD_ID":
+                    # n_type 3 is also a stapsdt probe note (libstdc++): only the GNU note is the build-id
+                    if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
                         build_id = note["n_desc"]
             debuglink = None
             if ".gnu_debuglink" in names:
