@@ -1,4 +1,4 @@
-"""The HTML report: one self-contained file."""
+"""The HTML report: one self-contained file with a flame graph, a CPU timeline and latency charts."""
 from dataclasses import dataclass
 
 
@@ -7,11 +7,11 @@ class HtmlExporter:
     name: str = "html"
     suffix: str = ".html"
     binary: bool = False
-    description: str = "self-contained HTML report"
+    description: str = "self-contained interactive HTML report (flame graph, CPU timeline, latency)"
 
     def write(self, profile, report, stream):
         from ..render.html import render_html
-        stream.write(render_html(report.to_json()))
+        stream.write(render_html(report.to_json(), profile))
 
 
 EXPORTER = HtmlExporter()
