@@ -110,7 +110,7 @@ def hot_paths(profile, window_seconds, top=15):
         names = profile.names(stack_id)
         if names:
             self_ns[names[-1]] += ns
-        for name in set(names):   # a recursive function counts once per stack
+        for name in dict.fromkeys(names):   # a recursive function counts once per stack; ordered: ties stay stable
             total_ns[name] += ns
 
     def shares(ns_by_name):
