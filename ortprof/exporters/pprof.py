@@ -12,7 +12,8 @@ way the report does:
                  exactly one session (a worker does not say whose work it did)
 
 Locations are the profile's frames (DSO-relative addresses as perf printed them,
-so every mapping starts at 0), one Function per (name, source file). Build-ids:
+so every mapping starts at 0), perf's inlined frames folded into their caller's
+location as extra lines; one Function per (name, source file). Build-ids:
 the recording's for the ORT module, else read from the file when it is here.
 """
 import gzip
@@ -26,6 +27,7 @@ from ..errors import InputError
 from . import pprof_proto as pb
 
 NO_STACK = "[no stack]"
+INLINED = "inlined"      # perf script's DSO for "(inlined)" frames
 POOL_ROLES = (roles_mod.INTRA_WORKER, roles_mod.INTER_WORKER)
 
 
@@ -95,6 +97,84 @@ def window_start_unix(report, profile):
     return None
 
 
+class _Locations:
+    """Locations and functions as the samples need them, ids from 1 in order of first use.
+
+    perf's "(inlined)" frames (DSO "inlined") carry their caller's address: with the
+    next real frame toward the root they make one Location, innermost Line first,
+    as profile.proto wants inlining told.
+    """
+
+    def __init__(self, profile, strings):
+        self.profile, self.strings = profile, strings
+        self.inlined = {m.id for m in profile.mappings if m.path == INLINED}
+        self.location_ids = {}      # frame ids of one location (leaf first) -> id
+        self.function_ids = {}      # (name, file) -> id
+        self.locations, self.functions = [], []
+
+    def function(self, name, path=""):
+        function_id = self.function_ids.get((name, path))
+        if function_id is None:
+            function_id = self.function_ids[(name, path)] = len(self.function_ids) + 1
+            self.functions.append(pb.Function(id=function_id, name=self.strings(name),
+                                              system_name=self.strings(name), filename=self.strings(path)))
+        return function_id
+
+    def location(self, frame_ids):
+        location_id = self.location_ids.get(frame_ids)
+        if location_id is None:
+            location_id = self.location_ids[frame_ids] = len(self.location_ids) + 1
+            frames = [self.profile.frames[i] for i in frame_ids]
+            outer = frames[-1]
+            location = pb.Location(id=location_id, address=outer.address,
+                                   mapping_id=0 if outer.mapping in self.inlined else outer.mapping + 1)
+            for frame in frames:
+                path, line = _split_source(frame.source)
+                location.line.add(function_id=self.function(frame.name, path), line=line)
+            self.locations.append(location)
+        return location_id
+
+    def stack(self, stack_id):
+        """Location ids of a stack, leaf first."""
+        groups, group = [], []
+        for frame_id in reversed(self.profile.stacks[stack_id].frames):
+            group.append(frame_id)
+            if self.profile.frames[frame_id].mapping not in self.inlined:
+                groups.append(self.location(tuple(group)))
+                group = []
+        if group:
+            groups.append(self.location(tuple(group)))
+        if not groups:
+            if NO_STACK not in self.location_ids:
+                self.location_ids[NO_STACK] = len(self.location_ids) + 1
+                self.locations.append(pb.Location(id=self.location_ids[NO_STACK]))
+                self.locations[-1].line.add(function_id=self.function(NO_STACK))
+            groups.append(self.location_ids[NO_STACK])
+        return groups
+
+
+def _add_mappings(message, profile, report, locations, strings, local_build_ids):
+    """Mappings of the locations' frames. Addresses are DSO-relative: every mapping starts at 0."""
+    limits, has_sources, has_inlines = defaultdict(int), set(), set()
+    for location in locations.locations:
+        limits[location.mapping_id] = max(limits[location.mapping_id], location.address + 1)
+        if len(location.line) > 1:
+            has_inlines.add(location.mapping_id)
+    for frame in profile.frames:
+        if frame.source:
+            has_sources.add(frame.mapping + 1)
+    # pprof shows mapping[0] as "the" binary: the ORT module is what this profile is about.
+    for mapping in sorted(profile.mappings, key=lambda m: (m.kind != "ort", m.id)):
+        mapping_id = mapping.id + 1
+        if mapping_id not in limits:
+            continue
+        sources = mapping_id in has_sources
+        message.mapping.add(
+            id=mapping_id, memory_start=0, memory_limit=limits[mapping_id], filename=strings(mapping.path),
+            build_id=strings(_build_id(mapping, report, local_build_ids) or ""), has_functions=True,
+            has_filenames=sources, has_line_numbers=sources, has_inline_frames=mapping_id in has_inlines)
+
+
 def build_message(profile, report, local_build_ids=True):
     """The profile.proto Profile message of `profile` and its `report`."""
     strings = _StringTable()
@@ -105,53 +185,23 @@ def build_message(profile, report, local_build_ids=True):
     message.period_type.unit = strings("nanoseconds")
     message.default_sample_type = strings("cpu")
 
-    # Mappings and locations carry profile ids + 1 (0 means "none" in profile.proto).
-    frames_of_mapping = defaultdict(list)
-    for frame in profile.frames:
-        frames_of_mapping[frame.mapping].append(frame)
-    # pprof shows mapping[0] as "the" binary: the ORT module is what this profile is about.
-    for mapping in sorted(profile.mappings, key=lambda m: (m.kind != "ort", m.id)):
-        frames = frames_of_mapping[mapping.id]
-        has_sources = any(frame.source for frame in frames)
-        message.mapping.add(
-            id=mapping.id + 1, memory_start=0, memory_limit=max((f.address for f in frames), default=0) + 1,
-            filename=strings(mapping.path), build_id=strings(_build_id(mapping, report, local_build_ids) or ""),
-            has_functions=True, has_filenames=has_sources, has_line_numbers=has_sources)
-    function_ids = {}
-    for frame in profile.frames:
-        path, line = _split_source(frame.source)
-        function_id = function_ids.get((frame.name, path))
-        if function_id is None:
-            function_id = function_ids[(frame.name, path)] = len(function_ids) + 1
-            message.function.add(id=function_id, name=strings(frame.name), system_name=strings(frame.name),
-                                 filename=strings(path))
-        location = message.location.add(id=frame.id + 1, mapping_id=frame.mapping + 1, address=frame.address)
-        location.line.add(function_id=function_id, line=line)
-    no_stack_location = None
-
+    locations = _Locations(profile, strings)
     sessions, only_session = session_labels(report)
     total_ns = total_count = 0
     for tid, thread in sorted(profile.threads.items()):
         session = sessions.get(tid) or (only_session if thread.role in POOL_ROLES else None)
         for stack_id in sorted(thread.ns_by_stack):
-            frame_ids = profile.stacks[stack_id].frames
-            if frame_ids:
-                location_ids = [frame_id + 1 for frame_id in reversed(frame_ids)]   # leaf first
-            else:
-                if no_stack_location is None:
-                    no_stack_location = len(profile.frames) + 1
-                    function_ids[(NO_STACK, "")] = function_id = len(function_ids) + 1
-                    message.function.add(id=function_id, name=strings(NO_STACK), system_name=strings(NO_STACK))
-                    message.location.add(id=no_stack_location).line.add(function_id=function_id)
-                location_ids = [no_stack_location]
             count, ns = thread.count_by_stack[stack_id], thread.ns_by_stack[stack_id]
             total_count, total_ns = total_count + count, total_ns + ns
-            sample = message.sample.add(location_id=location_ids, value=[count, ns])
+            sample = message.sample.add(location_id=locations.stack(stack_id), value=[count, ns])
             sample.label.add(key=strings("thread_id"), num=tid)
             sample.label.add(key=strings("thread_role"), str=strings(thread.role))
             sample.label.add(key=strings("category"), str=strings(stack_category(profile, stack_id, thread.role)))
             if session:
                 sample.label.add(key=strings("session"), str=strings(session))
+    _add_mappings(message, profile, report, locations, strings, local_build_ids)
+    message.location.extend(locations.locations)
+    message.function.extend(locations.functions)
 
     message.period = round(total_ns / total_count) if total_count else 0
     message.duration_nanos = round((report.window_seconds or 0) * 1e9)
