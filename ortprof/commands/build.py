@@ -52,8 +52,8 @@ def _stderr_console():
               help="Use this Eigen source tree instead of downloading eigen (passed to build.py as "
                    "--use_preinstalled_eigen --eigen_path DIR).")
 @click.option("--trust-mirror", is_flag=True,
-              help="Accept mirror archives whose SHA1 differs from deps.txt (e.g. made by `git archive`).")
-@click.option("--restore-deps", is_flag=True, help="Put the checkout's original cmake/deps.txt back and exit.")
+              help="Accept mirror archives whose digest differs from the declared one (e.g. made by `git archive`).")
+@click.option("--restore-deps", is_flag=True, help="Put the files --deps-mirror rewrote (cmake/deps.txt, cmake files) back as shipped and exit.")
 @click.option("--build-venv", type=click.Path(file_okay=False, path_type=Path),
               help="Use this existing venv for the build tools as is, instead of creating <build-root>/venv-build.")
 @click.option("--python", "python", default=None, metavar="EXE",
