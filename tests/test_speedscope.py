@@ -4,13 +4,13 @@ import base64
 import dataclasses
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft7Validator
 
 from browser import browser_page
+from golden_files import check_golden
 from live import record_demo, report_json, run_ortprof
 from ortprof import __version__
 from ortprof.analysis.loading import load_perf_script
@@ -20,7 +20,6 @@ from ortprof.exporters.speedscope import NO_STACK, speedscope_document
 
 TESTS = Path(__file__).resolve().parent
 RELEASE = TESTS / "js" / "node_modules" / "speedscope" / "dist" / "release"
-GOLDEN = TESTS / "golden"
 FIXTURE = TESTS / "fixtures" / "symbols-1.31.1-default.perf-script.txt"
 
 
@@ -159,12 +158,8 @@ def test_stackless_samples_are_cpu_not_idle():
 def test_golden(exported):
     document = dict(exported[2])
     assert document.pop("exporter") == f"ortprof {__version__}"    # a release does not change the golden file
-    golden = GOLDEN / f"speedscope-{FIXTURE.name.removesuffix('.perf-script.txt')}.json"
-    if os.environ.get("ORTPROF_UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(json.dumps(document, indent=1) + "\n")
-    assert golden.exists(), f"{golden} missing: run with ORTPROF_UPDATE_GOLDEN=1 to write it"
-    assert document == json.loads(golden.read_text())
+    check_golden(f"speedscope-{FIXTURE.name.removesuffix('.perf-script.txt')}.json",
+                 json.dumps(document, indent=1) + "\n")
 
 
 # ---- speedscope itself -----------------------------------------------------------------
