@@ -28,8 +28,8 @@ from ortprof.symbols.elfinfo import DWARF, STRIPPED, read_elf_info
 from ortprof.symbols.functions import build_function_index, read_fde_ranges
 from ortprof.symbols.lines import LineTable
 from ortprof.symbols.resolver import Symbolizer
-from ortprof.symbols.spin import (SPIN_LOOP, SPIN_LOOP_CALLEE, SPIN_PRIMITIVE, classify_named_frames,
-                                  find_spin_map)
+from ortprof.analysis.spin_names import classify_named_frames
+from ortprof.symbols.spin import SPIN_LOOP, SPIN_LOOP_CALLEE, SPIN_PRIMITIVE, find_spin_map
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -8,7 +8,7 @@ import os
 import re
 from functools import lru_cache
 
-from ..symbols.spin import classify_named_frames
+from .spin_names import classify_named_frames
 
 # Module kinds, by DSO path.
 ORT, KERNEL, PYTHON, SYSLIB, BLAS, OTHER = "ort", "kernel", "python", "syslib", "blas", "other"
