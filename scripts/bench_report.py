@@ -9,6 +9,13 @@ For each, times `perf report --stdio` (the seed workflow) and `ortprof report --
 (ortprof's own Python or the `perf script` it streams from). Prints ratios.
 
     python scripts/bench_report.py [--keep DIR] [--large-seconds 30] [--skip-large]
+                                   [--baseline REV] [--formats]
+
+--baseline REV also times `ortprof report --json` of git revision REV (checked out
+into a temporary worktree, run with this venv's Python) on the same recordings, in
+alternating rounds: the cost of a change to the analysis, as a ratio.
+--formats also times writing every export format in one report run
+(--format json + html + speedscope + pprof + folded) against --json alone.
 """
 import argparse
 import os
@@ -19,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parent.parent
 ORTPROF = str(Path(PYTHON).parent / "ortprof")
 
 MEASURE = """
@@ -63,11 +71,48 @@ def compare(name, run):
           f"{cold_s:8.2f} {warm_s:8.2f} {max(cold_mb, warm_mb):7.0f} | {perf_s / warm_s:6.2f}x {perf_s / cold_s:6.2f}x", flush=True)
 
 
+def ortprof_at(revision, root):
+    """argv prefix running `ortprof` as of git `revision` (a worktree under `root`)."""
+    tree = root / f"baseline-{revision}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True,
+                       capture_output=True)
+    return ["env", f"PYTHONPATH={tree}", PYTHON, "-m", "ortprof"]
+
+
+def compare_with_baseline(name, run, baseline, rounds=3):
+    """Median seconds of `report --json` now vs at the baseline revision, alternating rounds."""
+    import statistics
+    now, then = [], []
+    for _ in range(rounds):
+        then.append(measure([*baseline, "report", str(run), "--json"])[0])
+        now.append(measure([ORTPROF, "report", str(run), "--json"])[0])
+    print(f"{name:6s} baseline {statistics.median(then):7.2f} s   now {statistics.median(now):7.2f} s   "
+          f"now/baseline {statistics.median(now) / statistics.median(then):5.2f}x  ({rounds} alternating rounds)",
+          flush=True)
+
+
+def compare_formats(name, run, out, rounds=3):
+    import statistics
+    every = ["--format", f"json={out / 'r.json'}", "--format", f"html={out / 'r.html'}",
+             "--format", f"speedscope={out / 'r.speedscope.json'}", "--format", f"pprof={out / 'r.pb.gz'}",
+             "--format", f"folded={out / 'r.folded'}", "--format", "terminal"]
+    alone, all_formats = [], []
+    for _ in range(rounds):
+        alone.append(measure([ORTPROF, "report", str(run), "--json"])[0])
+        all_formats.append(measure([ORTPROF, "report", str(run), *every])[0])
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in sorted(out.glob("r.*")))
+    print(f"{name:6s} --json {statistics.median(alone):7.2f} s   every format {statistics.median(all_formats):7.2f} s   "
+          f"ratio {statistics.median(all_formats) / statistics.median(alone):5.2f}x   ({sizes})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", help="keep recordings in this directory (reused when present)")
     parser.add_argument("--large-seconds", type=float, default=30)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--baseline", metavar="REV", help="also time `report --json` at this git revision")
+    parser.add_argument("--formats", action="store_true", help="also time writing every export format")
     args = parser.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ortprof-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -87,7 +132,20 @@ def main():
             compare(name, run)
         print("\nperf = `perf report --stdio`; ortprof = `ortprof report --json` with an empty (cold) and a "
               "filled (warm) symbol cache; MiB = peak RSS of the largest process; speed-up = perf s / ortprof s")
+        if args.baseline:
+            baseline = ortprof_at(args.baseline, root)
+            print(f"\n`ortprof report --json`: this tree vs {args.baseline}")
+            for name, run in runs:
+                compare_with_baseline(name, run, baseline)
+        if args.formats:
+            print("\nwriting every export format vs --json alone")
+            for name, run in runs:
+                out = root / f"formats-{name}"
+                out.mkdir(exist_ok=True)
+                compare_formats(name, run, out)
     finally:
+        if args.baseline:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
