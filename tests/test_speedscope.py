@@ -155,6 +155,18 @@ def test_stackless_samples_are_cpu_not_idle():
         assert cpu_ms_by_name(document)[f"{thread.role} {thread.tid}"] * 1e6 == pytest.approx(thread.ns, abs=1)
 
 
+def test_no_samples_is_one_clear_error(tmp_path):
+    """A run with no perf samples (perf.data missing): one line and exit 3, not an empty file speedscope rejects."""
+    run_dir = tmp_path / "no-perf"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"schema": "ortprof.run/1", "status": "completed",
+                                                  "command": ["python", "serve.py"]}))
+    result = run_ortprof("export", str(run_dir), "--format", "speedscope", "-o", str(tmp_path / "out.json"))
+    assert result.returncode == 3
+    assert result.stderr.strip().count("\n") == 0 and "no perf data in this run" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_golden(exported):
     document = dict(exported[2])
     assert document.pop("exporter") == f"ortprof {__version__}"    # a release does not change the golden file

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 
 from .. import __version__
+from ..errors import InputError
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 NO_STACK = "[no stack]"     # perf recorded no call chain for the sample
@@ -92,7 +93,11 @@ class SpeedscopeExporter:
     description: str = "speedscope JSON: one sampled profile per thread, in time order (speedscope.app)"
 
     def write(self, profile, report, stream):
-        json.dump(speedscope_document(profile, report), stream, separators=(",", ":"))
+        document = speedscope_document(profile, report)
+        if not document["profiles"]:    # speedscope would only say "it's empty!"
+            why = report.empty_sections.get("totals") or "no thread has CPU samples"
+            raise InputError(f"nothing to export to speedscope: {why}")
+        json.dump(document, stream, separators=(",", ":"))
         stream.write("\n")
 
 
