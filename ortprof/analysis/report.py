@@ -27,14 +27,17 @@ def cgroup_section(cgroup):
     return section
 
 
-def _pool_threads(sessions, threads):
-    """Intra-op pool size: the option when set, else workers seen + the caller."""
+def _pool_threads(sessions, threads, physical_cores):
+    """Intra-op pool size: the option when set, else workers seen + the caller, else ORT's
+    default for a session the hook saw (one thread per physical core)."""
     for session in sessions:
         value = (session.options or {}).get("intra_op_num_threads")
         if value:
             return int(value)
     workers = sum(1 for t in threads if t.role == roles_mod.INTRA_WORKER)
-    return workers + 1 if workers else None
+    if workers:
+        return workers + 1
+    return physical_cores if sessions and physical_cores else None
 
 
 def _why_no_samples(loaded):
@@ -113,7 +116,8 @@ def analyze(loaded, top=15):
         report.empty_sections["sessions"] = ("no run() records from the startup hook (a workload that is not "
                                              "Python, or --pid without the hook)")
     report.python = python_section(loaded.pyspy, seconds)
-    report.pool_threads = _pool_threads(sessions, report.threads)
+    report.pool_threads = _pool_threads(sessions, report.threads,
+                                       (manifest.environment.get("cpu") or {}).get("physical_cores"))
     notes = list(loaded.notes)
     if report.totals.mismatch:
         notes.append(f"perf's CPU ({report.totals.cpu_pct:.1f}%) and /proc's "
