@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES
+from golden_files import check_golden
 from ortprof.analysis.loading import load_perf_script
 from ortprof.analysis.pipeline import stack_category
 from ortprof.analysis.report import analyze, build_report
@@ -24,7 +25,6 @@ from ortprof.exporters import get, pprof_proto
 from ortprof.recording.rundir import RunDirectory
 from ortprof.symbols.elfinfo import read_elf_info
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
 JS = Path(__file__).resolve().parent / "js"
 GOLDEN_FIXTURES = ["symbols-1.31.1-default.perf-script.txt", "symbols-1.15.1-debug-nospin.perf-script.txt"]
 # The symbolized debug build: a spinning worker and a caller, six categories.
@@ -243,13 +243,7 @@ def describe(data):
 def test_golden_text_of_fixture_profiles(tmp_path, name):
     # Build-ids of files on this machine would differ elsewhere: the golden leaves them out.
     _, _, path = fixture_export(tmp_path, name, replace(EXPORTER, local_build_ids=False))
-    text = describe(path.read_bytes())
-    golden = GOLDEN / f"pprof-{name.split('.perf-script')[0]}.txt"
-    if os.environ.get("ORTPROF_UPDATE_GOLDEN"):
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(text)
-    assert golden.exists(), f"{golden} missing: run with ORTPROF_UPDATE_GOLDEN=1"
-    assert text == golden.read_text()
+    check_golden(f"pprof-{name.split('.perf-script')[0]}.txt", describe(path.read_bytes()))
 
 
 @pytest.mark.slow
