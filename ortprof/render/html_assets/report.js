@@ -299,6 +299,15 @@
         g.appendChild(svgEl('text', {x: 4, y: top + 18, 'class': 'lane-label'}, lane.label));
         var cpu = lane.proc_cpu_pct != null ? lane.proc_cpu_pct : lane.cpu_pct;
         g.appendChild(svgEl('text', {x: 4, y: top + 34, 'class': 'dim'}, fixed(cpu, 1) + '% of a core'));
+        // run() spans behind the CPU bars (narrow ones without an outline), their marks on top.
+        var marks = [];
+        (runsByTid[lane.tid] || []).forEach(function (r) {
+          if (r[2] + r[3] < t0 || r[2] > t1) return;
+          var left = x(r[2]), w = Math.max(x(r[2] + r[3]) - left, 1);
+          g.appendChild(svgEl('rect', {'class': 'run-span' + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
+            height: LANE, 'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4)}));
+          marks.push(svgEl('rect', {'class': 'run-mark', x: left, y: top, width: w, height: 3}));
+        });
         var sampled = lane.sampled, bin = T.bin_seconds;
         var binCount = 0;
         for (var c in sampled) { binCount = sampled[c].length; break; }
@@ -328,13 +337,7 @@
           path += (path ? 'L' : 'M') + x(a).toFixed(1) + ' ' + y(proc.pct[k]).toFixed(1) + 'H' + x(e).toFixed(1);
         }
         if (path) g.appendChild(svgEl('path', {'class': 'proc-line', d: path}));
-        (runsByTid[lane.tid] || []).forEach(function (r) {
-          if (r[2] + r[3] < t0 || r[2] > t1) return;
-          var left = x(r[2]), w = Math.max(x(r[2] + r[3]) - left, 1);
-          g.appendChild(svgEl('rect', {'class': 'run-span', x: left, y: top, width: w, height: LANE,
-            'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4)}));
-          g.appendChild(svgEl('rect', {'class': 'run-mark', x: left, y: top, width: w, height: 3}));
-        });
+        marks.forEach(function (mark) { g.appendChild(mark); });
         root.appendChild(g);
       });
       var selection = svgEl('rect', {id: 'timeline-selection', y: AXIS, height: height - AXIS, width: 0,
@@ -454,7 +457,7 @@
     root.appendChild(svgEl('line', {x1: L, x2: L + plotW, y1: 10 + plotH, y2: 10 + plotH, 'class': 'axis'}));
     var step = niceStep(max, 6);
     for (var ms = 0; ms <= max; ms += step) root.appendChild(svgEl('text', {x: x(ms) - 6, y: H - 12}, fixed(ms, 0)));
-    root.appendChild(svgEl('text', {x: L + plotW - 60, y: H - 1}, 'latency, ms'));
+    root.appendChild(svgEl('text', {x: L + plotW - 60, y: 20}, 'latency, ms'));
     root.appendChild(svgEl('text', {x: 2, y: 20}, top + ' runs'));
     Object.keys(PCOLORS).forEach(function (key) {
       if (s[key] == null) return;
