@@ -157,6 +157,26 @@ def check_lanes(page, report):
     assert [label for _, label in lanes(page)] == [f"{t['role']} {t['tid']}" for t in with_cpu]
 
 
+def check_timeline_zoom(page):
+    """Dragging across a quarter of the chart shows that quarter; reset shows the whole window again."""
+    def bins():
+        return page.eval_on_selector_all(".cpu-bin", "els => els.map(e => +e.dataset.t0)")
+    before = bins()
+    lane = page.locator("#timeline-svg rect").first   # the first lane's plot area
+    lane.scroll_into_view_if_needed()
+    box = lane.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 5, steps=4)
+    page.mouse.up()
+    after = bins()
+    span = max(before) - min(before)
+    assert 0 < len(after) < len(before)
+    assert min(after) >= min(before) + 0.2 * span and max(after) <= min(before) + 0.55 * span
+    page.click("#timeline-reset")
+    assert bins() == before
+
+
 # ---------------------------------------------------------------- fast: saved perf captures
 
 @pytest.mark.parametrize("capture", [SPIN_FIXTURE, STRIPPED_FIXTURE], ids=["ort-1.15.1-debug", "ort-1.31.1-stripped"])
@@ -181,6 +201,7 @@ def test_capture_in_the_browser(tmp_path):
         check_flame_in_browser(page, report)
         check_lanes(page, report)
         assert page.locator(".run-span").count() == 0
+        check_timeline_zoom(page)
         # No hook data: the latency section says why.
         assert report["empty_sections"]["sessions"] in page.inner_text("[data-empty=sessions]")
         assert page.locator(".latency-point").count() == 0

@@ -132,27 +132,17 @@ def _thread_tree(profile, thread, label):
     return root
 
 
-class _Strings:
-    """Interned strings: the JSON carries each name and DSO once."""
-
-    def __init__(self):
-        self.index = {}
-        self.values = []
-
-    def __call__(self, value):
-        found = self.index.get(value)
-        if found is None:
-            found = self.index[value] = len(self.values)
-            self.values.append(value)
-        return found
+def _intern(table, text):
+    """Index of `text` in `table` (a dict kept in insertion order: the JSON lists each string once)."""
+    return table.setdefault(text, len(table))
 
 
 def _encode(node, limit, names, dsos, mappings):
     """[name, dso, µs, samples, category, children] with the children under `limit` in one "[others]"."""
     if isinstance(node.key, tuple):
-        name, dso = names(node.key[0]), dsos(mappings[node.key[1]].path)
+        name, dso = _intern(names, node.key[0]), _intern(dsos, mappings[node.key[1]].path)
     else:
-        name, dso = names(node.key), dsos("")
+        name, dso = _intern(names, node.key), _intern(dsos, "")
     kept, others = [], None
     for child in sorted(node.children.values(), key=lambda c: -c.us):
         if child.us >= limit:
@@ -162,7 +152,7 @@ def _encode(node, limit, names, dsos, mappings):
                 others = _Node(OTHERS)
             others.add_weights(child)
     if others is not None and others.us > 0:
-        kept.append([names(OTHERS), dsos(""), others.us, others.samples, _dominant(others), []])
+        kept.append([_intern(names, OTHERS), _intern(dsos, ""), others.us, others.samples, _dominant(others), []])
     return [name, dso, node.us, node.samples, _dominant(node), kept]
 
 
@@ -188,14 +178,14 @@ def flame_views(profile, roles):
     for role, tree in role_trees.items():
         everything.add_weights(tree)
         everything.children[role] = tree
-    names, dsos = _Strings(), _Strings()
+    names, dsos = {}, {}
     views = [("all", "all threads", everything)]
     views += [(f"role:{role}", role, tree) for role, tree in sorted(role_trees.items(), key=lambda i: -i[1].us)]
     views += [(f"tid:{tid}", tree.key, tree) for tid, tree in sorted(by_tid.items(), key=lambda i: -i[1].us)]
     encoded = [{"id": view_id, "label": label,
                 "tree": _encode(tree, max(1, tree.us * PRUNE_FRACTION), names, dsos, profile.mappings)}
                for view_id, label, tree in views]
-    return {"names": names.values, "dsos": dsos.values, "views": encoded}
+    return {"names": list(names), "dsos": list(dsos), "views": encoded}
 
 
 def timeline(profile, report, roles, origin):

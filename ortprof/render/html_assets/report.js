@@ -289,7 +289,9 @@
       for (var tick = Math.ceil(t0 / step) * step; tick <= t1 + 1e-9; tick += step) {
         root.appendChild(svgEl('line', {x1: x(tick), x2: x(tick), y1: AXIS - 4, y2: height, 'class': 'axis',
                                         'stroke-opacity': 0.25}));
-        root.appendChild(svgEl('text', {x: x(tick) + 2, y: AXIS - 8}, fixed(tick, step < 1 ? 1 : 0) + ' s'));
+        var atEnd = x(tick) > width - 40;
+        root.appendChild(svgEl('text', {x: x(tick) + (atEnd ? -2 : 2), y: AXIS - 8, 'text-anchor': atEnd ? 'end' : 'start'},
+                               fixed(tick, step < 1 ? 1 : 0) + ' s'));
       }
       T.lanes.forEach(function (lane, i) {
         var top = AXIS + i * (LANE + GAP);
