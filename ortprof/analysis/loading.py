@@ -113,6 +113,7 @@ def load_run(run, samples=None, with_ort_symbols=True):
 
     records = list(read_hook_records(run.file(rundir.HOOK_DIR)))
     loaded.latencies = session_latencies(records, span)
+    hello = next((r for r in records if r.get("event") == "hello" and "mono" in r and "unix" in r), None)
     if not context.ort_version and loaded.latencies:
         context.ort_version = loaded.latencies[0].ort_version
 
@@ -139,6 +140,8 @@ def load_run(run, samples=None, with_ort_symbols=True):
         loaded.perf_data = "missing"
 
     profile = loaded.profile
+    if hello is not None:
+        profile.unix_minus_mono = hello["unix"] - hello["mono"]
     profile.runs = [RunSpan(latency.session, tid, start, ms / 1000)
                     for latency in loaded.latencies
                     for start, ms, tid in zip(latency.starts, latency.durations_ms, latency.run_tids)]

@@ -60,14 +60,18 @@ class OutputTarget:
     def write(self, profile, report):
         from ..errors import InputError
         stream = self.stream or (sys.stdout.buffer if self.exporter.binary else sys.stdout)
+        written = False
         try:
             self.exporter.write(profile, report, stream)
             stream.flush()
+            written = True
         except OSError as exc:
             raise InputError(f"{self.path or 'stdout'}: cannot write ({exc.strerror or exc})")
         finally:
             if self.stream is not None:
                 self.stream.close()
+                if not written:   # no half-written or empty file left behind
+                    os.unlink(self.path)
 
 
 def format_targets(specs, **options):
@@ -77,11 +81,8 @@ def format_targets(specs, **options):
     targets = []
     for spec in specs:
         name, path = exporters.parse_format_spec(spec)
-        exporter = exporters.get(name)
-        if hasattr(exporter, "configure"):
-            if name == "terminal" and path is None:
-                options = dict(options, console=stdout_console())
-            exporter = exporter.configure(**options)
+        console = stdout_console() if name == "terminal" and path in (None, "-") else None
+        exporter = exporters.get(name).configure(console=console, **options)
         targets.append(OutputTarget(exporter, None if path in (None, "-") else path))
     to_stdout = [target.name for target in targets if target.path is None]
     if len(to_stdout) > 1:

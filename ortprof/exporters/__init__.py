@@ -1,12 +1,6 @@
-"""Output formats. Each is one module here defining `EXPORTER`, an object with
-
-    name         the --format name
-    suffix       the usual file suffix (".json", ".html", ".pb.gz", ...)
-    binary       True when write() wants a binary stream
-    description  one line for --help
-    write(profile, report, stream)
-
-and an optional `configure(**options)` returning a configured copy (e.g. folded's `by`).
+"""Output formats. Each is one module here defining `EXPORTER`, an instance of a
+subclass of base.Exporter (name, suffix, description, binary; write(profile,
+report, stream); options as dataclass fields, set by configure()).
 A new format is a new module plus its entry in FORMATS.
 """
 import importlib

@@ -3,7 +3,9 @@
 `by` picks the root frame: "thread" (`role-tid`, the default), "role", or "process" (none).
 """
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+
+from .base import Exporter
 
 BY_CHOICES = ("thread", "role", "process")
 
@@ -21,19 +23,13 @@ def folded_lines(profile, by="thread"):
 
 
 @dataclass(frozen=True)
-class FoldedExporter:
-    name: str = "folded"
-    suffix: str = ".folded"
-    binary: bool = False
-    description: str = "folded stacks (flamegraph.pl, inferno, speedscope); --by process|role|thread"
+class FoldedExporter(Exporter):
     by: str = "thread"
-
-    def configure(self, by=None, **_):
-        return replace(self, by=by or self.by)
 
     def write(self, profile, report, stream):
         for line in folded_lines(profile, self.by):
             stream.write(line + "\n")
 
 
-EXPORTER = FoldedExporter()
+EXPORTER = FoldedExporter("folded", ".folded",
+                          "folded stacks (flamegraph.pl, inferno, speedscope); --by process|role|thread")

@@ -2,17 +2,15 @@
 import json
 from dataclasses import dataclass
 
+from .base import Exporter
+
 
 @dataclass(frozen=True)
-class JsonExporter:
-    name: str = "json"
-    suffix: str = ".json"
-    binary: bool = False
-    description: str = "the report as JSON, schema ortprof.report/1"
+class JsonExporter(Exporter):
 
     def write(self, profile, report, stream):
         json.dump(report.to_json(), stream, indent=2, default=str)
         stream.write("\n")
 
 
-EXPORTER = JsonExporter()
+EXPORTER = JsonExporter("json", ".json", "the report as JSON, schema ortprof.report/1")

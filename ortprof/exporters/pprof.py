@@ -25,6 +25,7 @@ from ..analysis import roles as roles_mod
 from ..analysis.pipeline import stack_category
 from ..errors import InputError
 from . import pprof_proto as pb
+from .base import Exporter
 
 NO_STACK = "[no stack]"
 INLINED = "inlined"      # perf script's DSO for "(inlined)" frames
@@ -57,14 +58,6 @@ def session_labels(report):
     return labels, only
 
 
-def _split_source(source):
-    """"file:line" -> (file, line or 0)."""
-    if not source:
-        return "", 0
-    path, _, line = source.rpartition(":")
-    return (path, int(line)) if path and line.isdigit() else (source, 0)
-
-
 def _build_id(mapping, report, local):
     if mapping.build_id:
         return mapping.build_id
@@ -79,21 +72,6 @@ def _build_id(mapping, report, local):
             return read_elf_info(mapping.path).build_id
         except InputError:
             return None
-    return None
-
-
-def window_start_unix(report, profile):
-    """Wall-clock seconds at the start of the profile's span, when the run can say.
-
-    The window is CLOCK_MONOTONIC; the hook's hello record pairs a monotonic
-    time with time.time(), which gives the offset. Without it: None.
-    """
-    if not report.run or not os.path.isdir(os.path.join(report.run, "hook")):
-        return None
-    from ..hook import read_hook_records
-    for record in read_hook_records(os.path.join(report.run, "hook")):
-        if record.get("event") == "hello" and "mono" in record and "unix" in record:
-            return profile.span()[0] + record["unix"] - record["mono"]
     return None
 
 
@@ -129,7 +107,8 @@ class _Locations:
             location = pb.Location(id=location_id, address=outer.address,
                                    mapping_id=0 if outer.mapping in self.inlined else outer.mapping + 1)
             for frame in frames:
-                path, line = _split_source(frame.source)
+                path, line = frame.source_file_line()
+                path = path or ""
                 location.line.add(function_id=self.function(frame.name, path), line=line)
             self.locations.append(location)
         return location_id
@@ -205,7 +184,7 @@ def build_message(profile, report, local_build_ids=True):
 
     message.period = round(total_ns / total_count) if total_count else 0
     message.duration_nanos = round((report.window_seconds or 0) * 1e9)
-    start = window_start_unix(report, profile)
+    start = profile.start_unix()
     if start is not None:
         message.time_nanos = round(start * 1e9)
     if report.ort.ort_version:
@@ -215,12 +194,7 @@ def build_message(profile, report, local_build_ids=True):
 
 
 @dataclass(frozen=True)
-class PprofExporter:
-    name: str = "pprof"
-    suffix: str = ".pb.gz"
-    binary: bool = True
-    description: str = ("pprof profile.proto, gzipped (go tool pprof, Pyroscope); "
-                        "labels thread_id, thread_role, category, session")
+class PprofExporter(Exporter):
     local_build_ids: bool = True   # read build-ids of the mapped files that are on this machine
 
     def write(self, profile, report, stream):
@@ -230,4 +204,5 @@ class PprofExporter:
             compressed.write(data)
 
 
-EXPORTER = PprofExporter()
+EXPORTER = PprofExporter("pprof", ".pb.gz", "pprof profile.proto, gzipped (go tool pprof, Pyroscope); "
+                         "labels thread_id, thread_role, category, session", binary=True)

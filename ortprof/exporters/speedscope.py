@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .. import __version__
 from ..errors import InputError
+from .base import Exporter
 
 SCHEMA_URL = "https://www.speedscope.app/file-format-schema.json"
 NO_STACK = "[no stack]"     # perf recorded no call chain for the sample
@@ -22,12 +23,11 @@ NO_STACK = "[no stack]"     # perf recorded no call chain for the sample
 def frame_entry(frame, mapping_path):
     """A speedscope frame: name, and file (+ line) from the source line or else the module."""
     entry = {"name": frame.name}
-    if frame.source:
-        path, _, line = frame.source.rpartition(":")
-        if path and line.isdigit():
-            entry.update(file=path, line=int(line))
-        else:
-            entry["file"] = frame.source
+    path, line = frame.source_file_line()
+    if path:
+        entry["file"] = path
+        if line:
+            entry["line"] = line
     elif mapping_path:
         entry["file"] = mapping_path
     return entry
@@ -86,11 +86,7 @@ def run_name(report):
 
 
 @dataclass(frozen=True)
-class SpeedscopeExporter:
-    name: str = "speedscope"
-    suffix: str = ".speedscope.json"
-    binary: bool = False
-    description: str = "speedscope JSON: one sampled profile per thread, in time order (speedscope.app)"
+class SpeedscopeExporter(Exporter):
 
     def write(self, profile, report, stream):
         document = speedscope_document(profile, report)
@@ -101,4 +97,5 @@ class SpeedscopeExporter:
         stream.write("\n")
 
 
-EXPORTER = SpeedscopeExporter()
+EXPORTER = SpeedscopeExporter("speedscope", ".speedscope.json",
+                              "speedscope JSON: one sampled profile per thread, in time order (speedscope.app)")

@@ -1,20 +1,15 @@
 """The terminal report (rich), as an exporter."""
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rich.console import Console
 
+from .base import Exporter
+
 
 @dataclass(frozen=True)
-class TerminalExporter:
-    name: str = "terminal"
-    suffix: str = ".txt"
-    binary: bool = False
-    description: str = "the diagnosis as text tables and panels (default)"
+class TerminalExporter(Exporter):
     top: int = 8
     console: object = None      # a rich Console to print to (stdout's, sized for pipes); else one on `stream`
-
-    def configure(self, top=None, console=None, **_):
-        return replace(self, top=top or self.top, console=console or self.console)
 
     def write(self, profile, report, stream):
         from ..render.terminal import render_report
@@ -22,4 +17,4 @@ class TerminalExporter:
         render_report(report.to_json(), console, top=self.top)
 
 
-EXPORTER = TerminalExporter()
+EXPORTER = TerminalExporter("terminal", ".txt", "the diagnosis as text tables and panels (default)")

@@ -35,6 +35,13 @@ class FrameInfo:
     symbolized: bool            # perf or ortprof's symbolizer named it (not a bare address)
     source: Optional[str] = None   # "file:line", looked up only for frames that matter
 
+    def source_file_line(self):
+        """(file, line) of `source`; line 0 when only a file is known; (None, 0) without a source."""
+        if not self.source:
+            return None, 0
+        path, _, line = self.source.rpartition(":")
+        return (path, int(line)) if path and line.isdigit() else (self.source, 0)
+
 
 @dataclass(frozen=True)
 class StackInfo:
@@ -87,6 +94,7 @@ class Profile:
     runs: List[RunSpan] = field(default_factory=list)          # from the hook
     thread_cpu: Dict[int, List[Tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     # ^ tid -> [(monotonic s, cumulative CPU s)] from /proc (threads.csv)
+    unix_minus_mono: Optional[float] = None   # wall clock - CLOCK_MONOTONIC, from the hook's hello record
 
     @property
     def cpu_samples(self):
@@ -101,6 +109,10 @@ class Profile:
         if self.window:
             return self.window
         return (self.first_time or 0.0, self.last_time or 0.0)
+
+    def start_unix(self):
+        """Wall-clock seconds at the start of span(), when the run can say (None otherwise)."""
+        return None if self.unix_minus_mono is None else self.span()[0] + self.unix_minus_mono
 
     def names(self, stack_id):
         """Frame names of a stack, root first."""
