@@ -1,17 +1,15 @@
 """The HTML report: one self-contained file with a flame graph, a CPU timeline and latency charts."""
 from dataclasses import dataclass
 
+from .base import Exporter
+
 
 @dataclass(frozen=True)
-class HtmlExporter:
-    name: str = "html"
-    suffix: str = ".html"
-    binary: bool = False
-    description: str = "self-contained interactive HTML report (flame graph, CPU timeline, latency)"
-
+class HtmlExporter(Exporter):
     def write(self, profile, report, stream):
         from ..render.html import render_html
         stream.write(render_html(report.to_json(), profile))
 
 
-EXPORTER = HtmlExporter()
+EXPORTER = HtmlExporter("html", ".html",
+                        "self-contained interactive HTML report (flame graph, CPU timeline, latency)")
