@@ -255,6 +255,9 @@ def demo_run(tmp_path_factory):
     record_demo(run_dir, duration=4)
     out = run_dir.parent / "report.html"
     run_ortprof("report", str(run_dir), "--html", str(out), check=True)
+    exported = run_dir.parent / "exported.html"
+    run_ortprof("export", str(run_dir), "--format", "html", "-o", str(exported), check=True)
+    assert exported.read_text() == out.read_text()
     return run_dir, report_json(run_dir), out
 
 

@@ -308,7 +308,7 @@
           var left = x(r[2]), w = Math.max(x(r[2] + r[3]) - left, 1);
           g.appendChild(svgEl('rect', {'class': 'run-span' + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
             height: LANE, 'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4)}));
-          marks.push(svgEl('rect', {'class': 'run-mark', x: left, y: top, width: w, height: 3}));
+          marks.push(svgEl('rect', {'class': 'run-mark', x: left, y: top, width: w, height: 4}));
         });
         var sampled = lane.sampled, bin = T.bin_seconds;
         var binCount = 0;
