@@ -5,9 +5,11 @@ users' scripts and is checked against every report the tests make.
 CPU figures are % of one core over the window; None where the run has no data
 for them (no perf samples), never 0 standing in for "unknown".
 """
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Dict, List, Optional
 
+from ..errors import InputError
 from ..findings import Finding
 
 SCHEMA = "ortprof.report/1"
@@ -204,6 +206,38 @@ class Report:
             else:
                 data[item.name] = asdict(value) if hasattr(value, "__dataclass_fields__") else _plain(value)
         return data
+
+    @classmethod
+    def from_json(cls, document):
+        """The Report of a `to_json()` document (e.g. `ortprof report --json` output saved to a file).
+        Another schema, or a document that is not a report, is one InputError."""
+        schema = document.get("schema") if isinstance(document, dict) else None
+        if schema != SCHEMA:
+            raise InputError(f"not an {SCHEMA} document (schema {schema!r}): write it with a matching "
+                             "`ortprof report --json`, or pass the run directory instead")
+        try:
+            return _from_plain(cls, {key: value for key, value in document.items() if key != "schema"})
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"malformed {SCHEMA} document: {exc}")
+
+
+def _from_plain(tp, value):
+    """`value` (JSON data) as type `tp`: dataclasses and lists of them rebuilt from their field types."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        inner = [arg for arg in args if arg is not type(None)]
+        return _from_plain(inner[0], value) if len(inner) == 1 else value
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"{tp.__name__} must be an object, not {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        return tp(**{item.name: _from_plain(hints[item.name], value[item.name])
+                     for item in fields(tp) if item.name in value})
+    if origin in (list, typing.List) and args:
+        return [_from_plain(args[0], item) for item in value]
+    return value
 
 
 def _plain(value):
