@@ -29,7 +29,7 @@ from .errors import EnvironmentProblem, InputError, OrtprofError
 SCHEMA = "ortprof.doctor/1"
 
 # Subsets other commands run.
-RECORD_CHECKS = ("perf", "perf-permission", "perf-dwarf", "futex-tracepoints", "py-spy")
+RECORD_CHECKS = ("perf", "perf-permission", "perf-dwarf", "futex-tracepoints", "futex-bpf", "py-spy")
 BUILD_CHECKS = ("build-git", "build-cmake", "build-compiler", "build-ninja",
                 "build-python-headers", "build-disk")
 
@@ -311,6 +311,71 @@ def check_futex_tracepoints(facts, thorough):
                  f"recorded {len(stacks)} futex calls of a child, {with_stacks} with call stacks")
 
 
+BPF_CONSEQUENCE = ("futex calls are traced one by one by perf instead of counted in the kernel "
+                   "(costs latency when spinning is off)")
+FIX_BPF_OR_PERF = "or record with --futex-method perf"
+
+
+def bpftrace_install_command():
+    return env.install_command({family: "bpftrace" for family in ("debian", "fedora", "arch", "alpine", "suse")})
+
+
+def check_futex_bpf(facts, thorough):
+    """Whether `record` can count futex calls in the kernel (bpftrace), else why and the fix.
+    Not usable is a warning: record then uses perf's per-call tracepoints."""
+    info = env.bpftrace_info()
+    if info is None:
+        return Check("futex-bpf", WARNING, f"bpftrace is not installed: {BPF_CONSEQUENCE}",
+                     bpftrace_install_command(), apt=("bpftrace",))
+    if info["version"] is None:
+        return Check("futex-bpf", WARNING, f"{info['path']} does not run ({info['error']}): {BPF_CONSEQUENCE}",
+                     bpftrace_install_command(), apt=("bpftrace",))
+    if not facts.root:
+        return Check("futex-bpf", WARNING, f"bpftrace runs as root only: {BPF_CONSEQUENCE}",
+                     f"run ortprof as root, {FIX_BPF_OR_PERF}")
+    if env.tracepoint_format("syscalls:sys_enter_futex") is None:
+        return Check("futex-bpf", WARNING,
+                     f"tracefs is not mounted (bpftrace reads the futex tracepoint's format there): {BPF_CONSEQUENCE}",
+                     "mount -t tracefs nodev /sys/kernel/tracing")
+    found = f"bpftrace {info['version']} ({info['path']}), root, syscalls:sys_enter_futex"
+    if not thorough:
+        return Check("futex-bpf", OK, f"{found}: futex calls are counted in the kernel")
+    try:
+        calls, attach_seconds = _count_child_futex_calls(info["path"])
+    except OrtprofError as exc:
+        fix = ("start the container with `--privileged` (bpf() needs CAP_BPF and CAP_PERFMON and no seccomp "
+               "filter on it)" if facts.container["in_container"] else f"run ortprof as root, {FIX_BPF_OR_PERF}")
+        return Check("futex-bpf", WARNING, f"{exc}: {BPF_CONSEQUENCE}", fix)
+    if calls == 0:
+        return Check("futex-bpf", WARNING, f"bpftrace attached but counted no futex calls of a child: "
+                                           f"{BPF_CONSEQUENCE}", f"record with --futex-method perf")
+    return Check("futex-bpf", OK, f"{found}: counted {calls} futex calls of a child in the kernel "
+                                  f"(attached in {attach_seconds:.2f} s)")
+
+
+def _count_child_futex_calls(bpftrace):
+    """(futex calls the counting program saw from a child's thread hand-offs, attach seconds)."""
+    from .analysis.futex_counts import load_futex_counts
+    from .recording import futex_bpf
+    child = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + _FUTEX_CHILD],
+                             stdin=subprocess.PIPE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ortprof-doctor-") as tmp:
+            counter, attach_seconds = futex_bpf.start_futex_counter(bpftrace, child.pid, tmp)
+            try:
+                futex_bpf.mark_window(True)
+                child.communicate(b"\n", timeout=60)
+                futex_bpf.mark_window(False)
+            finally:
+                counter.stop(timeout=10)
+            counts = load_futex_counts(os.path.join(tmp, futex_bpf.FUTEX_BPF_OUT))
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return sum(stats.calls for stats in counts.threads.values()), attach_seconds
+
+
 # -- py-spy ----------------------------------------------------------------------------
 def _ptrace_refusal(facts):
     """(detail, fix) when py-spy will not be allowed to read the workload's memory, else None."""
@@ -570,6 +635,7 @@ CHECKS = {
     "perf-permission": ("perf permitted", check_perf_permission, False),
     "perf-dwarf": ("perf dwarf sampling", check_perf_dwarf, True),
     "futex-tracepoints": ("futex tracepoints", check_futex_tracepoints, True),
+    "futex-bpf": ("futex counting in BPF", check_futex_bpf, True),
     "py-spy": ("py-spy attach", check_pyspy, True),
     "container": ("container", check_container, False),
     "cgroup": ("cgroup / --cpus", check_cgroup, False),

@@ -81,6 +81,35 @@ def perf_info():
     return {"path": path, "version": version, "error": error}
 
 
+def bpftrace_info():
+    """{path, version, error} of the bpftrace ortprof would run, or None when there
+    is none. $ORTPROF_BPFTRACE, when set, names it (empty or not executable: none;
+    this is how a machine without bpftrace is simulated)."""
+    forced = os.environ.get("ORTPROF_BPFTRACE")
+    if forced is not None:
+        path = forced if forced and os.path.isfile(forced) and os.access(forced, os.X_OK) else None
+    else:
+        path = find_tool("bpftrace")
+    if path is None:
+        return None
+    line, error = tool_version(path)
+    match = re.search(r"(\d+(?:\.\d+)+)", line or "")
+    return {"path": path, "version": match.group(1) if match else line, "error": error}
+
+
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+def tracepoint_format(event):
+    """Path of a tracepoint's format file ("syscalls:sys_enter_futex") under a mounted tracefs, or None."""
+    group, _, name = event.partition(":")
+    for root in TRACEFS_ROOTS:
+        path = os.path.join(root, "events", group, name, "format")
+        if os.path.exists(path):
+            return path
+    return None
+
+
 def os_release():
     """Fields of /etc/os-release (ID, ID_LIKE, PRETTY_NAME, ...)."""
     fields = {}

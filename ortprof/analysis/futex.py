@@ -1,4 +1,10 @@
-"""Futex syscalls: calls, time inside, per thread, and the stacks that issue them."""
+"""Futex syscalls: calls, time inside, per thread, and the stacks that issue them.
+
+Two sources fill the same accumulator: perf's per-call tracepoints (every call,
+with its stack: method "perf-tracepoints"), or a bpftrace program's in-kernel
+counters (exact counts and times) plus perf's tracepoint sampled every Nth call
+for the stacks (method "bpftrace", see recording.futex_bpf).
+"""
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -24,13 +30,26 @@ class FutexThreadStats:
     waits: int = 0
     wakes: int = 0
     seconds: float = 0.0
+    wait_seconds: float = 0.0     # time blocked: inside wait calls
     pending_enter: float = None
+    pending_wait: bool = False
+
+
+PERF_METHOD, BPF_METHOD = "perf-tracepoints", "bpftrace"
 
 
 @dataclass
 class FutexAccumulator:
     threads: dict = field(default_factory=lambda: defaultdict(FutexThreadStats))
-    stacks: Counter = field(default_factory=Counter)
+    stacks: Counter = field(default_factory=Counter)   # caller path -> entries seen with a stack
+    method: str = PERF_METHOD
+    stack_sample_period: int = 1                       # one stack per this many calls
+
+    def use_counts(self, threads, stack_sample_period):
+        """Exact per-thread counts (bpftrace) replace what the sampled entries counted."""
+        self.threads = defaultdict(FutexThreadStats, threads)
+        self.method = BPF_METHOD
+        self.stack_sample_period = max(1, int(stack_sample_period or 1))
 
     def enter(self, sample, path):
         """`path`: the caller path of the entry's stack (see caller_path)."""
@@ -42,12 +61,16 @@ class FutexAccumulator:
         else:
             stats.waits += 1
         stats.pending_enter = sample.time
+        stats.pending_wait = kind != "wake"
         self.stacks[path] += 1
 
     def exit(self, sample):
         stats = self.threads[sample.tid]
         if stats.pending_enter is not None:
-            stats.seconds += max(0.0, sample.time - stats.pending_enter)
+            blocked = max(0.0, sample.time - stats.pending_enter)
+            stats.seconds += blocked
+            if stats.pending_wait:
+                stats.wait_seconds += blocked
             stats.pending_enter = None
 
 

@@ -140,6 +140,7 @@ def load_run(run, samples=None, with_ort_symbols=True):
         loaded.perf_data = "missing"
 
     profile = loaded.profile
+    _use_futex_counts(run, manifest, profile, notes)
     if hello is not None:
         profile.unix_minus_mono = hello["unix"] - hello["mono"]
     profile.runs = [RunSpan(latency.session, tid, start, ms / 1000)
@@ -153,6 +154,24 @@ def load_run(run, samples=None, with_ort_symbols=True):
     if pyspy_path.exists():
         loaded.pyspy = _read_pyspy(pyspy_path, manifest.pyspy_rate_hz, notes)
     return loaded
+
+
+def _use_futex_counts(run, manifest, profile, notes):
+    """Exact futex counts of the in-kernel counters, when the run has them (futex method "bpftrace")."""
+    from ..recording.futex_bpf import FUTEX_BPF_OUT
+    from .futex_counts import load_futex_counts
+    plan = manifest.raw.get("futex") or {}
+    path = run.file(FUTEX_BPF_OUT)
+    if plan.get("method") != "bpftrace" or not path.exists():
+        return
+    try:
+        counts = load_futex_counts(path)
+    except InputError as error:
+        notes.append(str(error))
+        return
+    if not counts.complete:
+        notes.append("bpftrace stopped before its final print: futex counts stop at its last 1 s snapshot")
+    profile.futex.use_counts(counts.threads, plan.get("stack_sample_period"))
 
 
 def _read_pyspy(path, rate_hz, notes):

@@ -7,6 +7,7 @@ from collections import Counter
 from ..model.report import (CATEGORIES, FunctionShare, FutexSection, FutexStack, FutexThreadRow, HotPath, HotSpot,
                             ThreadRow, TopFunctions, Totals)
 from . import roles as roles_mod
+from .futex import BPF_METHOD
 from .perfscript import Frame
 from .stacks import COMPUTE, KERNEL_CLASS, OTHER_CLASS, PYTHON_CLASS, SPIN, SYNC, StackSymbolizer
 
@@ -75,9 +76,10 @@ def totals(threads, proc_process_cpu):
 
 
 def futex_section(profile, window_seconds, inferences, roles_by_tid, top=8):
+    futex = profile.futex
     threads = []
     total_calls, total_seconds = 0, 0.0
-    for tid, stats in sorted(profile.futex.threads.items()):
+    for tid, stats in sorted(futex.threads.items()):
         total_calls += stats.calls
         total_seconds += stats.seconds
         threads.append(FutexThreadRow(
@@ -86,14 +88,19 @@ def futex_section(profile, window_seconds, inferences, roles_by_tid, top=8):
             calls_per_s=round(stats.calls / window_seconds, 1),
             time_ms_per_s=round(1000 * stats.seconds / window_seconds, 2),
             calls_per_inference=round(stats.calls / inferences, 2) if inferences else None))
+    period = futex.stack_sample_period
+    recorded = futex.method == BPF_METHOD or any(name.endswith("sys_enter_futex") for name in profile.events)
     return FutexSection(
-        recorded=any(name.endswith("sys_enter_futex") for name in profile.events),
+        recorded=recorded,
         calls=total_calls,
         calls_per_s=round(total_calls / window_seconds, 1),
         time_ms_per_s=round(1000 * total_seconds / window_seconds, 2),
+        wait_ms_per_s=round(1000 * sum(s.wait_seconds for s in futex.threads.values()) / window_seconds, 2),
         calls_per_inference=round(total_calls / inferences, 2) if inferences else None,
         threads=sorted(threads, key=lambda row: -row.calls),
-        top_stacks=[FutexStack(stack, count) for stack, count in profile.futex.stacks.most_common(top)])
+        top_stacks=[FutexStack(stack, count * period) for stack, count in futex.stacks.most_common(top)],
+        method=futex.method if recorded else None, stacks_sampled=period > 1, stack_sample_period=period,
+        stack_samples=sum(futex.stacks.values()))
 
 
 def hot_paths(profile, window_seconds, top=15):

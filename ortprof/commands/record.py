@@ -3,7 +3,7 @@ import click
 
 from ..errors import InputError
 from ..recording import profilers
-from ..recording.recorder import PROFILER_CHOICES, RecordOptions, Recorder
+from ..recording.recorder import FUTEX_METHOD_CHOICES, PROFILER_CHOICES, RecordOptions, Recorder
 from .common import emit_json, stderr_console
 
 
@@ -27,16 +27,25 @@ from .common import emit_json, stderr_console
 @click.option("--stack-size", type=click.IntRange(8, 65528), default=profilers.DEFAULT_STACK_SIZE, show_default=True,
               help="Bytes of user stack perf copies per sample for dwarf unwinding.")
 @click.option("--no-futex", is_flag=True, help="Do not trace futex syscalls.")
+@click.option("--futex-method", type=click.Choice(FUTEX_METHOD_CHOICES), default="auto", show_default=True,
+              help="bpf = count futex calls and time per thread in the kernel (bpftrace, root) and sample their "
+                   "stacks; perf = trace every call with its stack (costs more with spinning off); "
+                   "auto = bpf when usable (`ortprof doctor --check futex-bpf`), else perf.")
+@click.option("--futex-stack-period", type=click.IntRange(1, 1_000_000), default=profilers.FUTEX_STACK_PERIOD,
+              show_default=True, help="With --futex-method bpf: perf copies the stack of one futex call in N.")
 @click.option("--pyspy-rate", type=click.IntRange(1, 10_000), default=100, show_default=True, help="py-spy samples per second.")
 @click.option("--cpus", type=float, help="Run CMD in a CPU-limited cgroup, like `docker run --cpus`.")
 @click.option("--ort-build", metavar="CONFIG|MANIFEST",
               help="Run with an `ortprof build` (its site-packages first), e.g. Debug.")
+@click.option("--ort-profile", is_flag=True, help="Also turn on ORT's own per-node profiler in every session "
+              "(hot operators, names for the stripped wheel's kernels; a few us per run()).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory (default .ortprof/runs/<time>-<name>).")
 @click.option("-n", "--name", help="Name of the run (default: the script's name).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler, frequency, call_graph,
-            stack_size, no_futex, pyspy_rate, cpus, ort_build, output, name, quiet, as_json):
+            stack_size, no_futex, futex_method, futex_stack_period, pyspy_rate, cpus, ort_build, output, name, quiet, as_json,
+            ort_profile):
     """Launch CMD (or attach to --pid) and record it into a run directory.
 
     \b
@@ -68,8 +77,10 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
     options = RecordOptions(
         command=list(command), pid=pid, name=name, output=output, duration=duration, delay=delay,
         warmup_runs=warmup_runs, warmup_timeout=warmup_timeout, profiler=profiler, frequency=frequency,
-        call_graph=call_graph, stack_size=stack_size, futex=not no_futex, pyspy_rate=pyspy_rate,
+        call_graph=call_graph, stack_size=stack_size, futex=not no_futex, futex_method=futex_method,
+        futex_stack_period=futex_stack_period, pyspy_rate=pyspy_rate,
         cpus=cpus, extra_python_paths=extra_paths, ort_build=build, progress=not quiet, stdout_for_json=as_json)
+    options.ort_profile = ort_profile
     console = stderr_console()
     run, manifest = Recorder(options, console).record()
     if as_json:

@@ -85,6 +85,11 @@ class FutexSection:
     threads: List[FutexThreadRow] = field(default_factory=list)
     top_stacks: List[FutexStack] = field(default_factory=list)
     missing_reason: Optional[str] = None     # why there are no futex figures, with the fix
+    method: Optional[str] = None             # "bpftrace" (in-kernel counters) | "perf-tracepoints" (every call)
+    wait_ms_per_s: Optional[float] = None    # time blocked: the share of time_ms_per_s spent in wait calls
+    stacks_sampled: bool = False             # top_stacks from a sample of the calls (calls, counts, times: exact)
+    stack_sample_period: Optional[int] = None   # one stack per this many calls (1: every call)
+    stack_samples: Optional[int] = None      # calls whose stack was recorded; top_stacks[].calls = these x period
 
 
 @dataclass

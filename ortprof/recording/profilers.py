@@ -23,6 +23,10 @@ DEFAULT_STACK_SIZE = 8192
 # 2 KiB reaches them and costs a quarter of a CPU sample's copy (with spinning off
 # a service makes thousands of futex calls a second).
 FUTEX_STACK_SIZE = 2048
+# With exact counts from the in-kernel counters (futex_bpf), perf copies the stack
+# of one futex call in this many: enough for the top caller paths (see
+# scripts/bench_record.py for the cost).
+FUTEX_STACK_PERIOD = 16
 
 
 @dataclass
@@ -81,17 +85,30 @@ class ProfilerProcess:
 
 
 def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwarf",
-                 stack_size=DEFAULT_STACK_SIZE, futex=True):
+                 stack_size=DEFAULT_STACK_SIZE, futex=True, futex_stack_period=None):
+    """`futex_stack_period` N: the futex entry is a sampled event (one stack per N
+    calls, counts come from elsewhere); None: every entry and exit is recorded."""
     # The frequency goes on the cpu-clock event itself: a global -F would put the
     # futex tracepoints in frequency mode too, and perf would keep ~1% of them.
-    argv = [perf, "record", "-o", output, "-k", "mono", "-e", f"cpu-clock/freq={frequency}/",
+    cpu_clock = f"cpu-clock/freq={frequency}/"
+    sampled_futex = futex and futex_stack_period
+    if sampled_futex:
+        # A tracepoint records every call while its samples carry a period
+        # (PERF_SAMPLE_PERIOD); --no-period drops that, so -c N keeps one call in N.
+        # cpu-clock then states its period in ns (the kernel turns freq into exactly
+        # this period anyway), which is also each sample's weight.
+        cpu_clock = f"cpu-clock/period={round(1e9 / frequency)}/"
+    argv = [perf, "record", "-o", output, "-k", "mono", "-e", cpu_clock,
             "--call-graph", f"dwarf,{stack_size}" if call_graph == "dwarf" else "fp"]
     if futex:
         # Stacks on entry say who waits; the exit needs only its timestamp.
         entry_stack = (f"call-graph=dwarf,stack-size={min(stack_size, FUTEX_STACK_SIZE)}" if call_graph == "dwarf"
                        else "call-graph=fp")
         enter, exit_ = FUTEX_TRACEPOINTS   # whether perf can: environment.perf_tracepoint_probe
-        argv += ["-e", f"{enter}/{entry_stack}/", "-e", f"{exit_}/call-graph=no/"]
+        if sampled_futex:
+            argv += ["--no-period", "-c", str(int(futex_stack_period)), "-e", f"{enter}/{entry_stack}/"]
+        else:
+            argv += ["-e", f"{enter}/{entry_stack}/", "-e", f"{exit_}/call-graph=no/"]
     return argv + ["-p", str(pid)]
 
 

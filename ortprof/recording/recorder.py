@@ -18,12 +18,14 @@ from .. import __version__
 from ..checks import OK
 from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
 from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
-from ..hook import hook_environment, read_hook_records, warm_event
-from . import profilers, rundir
+from ..hook import end_ort_profiles, hook_environment, read_hook_records, warm_event
+from . import futex_bpf, profilers, rundir
 from .threadstats import ThreadCpuSampler, read_thread_cpu
 from .workload import Workload, resolve_executable
 
 PROFILER_CHOICES = ("auto", "perf", "py-spy", "both", "none")
+FUTEX_METHOD_CHOICES = ("auto", "bpf", "perf")
+BPF_METHOD, PERF_METHOD = "bpftrace", "perf-tracepoints"
 
 
 @dataclass
@@ -41,12 +43,15 @@ class RecordOptions:
     call_graph: str = "dwarf"
     stack_size: int = profilers.DEFAULT_STACK_SIZE
     futex: bool = True
+    futex_method: str = "auto"        # auto: counted in BPF when usable, else perf's per-call tracepoints
+    futex_stack_period: int = profilers.FUTEX_STACK_PERIOD
     pyspy_rate: int = 100
     cpus: Optional[float] = None
     thread_hz: float = 10.0
     extra_python_paths: list = field(default_factory=list)
     ort_build: Optional[dict] = None
     session_overrides: Optional[dict] = None
+    ort_profile: bool = False         # ORT's own per-node profiler in every session (the hook turns it on)
     progress: bool = True
     stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
 
@@ -92,6 +97,35 @@ def futex_probe_outcome(options, chosen, futex_check):
     usable = futex_check.status == OK
     return {"usable": usable, "reason": None if usable else futex_check.detail,
             "fix": (futex_check.fix or None) if not usable else None}
+
+
+def choose_futex_method(options, chosen, futex_probe):
+    """run.json's "futex": how futex calls are recorded. "bpftrace": exact counts and
+    times from in-kernel counters, perf samples one stack per `stack_sample_period`
+    calls (None: no stacks, perf's tracepoints are not usable); "perf-tracepoints":
+    every call traced by perf with its stack; None: not recorded. "bpf" says why BPF
+    is or is not used, with the fix."""
+    plan = {"requested": options.futex_method, "method": None, "stack_sample_period": None,
+            "bpf": {"usable": None, "reason": None, "fix": None}}
+    if not options.futex or "perf" not in chosen:
+        return plan
+    perf_usable = futex_probe["usable"]
+    if options.futex_method == "perf":
+        plan["bpf"]["reason"] = "not tried: --futex-method perf"
+    else:
+        from ..doctor import run_checks
+        check = run_checks(["futex-bpf"], thorough=False)[0]
+        usable = check.status == OK
+        plan["bpf"] = {"usable": usable, "reason": None if usable else check.detail,
+                       "fix": None if usable else check.fix}
+        if usable:
+            plan.update(method=BPF_METHOD, stack_sample_period=options.futex_stack_period if perf_usable else None)
+            return plan
+        if options.futex_method == "bpf":
+            raise EnvironmentProblem(f"--futex-method bpf: {check.detail}; fix: {check.fix}")
+    if perf_usable:
+        plan.update(method=PERF_METHOD, stack_sample_period=1)
+    return plan
 
 
 def _ort_loaded(pid):
@@ -157,6 +191,10 @@ class Recorder:
             raise InputError(f"--pid {options.pid}: onnxruntime is not loaded in that process")
         chosen, fallback_notes, futex_check = choose_profilers(options.profiler, options.futex)
         futex_probe = futex_probe_outcome(options, chosen, futex_check)
+        futex_plan = choose_futex_method(options, chosen, futex_probe)
+        if futex_plan["method"] == BPF_METHOD and not futex_probe["usable"]:
+            # Counted in BPF all the same; only the stacks are missing.
+            futex_probe = {"usable": True, "reason": None, "fix": None}
         if options.futex and "perf" in chosen and not futex_probe["usable"]:
             # One line on stderr, whatever -q says: the report will lack its futex figures.
             print(f"ortprof: warning: no futex events will be recorded: {futex_probe['reason']}; "
@@ -169,11 +207,17 @@ class Recorder:
             "command": options.command or None, "pid": options.pid,
             "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "status": "starting", "options": _options_for_manifest(options),
-            "ort_build": options.ort_build, "futex_probe": futex_probe, "notes": [], "errors": [],
+            "ort_build": options.ort_build, "futex_probe": futex_probe, "futex": futex_plan,
+            "notes": [], "errors": [],
         }
         self._save()
         for note in fallback_notes:
             self._note(note)
+        if futex_plan["method"] == PERF_METHOD and futex_plan["bpf"]["usable"] is False:
+            self._note(f"futex calls are traced by perf, one event per call: {futex_plan['bpf']['reason']} "
+                       f"(fix: {futex_plan['bpf']['fix']})")
+        elif futex_plan["method"] == BPF_METHOD and futex_plan["stack_sample_period"] is None:
+            self._note("futex calls are counted in BPF, without stacks: perf cannot record the futex tracepoint")
 
         with stop_signals_raise_interrupted():
             return self._record(chosen)
@@ -224,7 +268,7 @@ class Recorder:
             self.manifest["cgroup_created"] = self.cgroup.describe()
             preexec = self.cgroup.add_self
         env = hook_environment(os.environ, self.run.file(rundir.HOOK_DIR), options.warmup_runs,
-                               options.session_overrides, options.extra_python_paths)
+                               options.session_overrides, options.extra_python_paths, options.ort_profile)
         self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec,
                                  stdout_to_stderr=options.stdout_for_json)
         self.manifest.update(pid=self.workload.pid, status="warming-up")
@@ -283,9 +327,13 @@ class Recorder:
         _copy_maps(pid, self.run.file(rundir.MAPS))
         self.manifest["window"] = {"start_mono": time.monotonic()}
         if "perf" in chosen:
-            futex = self.manifest["futex_probe"]["usable"]
+            plan = self.manifest["futex"]
+            if plan["method"] == BPF_METHOD:
+                self._start_futex_counter(pid, plan)
+            period = plan["stack_sample_period"]
             argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
-                                          options.frequency, options.call_graph, options.stack_size, futex)
+                                          options.frequency, options.call_graph, options.stack_size,
+                                          futex=bool(period), futex_stack_period=period if period != 1 else None)
             perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
                                              str(self.run.file(rundir.PERF_DATA))).start()
             self.profilers["perf"] = perf
@@ -306,6 +354,31 @@ class Recorder:
                 raise profilers_error("py-spy", failed)
         self.manifest["status"] = "recording"
         self._save()
+
+    def _start_futex_counter(self, pid, plan):
+        """bpftrace's counters, attached before the window can open; when it does not
+        attach, futex calls are traced by perf (or, with --futex-method bpf, record stops)."""
+        from ..environment import bpftrace_info
+        try:
+            counter, seconds = futex_bpf.start_futex_counter((bpftrace_info() or {}).get("path") or "bpftrace",
+                                                             pid, self.run.path)
+        except EnvironmentProblem as problem:
+            self._raise_if_workload_gone("bpftrace")
+            if plan["requested"] == "bpf":
+                raise
+            plan["bpf"].update(usable=False, reason=str(problem),
+                               fix="ortprof doctor --check futex-bpf, or record with --futex-method perf")
+            usable = self.manifest["futex_probe"]["usable"]
+            plan.update(method=PERF_METHOD if usable else None, stack_sample_period=1 if usable else None)
+            self._note(f"futex calls are traced by perf, one event per call: {problem}")
+            return
+        self.profilers["bpftrace"] = counter
+        plan["bpftrace_attach_seconds"] = round(seconds, 3)
+
+    def _open_window(self):
+        self.manifest["window"]["start_mono"] = time.monotonic()
+        if "bpftrace" in self.profilers:
+            futex_bpf.mark_window(opening=True)
 
     def _raise_if_workload_gone(self, profiler):
         pid = self.manifest.get("profiled_pid")
@@ -328,7 +401,7 @@ class Recorder:
             except OSError:
                 break
             time.sleep(0.01)
-        self.manifest["window"]["start_mono"] = time.monotonic()
+        self._open_window()
 
     def _profile_for_duration(self):
         options = self.options
@@ -353,11 +426,22 @@ class Recorder:
         closing = window is not None and "end_mono" not in window
         if closing:
             window["end_mono"] = time.monotonic()
+            if "bpftrace" in self.profilers:
+                futex_bpf.mark_window(opening=False)
             window["seconds"] = round(window["end_mono"] - window["start_mono"], 3)
             self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {},
                                            **self._cgroup_snapshot(self.manifest.get("profiled_pid"), "after"))
         for profiler in self.profilers.values():
             profiler.stop()
+        if closing and self.options.ort_profile and self.workload is not None:
+            self._end_ort_profiles()
+
+    def _end_ort_profiles(self):
+        """ORT's profiles end with the window: the hook writes them while the workload still runs."""
+        still_open = end_ort_profiles(self.run.file(rundir.HOOK_DIR))
+        if still_open:
+            self._note(f"ORT's profile of {len(still_open)} session(s) was not finished when the window closed "
+                       "(no run() since, or a long write); the hook ends it when the workload exits")
 
     def _finish(self, status, failure):
         ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
@@ -462,5 +546,5 @@ def profilers_error(name, log_tail):
 
 def _options_for_manifest(options):
     keep = ("duration", "delay", "warmup_runs", "warmup_timeout", "profiler", "frequency",
-            "call_graph", "stack_size", "futex", "pyspy_rate", "cpus", "thread_hz", "session_overrides")
+            "call_graph", "stack_size", "futex", "futex_method", "futex_stack_period", "pyspy_rate", "cpus", "thread_hz", "session_overrides")
     return {key: getattr(options, key) for key in keep}

@@ -1,0 +1,120 @@
+"""Exact futex counts and times per thread, aggregated in the kernel by a bpftrace program.
+
+perf's per-call tracepoints copy a stack and write a record for every futex call:
+with spinning off a service makes ~1000 a second and that costs latency. Here the
+kernel only adds to per-(thread, wait|wake) counters; bpftrace prints them once a
+second (so a killed bpftrace still leaves all but the last second) and at exit.
+Stacks come separately, from a sample of the calls (perf's tracepoint with a period).
+
+The profiling window is marked inside the kernel: the recorder calls
+getpriority() with a value no program uses (WINDOW_MARK) when it opens and
+closes the window, and the program counts only calls that enter in between and
+time blocked clipped to it. Both sides read CLOCK_MONOTONIC (bpftrace's nsecs,
+Python's time.monotonic, perf -k mono), so run.json's window is the counters' window.
+"""
+import os
+import time
+from pathlib import Path
+
+from ..errors import EnvironmentProblem
+
+FUTEX_BPF_OUT = "futex-bpf.jsonl"    # bpftrace -f json output, one JSON object a line
+FUTEX_BPF_LOG = "futex-bpf.log"
+FUTEX_BPF_SCRIPT = "futex.bt"
+WINDOW_MARK = 0x4F5254               # "ORT": getpriority(which=WINDOW_MARK, who=1 open / 0 close)
+ATTACHED_LINE = "ortprof-futex-attached"
+END_LINE = "ortprof-futex-end"
+ATTACH_TIMEOUT = 30.0                # compiles in ~0.3-0.5 s on an idle 2-core machine
+WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as analysis.futex)
+
+# $1: the workload's pid (tgid); $2: the recorder's pid (who may mark the window).
+# kind 1 = wait (blocks), 0 = wake.
+SCRIPT = """\
+BEGIN { printf("%s\\n"); }
+tracepoint:syscalls:sys_enter_getpriority /pid == $2 && args->which == %d/ {
+  if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; } else { @window_close_ns = nsecs; }
+}
+tracepoint:syscalls:sys_enter_futex /pid == $1/ {
+  $op = args->op & 0x7f;
+  $wait = (%s) ? 1 : 0;
+  @start[tid] = nsecs;
+  @kind[tid] = $wait;
+  if (@window_open_ns != 0 && @window_close_ns == 0) { @calls[tid, $wait] = count(); }
+}
+tracepoint:syscalls:sys_exit_futex /pid == $1 && @start[tid] != 0/ {
+  $s = @start[tid];
+  $e = nsecs;
+  if (@window_open_ns != 0) {
+    if ($s < @window_open_ns) { $s = @window_open_ns; }
+    if (@window_close_ns != 0 && $e > (uint64)@window_close_ns) { $e = (uint64)@window_close_ns; }
+    if ($e > $s) { @ns[tid, @kind[tid]] = sum($e - $s); }
+  }
+  delete(@start[tid]);
+  delete(@kind[tid]);
+}
+interval:s:1 { print(@calls); print(@ns); print(@window_open_ns); print(@window_close_ns); }
+END { printf("%s\\n"); }
+""" % (ATTACHED_LINE, WINDOW_MARK, " || ".join(f"$op == {op}" for op in WAIT_OPS), END_LINE)
+
+
+def write_script(path):
+    with open(path, "w") as stream:
+        stream.write(SCRIPT)
+    return str(path)
+
+
+def bpftrace_command(bpftrace, script, pid, output, recorder_pid=None):
+    return [bpftrace, "-f", "json", "-o", str(output), str(script), str(pid), str(recorder_pid or os.getpid())]
+
+
+def mark_window(opening):
+    """Tell the BPF program the window opens (or closes) now. getpriority() with an
+    invalid `which` does nothing but fail with EINVAL; the tracepoint sees it first."""
+    try:
+        os.getpriority(WINDOW_MARK, 1 if opening else 0)
+    except OSError:
+        pass
+
+
+def start_futex_counter(bpftrace, pid, directory, timeout=ATTACH_TIMEOUT):
+    """Start the counting program on `pid`, its files in `directory`; returns
+    (ProfilerProcess named "bpftrace", seconds it took to attach). Raises
+    EnvironmentProblem with bpftrace's own words when it does not attach."""
+    from .profilers import ProfilerProcess
+    directory = Path(directory)
+    script = write_script(directory / FUTEX_BPF_SCRIPT)
+    output = directory / FUTEX_BPF_OUT
+    counter = ProfilerProcess("bpftrace", bpftrace_command(bpftrace, script, pid, output),
+                              str(directory / FUTEX_BPF_LOG), str(output)).start()
+    seconds = wait_attached(counter.process, output, timeout)
+    if seconds is None:
+        counter.stop(timeout=10)
+        raise EnvironmentProblem(f"bpftrace did not attach within {timeout:g} s: "
+                                 f"{bpftrace_complaint(counter.log_tail(20))}")
+    return counter, seconds
+
+
+def bpftrace_complaint(log):
+    """bpftrace's ERROR line (its warnings, e.g. about RLIMIT_MEMLOCK on kernels that
+    account BPF memory to cgroups, are harmless), else the log's last line."""
+    lines = [line.strip() for line in (log or "").replace(" | ", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR") and "RLIMIT_MEMLOCK" not in line]
+    return (errors or lines or ["no output"])[-1]
+
+
+def wait_attached(process, output, timeout=ATTACH_TIMEOUT):
+    """Seconds until bpftrace ran BEGIN (after every probe is attached), or None
+    when it exited or did not get there within `timeout`."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(output) as stream:
+                if ATTACHED_LINE in stream.read():
+                    return time.monotonic() - started
+        except FileNotFoundError:
+            pass
+        if process.poll() is not None:
+            return None
+        time.sleep(0.01)
+    return None
