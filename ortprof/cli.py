@@ -15,6 +15,7 @@ from .errors import EXIT_INTERRUPTED, OrtprofError
 COMMANDS = {
     "record": "record",
     "report": "report",
+    "diff": "diff",
     "export": "export",
     "runs": "runs",
     "demo": "demo",
