@@ -1,0 +1,256 @@
+"""The agent's loop: every interval, find the ORT processes, record one window of all
+of them at once, turn each into a report, Prometheus metrics and a pprof push.
+
+The agent runs niced (its perf children inherit it), records at a low frequency,
+decodes perf data once per window and never waits on Pyroscope: pushes go through
+the spool's thread. SIGTERM or SIGINT ends the loop: a window in progress is cut
+short (its perf data deleted), the spool is given a few seconds to drain and the
+rest stays on disk for the next start.
+"""
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Optional
+
+from ..errors import InputError
+from . import discovery
+from .hooktail import HookTail
+from .logs import StructuredLog
+from .metrics import AgentMetrics
+from .pyroscope import Pusher, Spool, check_url
+from .window import WindowOptions, record_window
+
+DEFAULT_WORK_DIR = "/tmp/ortprof-agent"
+IDLE_RESCAN_SECONDS = 5.0     # with no ORT process yet, look again this often
+DRAIN_SECONDS = 5.0
+
+
+@dataclass
+class AgentOptions:
+    interval: float = 60.0
+    window: WindowOptions = field(default_factory=WindowOptions)
+    pids: tuple = ()
+    match: Optional[object] = None          # compiled regex on the command line
+    service: Optional[str] = None
+    host: str = field(default_factory=socket.gethostname)
+    pyroscope: Optional[str] = None
+    user: Optional[str] = None
+    password: Optional[str] = None
+    tenant: Optional[str] = None
+    metrics_port: Optional[int] = None
+    metrics_addr: str = "0.0.0.0"
+    work_dir: str = DEFAULT_WORK_DIR
+    spool_max_bytes: int = 64 << 20
+    nice: int = 10
+
+
+def check_perf(futex):
+    """perf's path and the futex probe, or EnvironmentProblem with the fix."""
+    from ..recording.recorder import choose_profilers, futex_probe_outcome
+    chosen, _notes, futex_check = choose_profilers("perf", futex)
+    probe = futex_probe_outcome(SimpleNamespace(futex=futex, profiler="perf"), chosen, futex_check) if futex else None
+    return chosen["perf"], probe
+
+
+class Agent:
+    def __init__(self, options: AgentOptions, log: StructuredLog = None):
+        self.options = options
+        self.log = log or StructuredLog()
+        self.stop_event = threading.Event()
+        self.metrics = AgentMetrics()
+        self.targets = {}            # key -> Target
+        self.tails = {}              # key -> HookTail
+        self.missing_pids = set()    # --pid values already reported as not ORT processes
+        self.pusher = None
+        self.perf = None
+        self.windows_dir = os.path.join(options.work_dir, "windows")
+
+    # -- setup ---------------------------------------------------------------
+    def prepare(self, serve_metrics=True):
+        options = self.options
+        self.perf, probe = check_perf(options.window.futex)
+        options.window.futex_probe = probe
+        if probe and not probe["usable"]:
+            self.log.warning("futex-unavailable", reason=probe["reason"], fix=probe["fix"])
+        try:
+            os.makedirs(self.windows_dir, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot write the agent's directory {options.work_dir}: {error.strerror or error}")
+        for stale in os.listdir(self.windows_dir):   # raw perf data of a killed agent
+            shutil.rmtree(os.path.join(self.windows_dir, stale), ignore_errors=True)
+        # perf's build-id cache goes with the agent's files: the root filesystem may be read-only.
+        os.environ.setdefault("PERF_BUILDID_DIR", os.path.join(options.work_dir, "buildid"))
+        if options.nice:
+            try:
+                os.nice(options.nice)
+            except OSError:
+                pass
+        if options.pyroscope:
+            problem = check_url(options.pyroscope)
+            if problem:
+                self.log.error("pyroscope-disabled", url=options.pyroscope,
+                               reason=f"{problem}; profiles are not pushed (metrics go on)")
+            else:
+                spool = Spool(os.path.join(options.work_dir, "spool"), options.spool_max_bytes, self.log,
+                              on_drop=self.metrics.dropped.inc)
+                self.pusher = Pusher(options.pyroscope, spool, self.log, options.user, options.password,
+                                     options.tenant, self.metrics).start()
+        if serve_metrics and options.metrics_port is not None:
+            try:
+                self.metrics.serve(options.metrics_port, options.metrics_addr)
+            except OSError as error:
+                raise InputError(f"--metrics-port {options.metrics_port}: cannot listen on "
+                                 f"{options.metrics_addr}: {error.strerror or error}")
+
+    # -- processes -----------------------------------------------------------
+    def refresh(self):
+        """Discover; log and track processes that appeared, forget those that are gone."""
+        options = self.options
+        found = {target.key: target for target in discovery.discover(
+            options.pids or None, options.match, options.service, exclude={os.getpid()})}
+        for pid in options.pids:
+            if pid not in {key[0] for key in found} and pid not in self.missing_pids:
+                self.missing_pids.add(pid)
+                self.log.warning("pid-not-profiled", pid=pid, reason="no such process, or ORT is not loaded in it")
+        for key, target in found.items():
+            if key not in self.targets:
+                self.log.info("process-found", pid=target.pid, service=target.service, container=target.container,
+                              pod=target.pod, ort_version=target.ort_version, module=target.ort_module,
+                              hook=bool(target.hook_dir))
+                self.metrics.track(target)
+                tail = HookTail.of(target)
+                if tail is not None:
+                    tail.poll()   # what ran before the agent saw the process is not counted
+                    self.tails[key] = tail
+        for key in list(self.targets):
+            if key not in found:
+                target = self.targets.pop(key)
+                self.tails.pop(key, None)
+                self.metrics.forget(target)
+                self.log.info("process-gone", pid=target.pid, service=target.service)
+        self.targets.update(found)
+        return list(found.values())
+
+    def poll_side_data(self):
+        """Latency records and throttling counters, whole intervals (not only windows)."""
+        from ..cgroup import cpu_stat
+        for key, target in self.targets.items():
+            tail = self.tails.get(key)
+            if tail is not None:
+                self.metrics.observe_runs(target, tail.poll())
+            try:
+                self.metrics.throttling(target, cpu_stat(target.pid))
+            except OSError:
+                pass
+        if self.pusher is not None:
+            self.metrics.spooled.set(len(self.pusher.spool.items()))
+
+    # -- windows ---------------------------------------------------------------
+    def record(self, targets):
+        started = time.monotonic()
+        results = record_window(targets, self.options.window, self.perf, self.windows_dir, self.tails,
+                                self.stop_event, self.log)
+        for result in results:
+            self.handle(result)
+        return results, time.monotonic() - started
+
+    def handle(self, result):
+        target, report = result.target, result.report
+        if result.error or report is None:
+            self.metrics.windows.labels("failed").inc()
+            self.log.error("window-failed", pid=target.pid, service=target.service, reason=result.error)
+            return
+        self.metrics.window(target, report, report.ort.usable_cores)
+        if result.pprof is None:
+            self.metrics.windows.labels("empty").inc()
+            self.log.warning("window-empty", pid=target.pid, service=target.service, exited=result.exited,
+                             reason=report.empty_sections.get("totals") or "no CPU samples")
+            return
+        self.metrics.windows.labels("ok").inc()
+        pushed = None
+        if self.pusher is not None:
+            pushed = self.pusher.push(target.service, target.labels(self.options.host), result.start_unix,
+                                      result.end_unix, self.options.window.frequency, result.pprof)
+        totals = report.totals
+        self.log.info("window", pid=target.pid, service=target.service, seconds=round(result.seconds, 2),
+                      samples=report.samples, cpu_pct=totals.cpu_pct, spin_pct=totals.spin_pct,
+                      caller_spin_pct=totals.caller_spin_pct, exited=result.exited or None,
+                      findings=",".join(f.id for f in report.findings) or None,
+                      pprof_bytes=len(result.pprof), spooled=pushed)
+
+    # -- the loop --------------------------------------------------------------
+    def run(self):
+        self._install_signals()
+        self.prepare()
+        options = self.options
+        self.log.info("agent-started", pid=os.getpid(), interval=options.interval, window=options.window.seconds,
+                      frequency=options.window.frequency, futex=options.window.futex, pyroscope=options.pyroscope,
+                      metrics_port=options.metrics_port, host=options.host)
+        idle_logged = False
+        try:
+            while not self.stop_event.is_set():
+                cycle = time.monotonic()
+                targets = self.refresh()
+                self.poll_side_data()
+                if targets:
+                    idle_logged = False
+                    _results, took = self.record(targets)
+                    self.log.info("cycle", processes=len(targets), seconds=round(took, 2))
+                    self._wait_until(cycle + options.interval)
+                else:
+                    if not idle_logged:
+                        self.log.info("no-processes", reason="no process has ORT loaded" +
+                                      (" among the --pid/--match ones" if options.pids or options.match else ""))
+                        idle_logged = True
+                    self._wait_until(cycle + min(options.interval, IDLE_RESCAN_SECONDS))
+        finally:
+            self.shutdown()
+        return 0
+
+    def _wait_until(self, deadline):
+        while not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.stop_event.wait(min(left, 5.0))
+
+    def _install_signals(self):
+        def stop(signum, _frame):
+            if not self.stop_event.is_set():
+                self.log.info("agent-stopping", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+
+    def shutdown(self):
+        spooled = 0
+        if self.pusher is not None:
+            self.pusher.drain(DRAIN_SECONDS)
+            self.pusher.stop()
+            spooled = len(self.pusher.spool.items())
+        shutil.rmtree(self.windows_dir, ignore_errors=True)
+        self.log.info("agent-stopped", spooled=spooled or None)
+
+    # -- --once ----------------------------------------------------------------
+    def once(self):
+        """One window of every process found; [WindowResult]."""
+        self._install_signals()
+        self.prepare(serve_metrics=False)
+        try:
+            targets = self.refresh()
+            if not targets:
+                raise InputError("no running process has ORT loaded" +
+                                 (" among --pid/--match" if self.options.pids or self.options.match else "") +
+                                 "; start the workload first")
+            results, _took = self.record(targets)
+            if self.stop_event.is_set():
+                raise KeyboardInterrupt
+            return results
+        finally:
+            self.shutdown()
+

@@ -1,0 +1,267 @@
+"""One profiling window of several processes at once.
+
+Each process gets a temporary run directory (run.json, perf.data, threads.csv and
+the hook's records of the window), so the report is the one `ortprof report` gives
+for a recording: `analysis.report.build_report` reads it. The directory, raw perf
+data included, is deleted as soon as the profile and the pprof bytes are built.
+"""
+import csv
+import functools
+import gzip
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import psutil
+
+from .. import __version__
+from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
+from ..environment import cpu_info, ort_module_info
+from ..errors import OrtprofError
+from ..recording import profilers, rundir
+from ..recording.threadstats import HEADER, ThreadCpuSampler
+from .discovery import namespace_tids
+from .hooktail import HookTail
+
+# Low frequency for an always-on agent: ~10x fewer samples than `ortprof record`
+# (199 Hz), still hundreds per busy thread in a 10 s window.
+AGENT_FREQUENCY = 49
+SNAPSHOT_SECONDS = 1.0      # per-thread CPU from /proc during the window
+ATTACH_TIMEOUT = 2.0
+
+
+@dataclass
+class WindowOptions:
+    seconds: float = 10.0
+    frequency: int = AGENT_FREQUENCY
+    stack_size: int = profilers.DEFAULT_STACK_SIZE
+    futex: bool = False
+    futex_probe: Optional[dict] = None   # {"usable", "reason", "fix"} when futex tracing was asked for
+
+
+@dataclass
+class WindowResult:
+    target: object
+    start_unix: float
+    end_unix: float
+    seconds: float
+    profile: object = None
+    report: object = None
+    pprof: Optional[bytes] = None       # gzipped profile.proto; None without CPU samples
+    exited: bool = False                # the process exited during the window
+    error: Optional[str] = None
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_info():
+    return cpu_info()
+
+
+@functools.lru_cache(maxsize=32)
+def _module_info(path, mtime):
+    try:
+        return ort_module_info(path)
+    except (OrtprofError, OSError):
+        return {"path": path}
+
+
+def _module_facts(path):
+    try:
+        return dict(_module_info(path, os.stat(path).st_mtime))
+    except OSError:
+        return {"path": path}
+
+
+class ProcessWindow:
+    """One process's part of a window."""
+
+    def __init__(self, target, options, perf, work_dir, tail: Optional[HookTail]):
+        self.target, self.options, self.tail = target, options, tail
+        self.run = rundir.RunDirectory(tempfile.mkdtemp(prefix=f"window-{target.pid}-", dir=work_dir))
+        (self.run.path / rundir.HOOK_DIR).mkdir()
+        self.sampler = ThreadCpuSampler(target.pid, self.run.file(rundir.THREADS_CSV))
+        self.csv_stream = open(self.run.file(rundir.THREADS_CSV), "w", newline="")
+        self.csv = csv.writer(self.csv_stream)
+        self.csv.writerow(HEADER)
+        argv = profilers.perf_command(perf, target.pid, str(self.run.file(rundir.PERF_DATA)), options.frequency,
+                                      "dwarf", options.stack_size, futex=self.futex_usable)
+        # No build-id pass at perf's exit (a second read of all samples, ~0.1 s CPU a window): the
+        # window is decoded right away, while the mapped files are still the ones profiled.
+        argv.insert(argv.index("record") + 1, "--no-buildid")
+        self.perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
+                                              str(self.run.file(rundir.PERF_DATA)))
+        self.cgroup_dir = None
+        self.manifest = {}
+        self.start_mono = self.end_mono = None
+        self.start_unix = None
+        self.exited = False         # the process is gone
+        self.perf_died = False      # perf stopped on its own while the process lives
+
+    @property
+    def futex_usable(self):
+        return bool(self.options.futex and (self.options.futex_probe or {}).get("usable"))
+
+    def start(self):
+        pid = self.target.pid
+        self.cgroup_dir = process_cgroup_dir(pid)
+        self.manifest = {
+            "schema": rundir.SCHEMA, "ortprof_version": __version__, "name": self.target.service,
+            "mode": "attach", "command": self.target.cmdline, "pid": pid, "profiled_pid": pid,
+            "started_unix": time.time(), "status": "recording",
+            "options": {"frequency": self.options.frequency, "call_graph": "dwarf",
+                        "stack_size": self.options.stack_size, "futex": self.futex_usable, "profiler": "perf"},
+            "environment": self._environment(), "futex_probe": self._futex_probe(),
+            "cgroup": {"limit": process_cpu_limit(pid), "stat_before": cpu_stat(self.cgroup_dir)},
+            "notes": [], "errors": [],
+        }
+        self.perf.start()
+        return self
+
+    def _environment(self):
+        try:
+            affinity = sorted(os.sched_getaffinity(self.target.pid))
+        except OSError:
+            affinity = None
+        return {"cpu": _cpu_info(), "affinity": affinity, "ort": _module_facts(self.target.ort_module),
+                "process": {"pid": self.target.pid, "container": self.target.container, "pod": self.target.pod}}
+
+    def _futex_probe(self):
+        if not self.options.futex:
+            return {"usable": False, "reason": "the agent does not trace futex calls by default (their cost "
+                    "grows with the workload's futex rate)", "fix": "ortprof agent --futex"}
+        return self.options.futex_probe or {"usable": False, "reason": "not probed", "fix": None}
+
+    def attached(self):
+        try:
+            fds = os.listdir(f"/proc/{self.perf.process.pid}/fd")
+            return any(os.readlink(f"/proc/{self.perf.process.pid}/fd/{fd}") == "anon_inode:[perf_event]"
+                       for fd in fds)
+        except OSError:
+            return self.perf.process.poll() is not None   # perf is gone: nothing more to wait for
+
+    def open_window(self):
+        self.start_mono = time.monotonic()
+        self.start_unix = time.time()
+        self.snapshot()
+
+    def snapshot(self):
+        if not self.exited and not self.sampler.sample_once(self.csv):
+            self.exited = True
+        self.csv_stream.flush()
+
+    def alive(self):
+        """Whether the window of this process goes on."""
+        if self.exited or self.perf_died:
+            return False
+        if not psutil.pid_exists(self.target.pid):
+            self.exited = True
+        elif self.perf.process.poll() is not None:
+            self.perf_died = not self._zombie()
+            self.exited = not self.perf_died
+        return not (self.exited or self.perf_died)
+
+    def _zombie(self):
+        try:
+            return psutil.Process(self.target.pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    def close_window(self):
+        self.end_mono = time.monotonic()
+        self.snapshot()
+        if self.perf.process.poll() is None:
+            self.perf.process.send_signal(2)   # SIGINT: perf writes its header and exits
+
+    def finish(self):
+        """Wait for perf; write the run.json and hook records the report reads."""
+        self.perf.stop()
+        self.csv_stream.close()
+        seconds = round(self.end_mono - self.start_mono, 3)
+        self.manifest["window"] = {"start_mono": self.start_mono, "end_mono": self.end_mono, "seconds": seconds}
+        self.manifest["cgroup"]["stat_after"] = cpu_stat(self.cgroup_dir)
+        self.manifest["profilers"] = {"perf": self.perf.describe()}
+        self.manifest["status"] = "completed"
+        if self.exited:
+            self.manifest["notes"].append("the process exited during the window")
+        if self.tail is not None:
+            self.tail.poll()
+            self.tail.write_window(self.run.file(rundir.HOOK_DIR), self.start_mono, self.end_mono,
+                                   self.target.ns_pid or self.target.pid,
+                                   namespace_tids(self.target.pid) if self.target.ns_pid != self.target.pid else None)
+        self.run.write_manifest(self.manifest)
+
+    def result(self):
+        """Analyze, build the pprof bytes, delete the run directory."""
+        from ..analysis.report import build_report
+        from ..exporters.pprof import build_message
+        result = WindowResult(self.target, self.start_unix, self.start_unix + (self.end_mono - self.start_mono),
+                              self.end_mono - self.start_mono, exited=self.exited)
+        try:
+            result.profile, result.report = build_report(self.run)
+            if result.profile.has_samples:
+                message = build_message(result.profile, result.report)
+                if not message.time_nanos:
+                    message.time_nanos = round(self.start_unix * 1e9)
+                result.pprof = gzip.compress(message.SerializeToString(), mtime=0)
+        except OrtprofError as error:
+            result.error = str(error)
+        finally:
+            self.discard()
+        return result
+
+    def discard(self):
+        if not self.csv_stream.closed:
+            self.csv_stream.close()
+        if self.perf.process is not None and self.perf.process.poll() is None:
+            self.perf.process.kill()
+            self.perf.process.wait()
+        shutil.rmtree(self.run.path, ignore_errors=True)
+
+
+def record_window(targets, options, perf, work_dir, tails, stop_event, log=None):
+    """One window of every target at once -> [WindowResult]. `stop_event` (threading.Event)
+    cuts the window short; nothing is analyzed then."""
+    windows = []
+    for target in targets:
+        try:
+            windows.append(ProcessWindow(target, options, perf, work_dir, tails.get(target.key)).start())
+        except OSError as error:
+            if log:
+                log.error("window-failed", pid=target.pid, reason=f"cannot start perf: {error}")
+    try:
+        deadline = time.monotonic() + ATTACH_TIMEOUT
+        while windows and time.monotonic() < deadline and not all(w.attached() for w in windows):
+            time.sleep(0.01)
+        time.sleep(0.05)   # perf enables the rest of its events in the same burst
+        for window in windows:
+            window.open_window()
+        end = time.monotonic() + options.seconds
+        next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
+        while time.monotonic() < end and any(w.alive() for w in windows):
+            if stop_event.wait(min(0.25, max(0.0, end - time.monotonic()))):
+                return []
+            for window in windows:
+                if window.end_mono is None and not window.alive():
+                    window.close_window()      # the process is gone: its window ends here
+            if time.monotonic() >= next_snapshot:
+                next_snapshot += SNAPSHOT_SECONDS
+                for window in windows:
+                    if window.end_mono is None:
+                        window.snapshot()
+        for window in windows:
+            if window.end_mono is None:
+                window.close_window()
+        results = []
+        for window in windows:
+            window.finish()
+            if window.perf_died and log:
+                log.warning("perf-failed", pid=window.target.pid, exit_code=window.perf.exit_code,
+                            reason=profilers.perf_permission_hint(window.perf.log_tail()))
+            results.append(window.result())
+        return results
+    finally:
+        for window in windows:
+            window.discard()
