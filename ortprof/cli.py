@@ -24,6 +24,7 @@ COMMANDS = {
     "lint": "lint",
     "doctor": "doctor",
     "sweep": "sweep",
+    "agent": "agent",
 }
 
 
