@@ -4,7 +4,10 @@ Standalone on purpose: the workload may run in another venv where ortprof is
 not installed. It (1) chains the environment's own sitecustomize, (2) patches
 onnxruntime.InferenceSession when onnxruntime gets imported, to record every
 session's settings and the start and latency of every run(), (3) applies
-settings overrides (ORTPROF_SESSION_OVERRIDES) for `ortprof sweep`.
+settings overrides (ORTPROF_SESSION_OVERRIDES) for `ortprof sweep`, (4) notes
+the threads each session creation starts (its pools' workers) and, with
+ORTPROF_ORT_PROFILE=1, turns on ORT's own profiler for every session and ends
+it (end_profiling) at exit or when `ortprof record` closes its window.
 
 Records go as JSON lines to $ORTPROF_HOOK_DIR/hook-<pid>.jsonl. run() timings
 are buffered and flushed in batches so the per-call cost stays a few
@@ -21,6 +24,8 @@ _WARMUP_RUNS = int(os.environ.get("ORTPROF_WARMUP_RUNS", "5") or 5)
 _FLUSH_EVERY = 512          # run() records per batch
 _FLUSH_SECONDS = 1.0        # or at least this often
 _MODULE = "onnxruntime.capi.onnxruntime_inference_collection"
+_ORT_PROFILE = os.environ.get("ORTPROF_ORT_PROFILE") == "1"
+_ORT_PROFILE_STOP = "ort-profile.stop"   # written by `ortprof record` when its window closes
 
 # Keys probed on the effective SessionOptions (entries set in code are caught too).
 _KNOWN_CONFIG_KEYS = (
@@ -61,6 +66,7 @@ class _Recorder:
         self.sessions = 0
         self.warm_sent = False
         self.run_count = 0
+        self.ort_profiles = None     # _OrtProfiles with ORTPROF_ORT_PROFILE=1
         self.write({"event": "hello", "pid": os.getpid(), "ppid": os.getppid(),
                     "argv": sys.argv, "python": sys.version.split()[0],
                     "mono": time.monotonic(), "unix": time.time()})
@@ -96,6 +102,89 @@ class _Recorder:
             self.write({"event": "runs", "pid": os.getpid(),
                         "fields": ["session", "start_mono", "duration_s", "tid", "kind"],
                         "runs": batch})
+
+
+def _task_tids():
+    """Kernel thread ids of this process (pool workers started by a session show up here)."""
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _clock_pair():
+    """(unix ns, CLOCK_MONOTONIC ns, bracket ns): the tightest of a few paired reads.
+    ORT's profiler counts from std::chrono::high_resolution_clock, which is the
+    system clock in libstdc++; perf's samples are CLOCK_MONOTONIC."""
+    best = None
+    for _ in range(5):
+        before = time.monotonic_ns()
+        unix = time.time_ns()
+        after = time.monotonic_ns()
+        if best is None or after - before < best[2]:
+            best = (unix, (before + after) // 2, after - before)
+    return best
+
+
+class _OrtProfiles:
+    """Sessions whose ORT profiler the hook turned on; ends each one exactly once."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+        self.sessions = {}           # session id -> session (ended ones are dropped)
+        self.busy = {}               # session id -> run() calls in progress
+        self.lock = threading.Lock()
+        self.stop_requested = False
+
+    def prepare(self, ort, options, session_number):
+        if options is None:
+            options = ort.SessionOptions()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(_HOOK_DIR, f"ort-profile-{os.getpid()}-{session_number}")
+        return options
+
+    def started(self, session):
+        """The clock facts of a session whose profiler just started, for its `session` record."""
+        try:
+            start_ns = session.get_profiling_start_time_ns()
+        except Exception as exc:
+            return {"error": repr(exc)}
+        unix, mono, bracket = _clock_pair()
+        with self.lock:
+            self.sessions[session._ortprof_session] = session
+        return {"start_unix_ns": start_ns, "unix_minus_mono_ns": unix - mono, "pair_bracket_ns": bracket,
+                "prefix": session._ortprof_prefix}
+
+    def end(self, session_id, why):
+        with self.lock:
+            session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        started = time.monotonic()
+        try:
+            path = session.end_profiling()
+        except Exception as exc:
+            self.recorder.write({"event": "ort_profile_end", "pid": os.getpid(), "session": session_id, "error": repr(exc)})
+            return
+        self.recorder.write({"event": "ort_profile_end", "pid": os.getpid(), "session": session_id, "file": path, "why": why,
+                             "mono": started, "write_seconds": time.monotonic() - started})
+
+    def end_all(self, why, idle_only=False):
+        with self.lock:
+            ids = [sid for sid in self.sessions if not (idle_only and self.busy.get(sid))]
+        for session_id in ids:
+            self.end(session_id, why)
+
+    def watch(self):
+        """Background thread: when the window closes, end idle sessions (busy ones end after their run())."""
+        marker = os.path.join(_HOOK_DIR, _ORT_PROFILE_STOP)
+        while not os.path.exists(marker):
+            time.sleep(0.05)
+        self.stop_requested = True
+        time.sleep(0.2)              # let run() calls in flight end their own profile
+        self.end_all("window", idle_only=True)
+        time.sleep(1.0)
+        self.end_all("window")
 
 
 def _overrides():
@@ -159,15 +248,25 @@ def _patch(module, recorder):
     original_run_iobinding = getattr(session_class, "run_with_iobinding", None)
     counter = iter(range(1, 1 << 30))
     overrides = _overrides()
+    profiles = recorder.ort_profiles
 
     def __init__(self, path_or_bytes, sess_options=None, *args, **kwargs):
         if overrides:
             if sess_options is None:
                 sess_options = ort.SessionOptions()
             _apply_overrides(ort, sess_options, overrides)
+        session_number = next(counter)
+        if profiles is not None:
+            sess_options = profiles.prepare(ort, sess_options, session_number)
+            self._ortprof_prefix = sess_options.profile_file_prefix
+        threads_before = _task_tids()
         created = time.monotonic()
         original_init(self, path_or_bytes, sess_options, *args, **kwargs)
-        self._ortprof_session = next(counter)
+        load_seconds = time.monotonic() - created
+        # Threads that appeared while the session was created: its pools' workers, intra-op pool first.
+        new_threads = sorted(_task_tids() - threads_before)
+        self._ortprof_session = session_number
+        ort_profile = profiles.started(self) if profiles is not None else None
         try:
             effective = self.get_session_options()
         except Exception:
@@ -180,7 +279,8 @@ def _patch(module, recorder):
             "ort_file": getattr(ort, "__file__", None),
             "options": _describe_options(effective, entries_seen) if effective is not None else {},
             "overrides": overrides or None,
-            "load_seconds": time.monotonic() - created, "mono": created,
+            "load_seconds": load_seconds, "mono": created, "new_threads": new_threads,
+            "ort_profile": ort_profile,
         })
 
     def timed(original, kind):
@@ -192,6 +292,8 @@ def _patch(module, recorder):
             finally:
                 recorder.add_run(getattr(self, "_ortprof_session", 0), start,
                                  time.monotonic() - start, kind)
+        if profiles is not None:
+            wrapper = _ending_profile(wrapper, profiles)
         wrapper.__name__ = original.__name__
         wrapper.__doc__ = original.__doc__
         return wrapper
@@ -201,6 +303,23 @@ def _patch(module, recorder):
     if original_run_iobinding is not None:
         session_class.run_with_iobinding = timed(original_run_iobinding, "run_with_iobinding")
     session_class._ortprof_patched = True
+
+
+def _ending_profile(timed_run, profiles):
+    """run() that ends its session's ORT profile on the caller's thread once the window has closed
+    (end_profiling from another thread while run() executes would race ORT's profiler)."""
+    busy = profiles.busy
+
+    def run(self, *args, **kwargs):
+        session_id = getattr(self, "_ortprof_session", 0)
+        busy[session_id] = busy.get(session_id, 0) + 1
+        try:
+            return timed_run(self, *args, **kwargs)
+        finally:
+            busy[session_id] -= 1
+            if profiles.stop_requested:
+                profiles.end(session_id, "window")
+    return run
 
 
 class _PatchOnImport:
@@ -240,6 +359,11 @@ def _install():
     recorder = _Recorder(_HOOK_DIR)
     import atexit
     atexit.register(recorder.flush)
+    recorder.ort_profiles = _OrtProfiles(recorder) if _ORT_PROFILE else None
+    if recorder.ort_profiles is not None:
+        # Ctrl+C (SIGINT) raises KeyboardInterrupt, so normal exit and Ctrl+C both come through atexit.
+        atexit.register(recorder.ort_profiles.end_all, "exit")
+        threading.Thread(target=recorder.ort_profiles.watch, name="ortprof-ort-profile", daemon=True).start()
     if _MODULE in sys.modules:
         _patch(sys.modules[_MODULE], recorder)
     else:
