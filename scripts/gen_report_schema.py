@@ -23,7 +23,7 @@ from ortprof.findings import SEVERITIES, Finding  # noqa: E402
 from ortprof.model import report as model  # noqa: E402
 from ortprof.schemas import REPORT_SCHEMA  # noqa: E402
 
-ENUMS = {("ThreadRow", "role"): list(ROLES), ("FutexThreadRow", "role"): list(ROLES),
+ENUMS = {("ThreadRow", "role"): list(ROLES), ("PoolWorker", "role"): list(ROLES), ("FutexThreadRow", "role"): list(ROLES),
          ("HotPath", "role"): list(ROLES), ("HotPath", "category"): list(model.CATEGORIES),
          ("Finding", "severity"): list(SEVERITIES)}
 
@@ -72,7 +72,7 @@ def build_schema():
     _define(model.Report, definitions)
     root = definitions.pop("Report")
     root["properties"] = {"schema": {"const": model.SCHEMA}, **root["properties"]}
-    root["required"] = ["schema"] + [name for name in root["required"] if name != "gates"]
+    root["required"] = ["schema"] + [name for name in root["required"] if name not in model.OPTIONAL_SECTIONS]
     root["properties"]["gates"] = {"anyOf": [{"type": "object", "properties": {
         "expressions": {"type": "array", "items": {"type": "string"}},
         "tripped": {"type": "array", "items": {"type": "string"}}},

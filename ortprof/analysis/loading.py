@@ -16,6 +16,7 @@ from ..model.report import OrtContext
 from ..recording import rundir
 from ..recording.threadstats import read_thread_cpu_series
 from .latency import SessionLatency, session_latencies
+from .ort_profile import load_ort_profiles
 from .perfscript import PerfScriptStream, parse_samples
 from .pipeline import make_symbolizer
 from .sampling import build_profile
@@ -35,6 +36,8 @@ class LoadedRun:
     perf_warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     run_path: Optional[str] = None
+    hook_sessions: List[dict] = field(default_factory=list)   # the hook's `session` records
+    ort_profiles: Optional[object] = None   # analysis.ort_profile.OrtProfileData (record --ort-profile)
 
 
 def ort_context(manifest, notes):
@@ -113,6 +116,8 @@ def load_run(run, samples=None, with_ort_symbols=True):
 
     records = list(read_hook_records(run.file(rundir.HOOK_DIR)))
     loaded.latencies = session_latencies(records, span)
+    loaded.hook_sessions = [r for r in records if r.get("event") == "session"]
+    loaded.ort_profiles = load_ort_profiles(records, run.file(rundir.HOOK_DIR), span)
     hello = next((r for r in records if r.get("event") == "hello" and "mono" in r and "unix" in r), None)
     if not context.ort_version and loaded.latencies:
         context.ort_version = loaded.latencies[0].ort_version

@@ -11,6 +11,7 @@ from ..model.report import CgroupSection, FutexSection, PythonSection, PythonSta
 from . import roles as roles_mod
 from .diagnose import diagnose
 from .loading import load_perf_script, load_run
+from .operators import node_threads, operators_section, pool_workers
 from .pipeline import assign_roles, futex_section, hot_paths, hot_spots, proc_only_threads, thread_table, totals
 
 SAMPLE_SECTIONS = ("threads.categories", "totals", "hot_paths", "top_functions", "hot_spots")
@@ -93,8 +94,15 @@ def analyze(loaded, top=15):
                     cgroup=cgroup_section(manifest.cgroup), run=loaded.run_path, command=manifest.command,
                     status=manifest.status, perf_warnings=loaded.perf_warnings[-5:],
                     unreadable_perf_data=loaded.unreadable)
+    ort_profiles = loaded.ort_profiles
+    pools = roles_mod.pool_threads(loaded.hook_sessions, node_threads(ort_profiles) if ort_profiles else None)
     if profile.has_samples:
         assign_roles(profile, caller_tids)
+        roles_mod.apply_pool_roles(profile, pools)
+    if ort_profiles is not None:
+        # before hot paths: it labels the stripped frames they show
+        report.operators = operators_section(profile, ort_profiles, pools, seconds, top)
+    if profile.has_samples:
         report.threads = thread_table(profile, seconds, proc_cpu, caller_tids)
         report.totals = totals(report.threads, proc_total)
         report.hot_paths, report.top_functions = hot_paths(profile, seconds, top)
@@ -107,6 +115,7 @@ def analyze(loaded, top=15):
         why = _why_no_samples(loaded)
         report.empty_sections.update(dict.fromkeys(SAMPLE_SECTIONS, why))
     roles_by_tid = {row.tid: row.role for row in report.threads}
+    report.pool_workers = pool_workers(pools, report.threads) if pools else None
     report.futex = (futex_section(profile, seconds, inferences, roles_by_tid) if profile.has_samples or
                     profile.futex.threads else FutexSection())
     report.futex.missing_reason = _futex_missing_reason(loaded, report.futex)

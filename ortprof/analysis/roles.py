@@ -86,3 +86,64 @@ def assign_role(evidence, is_hook_caller):
     if evidence.python_frames >= evidence.samples * 0.3:
         return PYTHON_THREAD
     return NATIVE
+
+
+# -- pools and sessions --------------------------------------------------------
+INTRA_POOL, INTER_POOL = "intra-op", "inter-op"
+POOL_ROLES = {INTRA_POOL: INTRA_WORKER, INTER_POOL: INTER_WORKER}
+
+
+class PoolThread(NamedTuple):
+    tid: int
+    session: int
+    pool: str          # INTRA_POOL | INTER_POOL
+    evidence: str      # "session-creation": started while the session was created; "ort-profile": ran its nodes
+
+
+def _option_count(options, name):
+    try:
+        return int(options.get(name) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _intra_count(options, started):
+    """How many of the `started` threads are intra-op workers. ORT creates the intra-op pool
+    first, then (parallel execution only) the inter-op pool; a pool of N threads starts N-1."""
+    if "PARALLEL" not in str(options.get("execution_mode") or "").upper():
+        return started
+    intra, inter = _option_count(options, "intra_op_num_threads"), _option_count(options, "inter_op_num_threads")
+    if intra > 0:
+        return min(started, intra - 1)
+    if inter > 0:
+        return max(0, started - (inter - 1))
+    return (started + 1) // 2    # both pools default to one thread per physical core
+
+
+def pool_threads(session_records, node_threads=None):
+    """tid -> PoolThread from the hook's `session` records (threads that appeared while each
+    session was created, in creation order) and, when ORT's profile is there, the threads
+    that ran a session's nodes (`node_threads`: session -> tids): those are inter-op workers."""
+    pools = {}
+    for record in session_records:
+        started = sorted(record.get("new_threads") or ())
+        if not started:
+            continue
+        session = record["session"]
+        intra = _intra_count(record.get("options") or {}, len(started))
+        for index, tid in enumerate(started):
+            pools[tid] = PoolThread(tid, session, INTRA_POOL if index < intra else INTER_POOL, "session-creation")
+    for session, tids in (node_threads or {}).items():
+        for tid in tids:
+            known = pools.get(tid)
+            if known is not None and known.session == session:
+                pools[tid] = PoolThread(tid, session, INTER_POOL, "ort-profile")
+    return pools
+
+
+def apply_pool_roles(profile, pools):
+    """Pool threads get their pool's role, whatever their (often truncated) stacks say; callers stay callers."""
+    for tid, pool in pools.items():
+        thread = profile.threads.get(tid)
+        if thread is not None and thread.role not in (CALLER, IDLE):
+            thread.role = POOL_ROLES[pool.pool]

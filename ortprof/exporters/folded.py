@@ -16,7 +16,7 @@ def folded_lines(profile, by="thread"):
     for tid, thread in sorted(profile.threads.items()):
         root = {"thread": f"{thread.role}-{tid}", "role": thread.role, "process": None}[by]
         for stack_id, ns in thread.ns_by_stack.items():
-            folded = profile.folded(stack_id)
+            folded = profile.display_folded(stack_id)
             weights[f"{root};{folded}" if root else folded] += ns
     for line, ns in sorted(weights.items(), key=lambda item: (item[0].split(";", 1)[0], -item[1])):
         yield f"{line} {max(1, round(ns / 1e6))}"

@@ -109,7 +109,7 @@ class _Locations:
             for frame in frames:
                 path, line = frame.source_file_line()
                 path = path or ""
-                location.line.add(function_id=self.function(frame.name, path), line=line)
+                location.line.add(function_id=self.function(frame.display_name, path), line=line)
             self.locations.append(location)
         return location_id
 

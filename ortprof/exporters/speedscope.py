@@ -22,7 +22,7 @@ NO_STACK = "[no stack]"     # perf recorded no call chain for the sample
 
 def frame_entry(frame, mapping_path):
     """A speedscope frame: name, and file (+ line) from the source line or else the module."""
-    entry = {"name": frame.name}
+    entry = {"name": frame.display_name}
     path, line = frame.source_file_line()
     if path:
         entry["file"] = path

@@ -34,6 +34,12 @@ class FrameInfo:
     address: int                # DSO-relative, as perf prints it
     symbolized: bool            # perf or ortprof's symbolizer named it (not a bare address)
     source: Optional[str] = None   # "file:line", looked up only for frames that matter
+    ops: Optional[str] = None      # op types it ran under, from ORT's profile ("MatMul 81%, Gemm 17%")
+
+    @property
+    def display_name(self):
+        """The name with its op-type label, for people; `name` stays the key."""
+        return f"{self.name} [{self.ops}]" if self.ops else self.name
 
     def source_file_line(self):
         """(file, line) of `source`; line 0 when only a file is known; (None, 0) without a source."""
@@ -115,12 +121,20 @@ class Profile:
         return None if self.unix_minus_mono is None else self.span()[0] + self.unix_minus_mono
 
     def names(self, stack_id):
-        """Frame names of a stack, root first."""
+        """Frame names of a stack, root first (the keys: no op-type labels)."""
         frames = self.frames
         return [frames[i].name for i in self.stacks[stack_id].frames]
 
+    def display_names(self, stack_id):
+        """Frame names as shown to people (stripped functions with their op-type labels), root first."""
+        frames = self.frames
+        return [frames[i].display_name for i in self.stacks[stack_id].frames]
+
     def folded(self, stack_id):
         return ";".join(self.names(stack_id)) or "[no stack]"
+
+    def display_folded(self, stack_id):
+        return ";".join(self.display_names(stack_id)) or "[no stack]"
 
     def mapping_of(self, frame_id):
         return self.mappings[self.frames[frame_id].mapping]

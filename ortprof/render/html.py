@@ -123,7 +123,7 @@ def _thread_tree(profile, thread, label):
         node.add(us, samples, category)
         for frame_id in profile.stacks[stack_id].frames:
             frame = frames[frame_id]
-            key = (frame.name, frame.mapping)
+            key = (frame.display_name, frame.mapping)
             child = node.children.get(key)
             if child is None:
                 child = node.children[key] = _Node(key)
