@@ -343,8 +343,12 @@ def check_futex_bpf(facts, thorough):
     try:
         calls, attach_seconds = _count_child_futex_calls(info["path"])
     except OrtprofError as exc:
-        fix = ("start the container with `--privileged` (bpf() needs CAP_BPF and CAP_PERFMON and no seccomp "
-               "filter on it)" if facts.container["in_container"] else f"run ortprof as root, {FIX_BPF_OR_PERF}")
+        if facts.container["in_container"]:
+            fix = "start the container with `--privileged` (bpf() needs CAP_BPF, CAP_PERFMON and no seccomp filter on it)"
+        elif facts.seccomp == 2:
+            fix = f"run ortprof outside the seccomp filter that confines it (bpf() may be blocked), {FIX_BPF_OR_PERF}"
+        else:
+            fix = f"check `bpftrace -e 'BEGIN {{ exit(); }}'` as root, {FIX_BPF_OR_PERF}"
         return Check("futex-bpf", WARNING, f"{exc}: {BPF_CONSEQUENCE}", fix)
     if calls == 0:
         return Check("futex-bpf", WARNING, f"bpftrace attached but counted no futex calls of a child: "

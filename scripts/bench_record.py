@@ -3,16 +3,22 @@
 
 Runs the demo at 20 requests/s (default options) in alternating rounds:
   plain          the demo alone
-  ortprof        under `ortprof record` with its defaults
+  ortprof        under `ortprof record` with its defaults (futex calls counted in BPF when usable)
+  ortprof-perf-futex  under `ortprof record --futex-method perf` (every futex call a perf event with a stack)
   perf-default   under the seed's `perf record --call-graph dwarf -p PID` (perf's default 4000 Hz)
 and prints, per mode, p50/p95 latency and process CPU as the demo measures them
 (getrusage after its session is created), as ratios / differences to plain.
+Then one more `ortprof record` run with `perf stat -I 100 -e syscalls:sys_enter_futex`
+attached to the demo: ortprof's futex count next to perf's, over ortprof's window.
 Then it times the startup hook's cost per run() on a tiny model.
 
     python scripts/bench_record.py [--rounds 3] [--seconds 12]
+    python scripts/bench_record.py --modes plain,ortprof --demo-args '--allow-spinning 0'
 """
 import argparse
+import json
 import os
+import signal
 import re
 import statistics
 import subprocess
@@ -47,14 +53,21 @@ def run_plain(seconds, rate, workdir):
 RECORD_ARGS = []   # --record-args: options to try against ortprof's defaults
 
 
-def run_ortprof(seconds, rate, workdir):
+def record_argv(demo, out, extra=()):
+    """`ortprof record` of the `demo` command line; the demo's own --duration ends it."""
+    return [ORTPROF, "record", "-q", "--duration", "600", "-o", str(out), *RECORD_ARGS, *extra, "--", *demo]
+
+
+def run_ortprof(seconds, rate, workdir, extra=()):
     out = Path(workdir) / f"run-{time.monotonic_ns()}"
-    result = subprocess.run([ORTPROF, "record", "-q", "--duration", str(seconds + 30), "-o", str(out),
-                             *RECORD_ARGS, "--",
-                             *demo_argv(seconds, rate)], capture_output=True, text=True)
+    result = subprocess.run(record_argv(demo_argv(seconds, rate), out, extra), capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     return parse_demo((out / "workload.log").read_text())
+
+
+def run_ortprof_perf_futex(seconds, rate, workdir):
+    return run_ortprof(seconds, rate, workdir, ("--futex-method", "perf"))
 
 
 def run_perf_default(seconds, rate, workdir):
@@ -68,7 +81,66 @@ def run_perf_default(seconds, rate, workdir):
     return parse_demo(output)
 
 
-MODES = {"plain": run_plain, "ortprof": run_ortprof, "perf-default": run_perf_default}
+MODES = {"plain": run_plain, "ortprof": run_ortprof, "ortprof-perf-futex": run_ortprof_perf_futex,
+         "perf-default": run_perf_default}
+
+
+def _attached(process):
+    """Wait until perf has its events open (its counting starts then)."""
+    fd_dir = f"/proc/{process.pid}/fd"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.005)
+    raise SystemExit("perf stat did not attach")
+
+
+def futex_count_check(demo, out, extra=()):
+    """(the report's futex section, perf stat's futex count over the same window, run.json)
+    of `ortprof record` of the `demo` command line into `out`.
+
+    perf stat counts every sys_enter_futex of the demo in 100 ms intervals from
+    when it attached (a CLOCK_MONOTONIC time taken here, as ortprof's window is);
+    intervals cut by the window's edges count in proportion."""
+    out = Path(out)
+    record = subprocess.Popen(record_argv(demo, out, extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    pid = None
+    while pid is None and record.poll() is None:
+        try:
+            pid = json.loads((out / "run.json").read_text()).get("pid")
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    stat_out = out.parent / f"{out.name}.perf-stat.csv"
+    stat = subprocess.Popen(["perf", "stat", "-I", "100", "-x", ",", "-e", "syscalls:sys_enter_futex",
+                             "-p", str(pid), "-o", str(stat_out)], stderr=subprocess.DEVNULL)
+    stat_zero = _attached(stat)
+    _, errors = record.communicate()
+    if record.returncode != 0:
+        raise SystemExit(errors[-2000:])
+    stat.send_signal(signal.SIGINT)
+    stat.wait()
+    manifest = json.loads((out / "run.json").read_text())
+    window = manifest["window"]
+    start, end = window["start_mono"] - stat_zero, window["end_mono"] - stat_zero
+    independent, previous = 0.0, 0.0
+    for line in stat_out.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) < 4 or not fields[1].strip().isdigit():
+            continue
+        stamp, count = float(fields[0]), int(fields[1])
+        overlap = max(0.0, min(stamp, end) - max(previous, start))
+        independent += count * overlap / (stamp - previous)
+        previous = stamp
+    report = subprocess.run([ORTPROF, "report", str(out), "--json"], capture_output=True, text=True)
+    if report.returncode not in (0, 1):
+        raise SystemExit(report.stderr[-2000:])
+    return json.loads(report.stdout)["futex"], round(independent), manifest
 
 
 def hook_cost_per_run(calls=20000):
@@ -109,6 +181,8 @@ def main():
     parser.add_argument("--record-args", default="", help="extra `ortprof record` options, e.g. '-F 99'")
     parser.add_argument("--demo-args", default="", help="extra demo options, e.g. '--allow-spinning 0'")
     parser.add_argument("--no-hook-cost", action="store_true")
+    parser.add_argument("--no-futex-check", action="store_true",
+                        help="skip the run that compares ortprof's futex count with perf stat's")
     args = parser.parse_args()
     RECORD_ARGS.extend(args.record_args.split())
     DEMO_ARGS.extend(args.demo_args.split())
@@ -133,6 +207,12 @@ def main():
         p95 = statistics.median(r[1] for r in rows)
         cpu = statistics.median(r[2] for r in rows)
         print(f"{mode:14s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
+    if not args.no_futex_check:
+        with tempfile.TemporaryDirectory() as workdir:
+            futex, theirs, manifest = futex_count_check(demo_argv(args.seconds, args.rate), Path(workdir) / "run")
+        ours = futex["calls"]
+        print(f"\nfutex calls in ortprof's {manifest['window']['seconds']:g} s window: ortprof ({futex['method']}) "
+              f"{ours}, perf stat -e syscalls:sys_enter_futex {theirs} ({100 * (ours - theirs) / max(theirs, 1):+.1f}%)")
     if args.no_hook_cost:
         return
     plain, hooked = hook_cost_per_run()

@@ -48,6 +48,8 @@ def test_full_doctor_on_this_machine_passes_with_real_recordings():
     assert not [c for c in checks.values() if c["status"] == "fail"]
     assert "perf record --call-graph dwarf works" in checks["perf-dwarf"]["detail"]
     assert "recorded" in checks["futex-tracepoints"]["detail"] and "with call stacks" in checks["futex-tracepoints"]["detail"]
+    if env.bpftrace_info() is not None:
+        assert "futex calls of a child in the kernel" in checks["futex-bpf"]["detail"]
     assert "dumped a child Python's stack" in checks["py-spy"]["detail"]
     assert "imports, providers:" in checks["onnxruntime"]["detail"]
     assert "CPUExecutionProvider" in checks["onnxruntime"]["detail"]
@@ -148,7 +150,7 @@ def test_unprivileged_user_gets_warnings_with_sysctl_fixes():
 
 
 # -- seccomp: what container runtimes do ---------------------------------------------------
-SYSCALLS_X86_64 = {"ptrace": 101, "perf_event_open": 298, "process_vm_readv": 310}
+SYSCALLS_X86_64 = {"ptrace": 101, "perf_event_open": 298, "process_vm_readv": 310, "bpf": 321}
 
 # Installs a classic-BPF seccomp filter that makes the listed system calls fail
 # with EPERM (as Docker's default profile does), then executes the command.
@@ -308,3 +310,49 @@ def test_build_disk_uses_builds_own_threshold(tmp_path):
     free_gib = shutil.disk_usage(tmp_path).free / (1 << 30)
     assert check.status == ("ok" if free_gib >= DISK_GIB["Debug"] else "warning")
     assert f"a Debug build needs about {DISK_GIB['Debug']} GiB" in check.detail
+
+
+# -- futex counting in BPF ---------------------------------------------------------------
+needs_bpftrace = pytest.mark.skipif(env.bpftrace_info() is None, reason="bpftrace is not installed")
+
+
+def test_futex_bpf_without_bpftrace_warns_with_the_install_command():
+    code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf",
+                             env_vars={**os.environ, "ORTPROF_BPFTRACE": ""})
+    check = by_id(json.loads(out))["futex-bpf"]
+    assert code == 0, err    # a warning: record falls back to perf's per-call tracepoints
+    assert check["status"] == "warning"
+    assert check["detail"].startswith("bpftrace is not installed: futex calls are traced one by one by perf")
+    assert check["fix"] == doctor.bpftrace_install_command() and check["apt"] == ["bpftrace"]
+    if env.os_release().get("ID") == "debian":
+        assert check["fix"].endswith("apt-get install -y bpftrace")
+
+
+@needs_root
+@needs_bpftrace
+def test_futex_bpf_counts_a_childs_futex_calls_in_the_kernel():
+    (check,) = doctor.run_checks(["futex-bpf"], thorough=True)
+    assert check.status == "ok", check
+    calls = int(check.detail.split("counted ")[1].split()[0])
+    assert calls >= 40    # 20 thread hand-offs, each a wait and a wake at least
+
+
+@needs_bpftrace
+def test_futex_bpf_unprivileged_says_root_only():
+    prefix = unprivileged_prefix()
+    code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=prefix, python="/usr/bin/python3",
+                             cwd="/tmp")
+    check = by_id(json.loads(out))["futex-bpf"]
+    assert check["status"] == "warning" and check["detail"].startswith("bpftrace runs as root only")
+    assert check["fix"] == "run ortprof as root, or record with --futex-method perf"
+
+
+@needs_root
+@needs_bpftrace
+def test_futex_bpf_under_a_seccomp_filter_on_bpf_reports_bpftraces_own_error():
+    code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=seccomp_prefix("bpf"))
+    check = by_id(json.loads(out))["futex-bpf"]
+    assert code == 0, err
+    assert check["status"] == "warning"
+    assert check["detail"].startswith("bpftrace exited with code ") and "ERROR" in check["detail"]
+    assert "seccomp filter" in check["fix"] and "--futex-method perf" in check["fix"]

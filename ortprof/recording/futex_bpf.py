@@ -88,9 +88,11 @@ def start_futex_counter(bpftrace, pid, directory, timeout=ATTACH_TIMEOUT):
                               str(directory / FUTEX_BPF_LOG), str(output)).start()
     seconds = wait_attached(counter.process, output, timeout)
     if seconds is None:
+        exited = counter.process.poll() is not None
         counter.stop(timeout=10)
-        raise EnvironmentProblem(f"bpftrace did not attach within {timeout:g} s: "
-                                 f"{bpftrace_complaint(counter.log_tail(20))}")
+        what = f"bpftrace exited with code {counter.exit_code}" if exited else \
+            f"bpftrace did not attach within {timeout:g} s"
+        raise EnvironmentProblem(f"{what}: {bpftrace_complaint(counter.log_tail(20))}")
     return counter, seconds
 
 
