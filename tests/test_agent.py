@@ -170,8 +170,8 @@ def test_spool_bound_drops_oldest_first(tmp_path):
     assert Spool(str(tmp_path), max_bytes=2000).put({"n": 12}, b"x") > last
 
 
-def test_pushes_follow_the_ingest_contract(tmp_path, fast_backoff):
-    server = Ingest()
+def push_three(server, tmp_path):
+    """Push three profiles to `server` until the spool is empty; the log lines."""
     pusher, lines = pusher_to(server.url, tmp_path)
     pusher.start()
     try:
@@ -180,6 +180,12 @@ def test_pushes_follow_the_ingest_contract(tmp_path, fast_backoff):
     finally:
         pusher.stop()
         server.close()
+    return lines
+
+
+def test_pushes_follow_the_ingest_contract(tmp_path, fast_backoff):
+    server = Ingest()
+    lines = push_three(server, tmp_path)
     assert not server.problems
     assert [item["profile"] for item in server.received] == [b"profile 0", b"profile 1", b"profile 2"]
     first = server.received[0]
@@ -217,14 +223,7 @@ def test_server_down_spools_and_resends_in_order(tmp_path, fast_backoff):
 def test_error_answers_one_line_each_and_pushing_goes_on(tmp_path, fast_backoff):
     server = Ingest()
     server.answers = [503, 503, 503, 400]   # down for a while, then one profile refused
-    pusher, lines = pusher_to(server.url, tmp_path)
-    pusher.start()
-    try:
-        push_numbered(pusher, 3)
-        assert pusher.drain(10)
-    finally:
-        pusher.stop()
-        server.close()
+    lines = push_three(server, tmp_path)
     failed, rejected = lines.events("push-failed"), lines.events("push-rejected")
     assert len(failed) == 1 and "HTTP 503" in failed[0]["reason"]
     assert len(rejected) == 1 and "HTTP 400" in rejected[0]["reason"] and "stand-in says no" in rejected[0]["reason"]
