@@ -17,6 +17,9 @@ VARIANCE_MIN_RUNS = 30
 PYTHON_SHARE = 0.5
 BUSY_NATIVE_MIN_PCT = 10.0   # /proc CPU of a thread no profiler could see into
 SPIN_DURATION_SINCE = (1, 26)   # session.intra_op.spin_duration_us appeared in ORT 1.26
+SHORT_SECTIONS_SHARE_PCT = 50.0   # small-parallel-sections: most of the sections are short
+SHORT_SECTIONS_MIN_PCT = 1.0      # ... and the spin + sync around them costs at least this much of a core
+POOL_SPIN_MIN_PCT = 1.0           # a pool whose workers spin less than this gets no remedy line of its own
 
 # The seed article's measured trade-off, quoted in remedies.
 SEED_TRADEOFF = ("seed measurement (MiniLM, 1 request/s): defaults 47% CPU / 2.5 ms; "
@@ -47,6 +50,36 @@ def _ort_version(context):
         return (0, 0)
 
 
+def _session_name(report, session):
+    for summary in report["sessions"]:
+        if summary["session"] == session:
+            model = summary.get("model") or ""
+            return f"session {session} ({model.rsplit('/', 1)[-1]})" if model else f"session {session}"
+    return f"session {session}"
+
+
+def spinning_pools(report):
+    """[(session, pool, spin %, tids)] of every pool whose workers spin, most first (needs pool_workers)."""
+    pools = {}
+    for worker in report.get("pool_workers") or ():
+        entry = pools.setdefault((worker["session"], worker["pool"]), [0.0, []])
+        entry[0] += worker.get("spin_pct") or 0.0
+        entry[1].append(worker["tid"])
+    return sorted(((session, pool, round(spin, 2), tids) for (session, pool), (spin, tids) in pools.items()
+                   if spin >= POOL_SPIN_MIN_PCT), key=lambda item: -item[2])
+
+
+def _pool_remedy_lines(pools, report):
+    """One allow_spinning line per spinning pool, naming its session (inter-op pools have their own key)."""
+    lines = []
+    for session, pool, spin, tids in pools:
+        key = "inter_op" if pool == roles.INTER_POOL else "intra_op"
+        lines.append(f"# {_session_name(report, session)}, {pool} pool (threads {', '.join(map(str, tids))}): "
+                     f"spins {spin:.1f}% of a core")
+        lines.append(f'opts.add_session_config_entry("session.{key}.allow_spinning", "0")')
+    return lines
+
+
 def spin_wait(report, context):
     totals = report["totals"]
     workers = [t for t in report["threads"] if t["role"] in (roles.INTRA_WORKER, roles.INTER_WORKER)]
@@ -66,12 +99,21 @@ def spin_wait(report, context):
         remedy_lines.append("# opts.add_session_config_entry(\"session.intra_op.spin_duration_us\", \"200\")  # option C: spin briefly")
     remedy_lines.append("# opts.add_session_config_entry(\"session.force_spinning_stop\", \"1\")  # option D: stop spinning when run() returns")
     runs_per_s = sum(s.get("rate_per_s") or 0 for s in sessions)
+    pools = spinning_pools(report)
+    evidence_pools = {}
+    if pools:
+        evidence_pools = {"pools": [{"session": session, "pool": pool, "spin_pct": spin, "tids": tids}
+                                    for session, pool, spin, tids in pools]}
+    if len(pools) > 1 or any(pool == roles.INTER_POOL for _session, pool, _spin, _tids in pools):
+        remedy_lines += ["# option A for each pool that spins:", *_pool_remedy_lines(pools, report)]
+    elif pools:
+        remedy_lines[0] += f" ({_session_name(report, pools[0][0])}, the only pool that spins)"
     return Finding(
         id="spin-wait", severity="critical" if spin >= 25 else "warning",
         title=f"ORT pool workers burn {spin:.1f}% of a core spin-waiting for work",
         evidence={"spin_pct": spin, "worker_cpu_pct": round(worker_cpu, 2), "process_cpu_pct": totals["cpu_pct"],
                   "workers": len(workers), "inferences_per_s": round(runs_per_s, 2),
-                  "allow_spinning": spinning, "intra_op_num_threads": threads},
+                  "allow_spinning": spinning, "intra_op_num_threads": threads, **evidence_pools},
         remedy=_snippet(remedy_lines),
         tradeoff=("A: spinning off cuts CPU by the spin share but every parallel section wakes workers "
                   "through futex, ~1.5-2.4x latency. B: one thread removes the pool (and its sync) at the "
@@ -264,10 +306,53 @@ def busy_native_thread(report, context):
         explanation="ORT's pool workers are native threads: py-spy does not sample them, /proc still counts their CPU.")
 
 
+def small_parallel_sections(report, context):
+    """Most parallel sections (ORT's profile) are too short for the pool: waking and joining
+    workers costs more than the work they take over."""
+    parallel = (report.get("operators") or {}).get("parallel")
+    if not parallel or not parallel["node_runs"] or (parallel["short_share_pct"] or 0) < SHORT_SECTIONS_SHARE_PCT:
+        return None
+    cost = parallel["short_spin_sync_pct"]
+    if cost is not None and cost < SHORT_SECTIONS_MIN_PCT:
+        return None
+    per_inference = parallel["per_inference"]
+    lines = []
+    parallel_sessions = []
+    for session in parallel["sessions"] or [None]:
+        name = _session_name(report, session) if session is not None else "each session"
+        lines.append(f"# {name}: opts.intra_op_num_threads = 1 (option A)")
+        summary = next((s for s in report["sessions"] if s["session"] == session), None)
+        if summary and "PARALLEL" in str((summary.get("options") or {}).get("execution_mode", "")).upper():
+            parallel_sessions.append(name)
+    lines += ["opts.intra_op_num_threads = 1   # option A: no intra-op pool for such a model",
+              '# opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # option B: keep the pool, no spin']
+    if parallel_sessions:
+        lines.append(f"# opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL   # option C for {', '.join(parallel_sessions)}")
+    return Finding(
+        id="small-parallel-sections", severity="warning" if (cost or 0) >= SPIN_MIN_PCT else "info",
+        title=(f"{parallel['short_share_pct']:.0f}% of the parallel sections are under {parallel['threshold_us']:.0f} us: "
+               f"too short for the thread pool" + (f" ({cost:.1f}% of a core in spin and sync around them)"
+                                                   if cost is not None else "")),
+        evidence={"parallel_node_runs": parallel["node_runs"], "per_inference": per_inference,
+                  "short_share_pct": parallel["short_share_pct"], "threshold_us": parallel["threshold_us"],
+                  "spin_sync_pct": cost, "no_worker_pct": parallel["no_worker_pct"],
+                  "workers_mean": parallel["workers_mean"], "sessions": parallel["sessions"]},
+        remedy=_snippet(lines),
+        tradeoff=("A: nodes with long sections (see the hot operators: mean_us, parallel_calls_pct) lose their "
+                  "speed-up; on small inputs the pool rarely helps (no_worker_pct). B: no spin, but every section "
+                  "wakes the workers through futex: more sync, latency up. C: independent branches run one after "
+                  "another, the inter-op pool's hand-offs go away."),
+        explanation=("Each parallel section wakes pool workers, splits the work and joins them; under "
+                     f"~{parallel['threshold_us']:.0f} us of work that costs more than it saves (measured), and "
+                     "idle workers then spin or block until the next section."))
+
+
 FINDING_IDS = ("spin-wait", "caller-spin", "futex-overhead", "cpu-throttling", "thread-oversubscription",
-               "latency-variance", "debug-build", "stripped-binary", "python-overhead", "busy-native-thread")
+               "latency-variance", "debug-build", "stripped-binary", "python-overhead", "busy-native-thread",
+               "small-parallel-sections")
 RULES = (spin_wait, caller_spin, futex_overhead, cpu_throttling, thread_oversubscription,
-         latency_variance, debug_build, stripped_binary, python_overhead, busy_native_thread)
+         latency_variance, debug_build, stripped_binary, python_overhead, busy_native_thread,
+         small_parallel_sections)
 
 
 def diagnose(report, context):

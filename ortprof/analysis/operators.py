@@ -27,6 +27,7 @@ SHORT_SECTION_US = 100.0
 AFTER_LIMIT_S = 0.05          # spin after a node lasts a few ms at most; later samples stay unattributed
 LABEL_MIN_SHARE = 0.05        # op types under 5% of a function's samples are left out of its label
 LABEL_MAX_OPS = 3
+LABEL_LIST_MIN_PCT = 0.05     # labelled functions listed in the report (all frames keep their label)
 WAIT_CATEGORIES = ("spin", "caller_spin", "sync")
 _UNNAMED = re.compile(r"!fn_[0-9a-f]+$|\+0x[0-9a-f]+$")
 DURING, AFTER = 1, 2
@@ -135,7 +136,7 @@ def frame_label(ns_by_op):
     return ", ".join(parts)
 
 
-def _label_frames(profile, join, scale, top):
+def _label_frames(profile, join, scale):
     """One label per function: its frames (one per sampled address) share it."""
     by_function = defaultdict(Counter)
     frame_ids = defaultdict(list)
@@ -149,7 +150,7 @@ def _label_frames(profile, join, scale, top):
         for frame_id in frame_ids[key]:
             profile.frames[frame_id].ops = label
         rows.append(FrameOps(key[0], label, round(sum(ns_by_op.values()) * scale, 2)))
-    return sorted(rows, key=lambda row: (-row.cpu_pct, row.function))[:top]
+    return sorted((row for row in rows if row.cpu_pct >= LABEL_LIST_MIN_PCT), key=lambda row: (-row.cpu_pct, row.function))
 
 
 def _rows(nodes, join, scale, inferences, run_seconds, by_node):
@@ -270,7 +271,7 @@ def operators_section(profile, data, pools, window_seconds, top=15):
         notes=list(data.notes))
     if join is not None:
         section.samples_in_nodes_pct = round(100 * join.during_ns / join.joined_ns, 1) if join.joined_ns else None
-        section.frames = _label_frames(profile, join, scale, top)
+        section.frames = _label_frames(profile, join, scale)
     if not nodes:
         section.notes.append("ORT's profile has no node runs inside the recording window")
     return section

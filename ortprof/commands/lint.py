@@ -17,9 +17,12 @@ from ..findings import SEVERITIES
 @click.option("--fix", "fix_path", metavar="OUT.onnx", type=click.Path(dir_okay=False),
               help="Write a copy without initializers in the graph inputs (weights of an external-data "
                    "model go to OUT.onnx.data) and compare node counts after optimization.")
+@click.option("--ort-profile", "ort_profile", metavar="FILE", type=click.Path(dir_okay=False),
+              help="ORT's own profile of this model (enable_profiling, or the hook/ directory of "
+                   "`ortprof record --ort-profile`): rank findings by the time their nodes take.")
 @click.option("--fail-on-severity", type=click.Choice(SEVERITIES + ("never",)), default="warning",
               show_default=True, help="Exit with 1 when a finding of this severity or higher is present.")
-def command(model, providers, as_json, fix_path, fail_on_severity):
+def command(model, providers, as_json, fix_path, fail_on_severity, ort_profile):
     """Check MODEL for what keeps ONNX Runtime from running it fast.
 
     \b
@@ -41,9 +44,9 @@ def command(model, providers, as_json, fix_path, fail_on_severity):
     if status_console.is_terminal:
         with status_console.status("linting") as status:
             report = run.lint_model(model, provider_list, fix_path,
-                                    progress=lambda message: status.update(message))
+                                    progress=lambda message: status.update(message), ort_profile=ort_profile)
     else:
-        report = run.lint_model(model, provider_list, fix_path)
+        report = run.lint_model(model, provider_list, fix_path, ort_profile=ort_profile)
 
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from ..errors import InputError
-from . import checks, initializers, optimization, placement
+from . import checks, initializers, optimization, placement, profile_time
 from .model_facts import check_external_data, load_model, model_facts
 
 SCHEMA = "ortprof.lint/1"
@@ -58,8 +58,11 @@ def _quiet_ort():
     return ort.__version__
 
 
-def lint_model(model_path, providers=None, fix_path=None, progress=None):
-    """Lint `model_path`; raises InputError for files that are not usable models."""
+def lint_model(model_path, providers=None, fix_path=None, progress=None, ort_profile=None):
+    """Lint `model_path`; raises InputError for files that are not usable models. With `ort_profile`
+    (a file ORT's profiler wrote) findings are ranked by the time of the nodes they concern."""
+    # A bad profile file fails before minutes of optimizer runs, not after.
+    times = profile_time.ProfileTimes(ort_profile) if ort_profile else None
     model = load_model(model_path)
     model_dir = os.path.dirname(os.path.abspath(model_path))
     external_files = check_external_data(model, model_path)
@@ -90,6 +93,8 @@ def lint_model(model_path, providers=None, fix_path=None, progress=None):
             fix = _apply_fix(model_path, fix_path, init_names, external_files, levels, workdir, context, progress)
 
     findings = checks.lint_findings(model_path, facts, levels, init_names, without, placement_report)
+    if times is not None:
+        findings = profile_time.rank_by_profile(findings, times, levels)
     return LintReport(
         model=facts,
         onnxruntime=ort_version,

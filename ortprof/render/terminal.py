@@ -40,6 +40,8 @@ def render_report(report, console, top=8):
 
     _threads(report, console)
     _sessions(report, console)
+    _pool_workers(report, console)
+    _operators(report, console, top)
     _python(report, console, top)
     _futex(report, console, top)
     _hot_paths(report, console, top)
@@ -117,6 +119,73 @@ def _sessions(report, console):
         console.print(Text(f"model-side checks (fusions, initializer inputs, layout): ortprof lint {model}", style="dim"))
 
 
+def _pool_workers(report, console):
+    workers = report.get("pool_workers") or []
+    if not workers:
+        return
+    table = Table(title="Pool workers (tied to the session whose creation started them)", title_justify="left", box=None)
+    for column in ("tid", "session", "pool", "role", "CPU %", "spin %", "evidence"):
+        table.add_column(column, justify="right" if column in ("tid", "session", "CPU %", "spin %") else "left")
+    for worker in workers:
+        table.add_row(str(worker["tid"]), str(worker["session"]), worker["pool"], worker["role"],
+                      _pct(worker.get("cpu_pct")), _pct(worker.get("spin_pct")), worker["evidence"])
+    console.print(table)
+
+
+def _operator_table(title, rows, by_node, sessions):
+    table = Table(title=title, title_justify="left")
+    columns = (["session"] if sessions > 1 else []) + (["node", "op"] if by_node else ["op", "provider"]) + [
+        "calls", "ms/inference", "% of run()", "mean us", "parallel %", "workers", "CPU %", "spin+sync %"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("node", "op", "provider") else "right")
+    for row in rows:
+        cells = ([str(row["session"])] if sessions > 1 else []) + (
+            [row["node"], row["op"]] if by_node else [row["op"], row["provider"].replace("ExecutionProvider", "")])
+        table.add_row(*cells, str(row["calls"]), _num(row.get("ms_per_inference")), _pct(row.get("run_share_pct")),
+                      f"{row['mean_us']:.0f}", _pct(row.get("parallel_calls_pct")), _num(row.get("workers_mean")),
+                      _pct(row.get("cpu_pct")), _pct(row.get("spin_sync_pct")))
+    return table
+
+
+def _operators(report, console, top):
+    operators = report.get("operators")
+    if not operators:
+        return
+    sessions = len({row["session"] for row in operators.get("ops") or []})
+    share = operators.get("node_share_pct")
+    title = (f"Hot operators (ORT's profile: {operators['node_runs']} node runs, {operators['inferences']} inferences"
+             + (f"; nodes are {share:.0f}% of run() time" if share is not None else "") + ")")
+    if operators.get("ops"):
+        console.print(_operator_table(title, operators["ops"][:top], False, sessions))
+        console.print(_operator_table("Top nodes", operators["nodes"][:top], True, sessions))
+    parallel = operators.get("parallel")
+    if parallel and parallel["node_runs"]:
+        line = (f"parallel sections: {parallel['node_runs']} node runs used the intra-op pool"
+                + (f" ({parallel['per_inference']:.0f} per inference)" if parallel.get("per_inference") else "")
+                + f"; {_pct(parallel['short_share_pct'])}% under {parallel['threshold_us']:.0f} us per section; "
+                f"no worker took part in {_pct(parallel['no_worker_pct'])}%")
+        if parallel.get("short_spin_sync_pct") is not None:
+            line += f"; spin+sync around the short ones {parallel['short_spin_sync_pct']:.1f}% of a core"
+        console.print(line)
+    alignment = operators.get("alignment") or {}
+    if alignment.get("runs_matched"):
+        console.print(Text(f"clock join: {alignment['runs_matched']} runs matched; ORT's model_run starts "
+                           f"{alignment['start_lead_us_p50']:.0f} us after the hook's run() and ends "
+                           f"{alignment['end_lag_us_p50']:.0f} us before it (offset error <= "
+                           f"{alignment['error_bound_us']:.0f} us)", style="dim"))
+    for note in operators.get("notes") or []:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _labels(report):
+    """function -> op-type label, from ORT's profile (runs recorded with --ort-profile)."""
+    return {row["function"]: row["ops"] for row in (report.get("operators") or {}).get("frames") or []}
+
+
+def _labelled(name, labels):
+    return f"{name} [{labels[name]}]" if name in labels else name
+
+
 def _num(value):
     return "-" if value is None else f"{value:.2f}"
 
@@ -144,6 +213,7 @@ def _hot_paths(report, console, top):
     paths = report.get("hot_paths") or []
     if not paths:
         return
+    labels = _labels(report)
     table = Table(title="Hot call paths (leaf last)", title_justify="left", show_lines=False)
     table.add_column("CPU %", justify="right")
     table.add_column("role")
@@ -151,7 +221,7 @@ def _hot_paths(report, console, top):
     table.add_column("path", overflow="fold")
     for path in paths[:top]:
         frames = path["stack"].split(";")
-        shown = " > ".join(frames[-4:])
+        shown = " > ".join(frames[-4:-1] + [_labelled(frames[-1], labels)])
         table.add_row(_pct(path["cpu_pct"]), path["role"], CATEGORY_LABELS.get(path["category"], path["category"]),
                       ("… > " if len(frames) > 4 else "") + shown)
     console.print(table)
@@ -159,7 +229,7 @@ def _hot_paths(report, console, top):
     functions.add_column("CPU %", justify="right")
     functions.add_column("function", overflow="fold")
     for item in (report.get("top_functions") or {}).get("self", [])[:top]:
-        functions.add_row(_pct(item["cpu_pct"]), item["function"])
+        functions.add_row(_pct(item["cpu_pct"]), _labelled(item["function"], labels))
     console.print(functions)
     spots = [spot for spot in report.get("hot_spots") or [] if spot.get("source")]
     if spots:
