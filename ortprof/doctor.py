@@ -352,7 +352,7 @@ def check_futex_bpf(facts, thorough):
         return Check("futex-bpf", WARNING, f"{exc}: {BPF_CONSEQUENCE}", fix)
     if calls == 0:
         return Check("futex-bpf", WARNING, f"bpftrace attached but counted no futex calls of a child: "
-                                           f"{BPF_CONSEQUENCE}", f"record with --futex-method perf")
+                                           f"{BPF_CONSEQUENCE}", "record with --futex-method perf")
     return Check("futex-bpf", OK, f"{found}: counted {calls} futex calls of a child in the kernel "
                                   f"(attached in {attach_seconds:.2f} s)")
 
