@@ -140,5 +140,6 @@ def test_hot_spots_get_source_lines_from_dwarf(tmp_path):
                 str(binary), check=True)
     report = json.loads(run_ortprof("report", str(out), "--json", check=True).stdout)
     hottest = report["hot_spots"][0]
-    assert hottest["dso"] == str(binary) and hottest["cpu_pct"] > 50
+    # Most of the program's sampled CPU sits on the hot line (its share of a core depends on the machine's load).
+    assert hottest["dso"] == str(binary) and hottest["cpu_pct"] > 0.5 * report["totals"]["cpu_pct"]
     assert hottest["source"] in (f"{source}:4", f"{source}:5")
