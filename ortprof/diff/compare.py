@@ -7,6 +7,7 @@ is the 95% bootstrap interval of the delta where both sides are run directories
 """
 from collections import Counter, defaultdict
 
+from ..analysis.diagnose import SAMPLE_FINDING_IDS
 from ..analysis.pipeline import stack_category
 from ..model.report import CATEGORIES
 from . import SCHEMA
@@ -52,8 +53,9 @@ def compare(before, after, top=10):
     doc["futex"] = futex(before, after, doc["not_compared"])
     doc["throttling"] = throttling(before, after, doc["not_compared"])
     doc["latency"] = latency(before, after, with_intervals, doc["not_compared"])
-    doc["findings"] = findings(before, after)
-    doc["hot_paths"], doc["functions"] = hot_paths(before, after, doc["per_inference"], top, doc["notes"], bins)
+    doc["findings"] = findings(before, after, doc["not_compared"])
+    doc["hot_paths"], doc["functions"] = hot_paths(before, after, doc["per_inference"], top, doc["notes"], bins,
+                                                   doc["not_compared"])
     for side in (before, after):
         for section, why in (side.report.get("empty_sections") or {}).items():
             doc["notes"].append(f"{side.label}: {section} empty: {why}")
@@ -309,9 +311,24 @@ def latency(before, after, with_intervals, not_compared):
 
 # ---------------------------------------------------------------- findings
 
-def findings(before, after):
+def _sampled(side):
+    return bool(side.report.get("samples"))
+
+
+def findings(before, after, not_compared):
+    """Resolved, new and persisting findings. A finding only perf samples can raise is left out when
+    one side has no samples: there it is unknown, not gone."""
     by_id_b = {f["id"]: f for f in before.report.get("findings", [])}
     by_id_a = {f["id"]: f for f in after.report.get("findings", [])}
+    unsampled = [side.label for side in (before, after) if not _sampled(side)]
+    if unsampled:
+        unknown = sorted(i for i in set(by_id_b) | set(by_id_a) if i in SAMPLE_FINDING_IDS)
+        for i in unknown:
+            by_id_b.pop(i, None)
+            by_id_a.pop(i, None)
+        if unknown:
+            not_compared["findings"] = (f"{' and '.join(unsampled)} has no perf samples: "
+                                        f"{', '.join(unknown)} cannot be compared")
 
     def brief(f):
         return {"id": f["id"], "severity": f["severity"], "title": f["title"]}
@@ -355,8 +372,14 @@ def _side_weights(side, use_profile):
     return paths, categories, functions
 
 
-def hot_paths(before, after, per_inference, top, notes, bins=None):
+def hot_paths(before, after, per_inference, top, notes, bins=None, not_compared=None):
     """The paths and functions (self time) that grew and shrank most, per inference (else % of a core)."""
+    unsampled = [side.label for side in (before, after) if not _sampled(side)]
+    if unsampled:
+        if not_compared is not None:
+            not_compared["hot_paths"] = f"{' and '.join(unsampled)} has no perf samples"
+        empty = {"unit": "ms_per_inference" if per_inference else "pct", "grew": [], "shrank": []}
+        return empty, dict(empty)
     use_profiles = before.profile is not None and after.profile is not None
     if not use_profiles:
         notes.append("hot paths and functions compare each report's top entries only (a report JSON keeps "
