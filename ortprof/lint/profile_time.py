@@ -48,8 +48,18 @@ def _unfused_ops(levels):
     return set().union(*(PATTERN_OPS.get(name, set()) for name, count in unfused.items() if count))
 
 
-def _affected(finding, times, levels):
-    if finding.id in ("initializer-inputs", "unoptimized-graph"):
+def _fused_forms(consumers, profiled_ops):
+    """Profiled op types that run what `consumers` (op types of the original graph) became:
+    the same op, a fused one containing its name (FusedMatMul, FusedConv), Gemm for MatMul."""
+    return {op for op in profiled_ops
+            if any(consumer in op for consumer in consumers) or (op == "Gemm" and "MatMul" in consumers)}
+
+
+def _affected(finding, times, levels, initializer_consumers):
+    if finding.id == "initializer-inputs":
+        ops = _fused_forms(initializer_consumers, times.by_op)
+        return times.affected(ops=ops) if ops else None
+    if finding.id == "unoptimized-graph":
         ops = _unfused_ops(levels)
         return times.affected(ops=ops) if ops else None
     if finding.id == "nhwc-transposes":
@@ -59,12 +69,19 @@ def _affected(finding, times, levels):
     return None
 
 
-def rank_by_profile(findings, times, levels):
+def initializer_consumers(model, names):
+    """Op types of the nodes that read the initializers listed as graph inputs."""
+    names = set(names)
+    return {node.op_type for node in model.graph.node if names.intersection(node.input)}
+
+
+def rank_by_profile(findings, times, levels, consumers=()):
     """`findings` with evidence["profile_time"] (from ProfileTimes `times`) where the profile
-    says something, most time first; the others keep their order after them."""
+    says something, most time first; the others keep their order after them. `consumers`:
+    initializer_consumers() of the model, for initializer-inputs."""
     measured = []
     for finding in findings:
-        affected = _affected(finding, times, levels)
+        affected = _affected(finding, times, levels, set(consumers))
         if affected is not None:
             finding.evidence = dict(finding.evidence or {}, profile_time=affected)
         measured.append((affected["ms_per_inference"] if affected else -1.0, finding))

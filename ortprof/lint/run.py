@@ -94,7 +94,8 @@ def lint_model(model_path, providers=None, fix_path=None, progress=None, ort_pro
 
     findings = checks.lint_findings(model_path, facts, levels, init_names, without, placement_report)
     if times is not None:
-        findings = profile_time.rank_by_profile(findings, times, levels)
+        findings = profile_time.rank_by_profile(findings, times, levels,
+                                                profile_time.initializer_consumers(model, init_names))
     return LintReport(
         model=facts,
         onnxruntime=ort_version,
