@@ -243,3 +243,38 @@ def test_lint_ranks_findings_by_the_time_of_their_nodes(tmp_path):
     # ORT's transpose optimizer may remove some of them: the profile says what still runs
     transposes = next(f for f in timed if f["id"] == "nhwc-transposes")["evidence"]["profile_time"]
     assert transposes["ops"] in ([], ["Transpose"]) and transposes["inferences"] == 20
+
+
+def test_profile_is_finished_when_the_workload_exits_before_the_window_ends(tmp_path):
+    run = tmp_path / "run"
+    record_demo(run, "--requests", "30", duration=30, rate=20, record_args=("--ort-profile",))
+    from ortprof.hook import read_hook_records
+    ends = [r for r in read_hook_records(run / "hook") if r.get("event") == "ort_profile_end"]
+    assert [(r["session"], r["why"]) for r in ends] == [(1, "exit")]
+    operators = report_json(run)["operators"]
+    assert operators["inferences"] > 0 and operators["ops"]
+
+
+def test_ctrl_c_in_the_workload_finishes_the_profile(tmp_path):
+    """SIGINT raises KeyboardInterrupt in the workload; the hook ends the profile on the way out."""
+    import signal
+    import subprocess
+    import time
+
+    from ortprof.analysis.ort_profile import parse_ort_profile
+    from ortprof.hook import hook_environment, read_hook_records, warm_event
+    hook_dir = tmp_path / "hook"
+    hook_dir.mkdir()
+    env = hook_environment({"PATH": "/usr/bin:/bin"}, hook_dir, warmup_runs=3, ort_profile=True)
+    process = subprocess.Popen([*DEMO, "--rate", "20"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while warm_event(hook_dir) is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert warm_event(hook_dir) is not None, process.stderr.read()
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    ends = [r for r in read_hook_records(hook_dir) if r.get("event") == "ort_profile_end"]
+    assert [(r["session"], r["why"]) for r in ends] == [(1, "exit")]
+    trace = parse_ort_profile(ends[0]["file"])
+    assert not trace.truncated and len(trace.model_runs) >= 3 and trace.nodes
