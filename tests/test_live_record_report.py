@@ -48,8 +48,11 @@ def test_samples_from_pool_workers_and_futex_with_stacks(recordings, name):
     report = report_json(run_dir)
     workers = by_role(report, "intra-op-worker")
     assert len(workers) == 1 and workers[0]["samples"] > 0
-    assert report["futex"]["recorded"] and report["futex"]["calls"] > 0
-    assert report["futex"]["top_stacks"] and ";" in report["futex"]["top_stacks"][0]["stack"]
+    futex = report["futex"]
+    assert futex["recorded"] and futex["method"] in ("bpftrace", "perf-tracepoints")
+    if name == "nospin":   # a spinning pool hardly ever sleeps: with default options there may be no futex call
+        assert futex["calls"] > 0
+        assert futex["top_stacks"] and ";" in futex["top_stacks"][0]["stack"]
 
 
 @pytest.mark.parametrize("name", ["default", "nospin"])

@@ -195,9 +195,13 @@ def _futex(report, console, top):
     if not futex.get("recorded"):
         return
     per_inf = futex.get("calls_per_inference")
+    how = {"bpftrace": "counted in BPF", "perf-tracepoints": "every call traced by perf"}.get(futex.get("method"))
+    if how and futex.get("stacks_sampled") and (futex.get("stack_sample_period") or 1) > 1:
+        how += f"; stacks of 1 call in {futex['stack_sample_period']}"
     console.print(f"[bold]futex[/]: {futex['calls']} calls, {futex['calls_per_s']:.0f}/s, "
                   f"{futex['time_ms_per_s']:.1f} ms/s inside"
-                  + (f", {per_inf:.1f} per inference" if per_inf is not None else ""))
+                  + (f", {per_inf:.1f} per inference" if per_inf is not None else "")
+                  + (f" ({how})" if how else ""))
     table = Table(box=None, pad_edge=False, show_header=True)
     for column in ("tid", "role", "calls/s", "waits", "wakes", "ms/s", "per inference"):
         table.add_column(column, justify="right")
