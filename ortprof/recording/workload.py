@@ -28,13 +28,15 @@ def resolve_executable(argv):
     return found
 
 
-def _tee(source, sinks):
-    """Copy a child's stream to the terminal and the log, chunk by chunk."""
+def _tee(source, terminal, log, quiet):
+    """Copy a child's stream to the terminal and the log, chunk by chunk. Once `quiet` is set
+    (ortprof stopped the workload) only the log gets it: the workload's KeyboardInterrupt
+    traceback is not ortprof's error to show."""
     while True:
         chunk = os.read(source.fileno(), 65536)
         if not chunk:
             break
-        for sink in sinks:
+        for sink in (log,) if quiet.is_set() else (terminal, log):
             try:
                 sink.write(chunk)
                 sink.flush()
@@ -75,12 +77,14 @@ class Workload:
             raise InputError(f"{argv[0]}: cannot start ({exc.strerror or exc})")
         self.pid = self.process.pid
         self.stopped_with = None   # the signal ortprof stopped it with, if it did
+        self._quiet = threading.Event()
         self._tees = []
         if tee:
             self._tees = [
-                threading.Thread(target=_tee, args=(self.process.stdout, [
-                    sys.stderr.buffer if stdout_to_stderr else sys.stdout.buffer, self.log]), daemon=True),
-                threading.Thread(target=_tee, args=(self.process.stderr, [sys.stderr.buffer, self.log]), daemon=True),
+                threading.Thread(target=_tee, args=(self.process.stdout, sys.stderr.buffer if stdout_to_stderr
+                                                    else sys.stdout.buffer, self.log, self._quiet), daemon=True),
+                threading.Thread(target=_tee, args=(self.process.stderr, sys.stderr.buffer, self.log, self._quiet),
+                                 daemon=True),
             ]
         for thread in self._tees:
             thread.start()
@@ -101,6 +105,7 @@ class Workload:
             if not self.running():
                 break
             self.stopped_with = signal.Signals(signum).name
+            self._quiet.set()
             try:
                 os.killpg(self.pid, signum)
             except ProcessLookupError:

@@ -11,6 +11,9 @@ def print_record_summary(run, manifest, console):
     threads = manifest.get("threads") or {}
     console.print(f"[bold]ortprof:[/] recorded [cyan]{run.path}[/] "
                   f"({window.get('seconds', 0):.1f} s, status {manifest.get('status')})")
+    if manifest.get("stopped_by_ortprof"):
+        console.print(f"  [dim]the workload was stopped after the window; what it printed from then on is in "
+                      f"{run.file(rundir.WORKLOAD_LOG)}[/]")
     for name, profiler in (manifest.get("profilers") or {}).items():
         console.print(f"  {name}: {profiler['bytes'] / 1e6:.1f} MB -> {profiler['output']}")
     if threads.get("process_cpu_pct") is not None:
