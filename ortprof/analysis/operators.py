@@ -5,8 +5,10 @@ node running at that moment: on the thread that ran the node (the caller in
 sequential execution, an inter-op worker in parallel execution) by the node's
 own span; on an intra-op worker by the spans of its session's nodes (workers
 serve the parallel sections of whichever node is running). A sample between
-nodes is put "after" the node that ended last, for up to AFTER_LIMIT_S: that
-is where a pool's spin-wait and blocking sync happen. Stripped functions
+nodes of one run() is put "after" the node that ended last (for up to
+AFTER_LIMIT_S): that is where a pool's spin-wait and blocking sync happen;
+spin and sync after the run's last node, while the session waits for the next
+request, are counted apart (between_runs_spin_sync_pct). Stripped functions
 (ort!fn_...) then get a label from the op types whose runs they were sampled
 in, set on the Profile's frames so every exporter shows it.
 """
@@ -20,10 +22,12 @@ from . import roles as roles_mod
 from .pipeline import stack_category
 from .stacks import ORT
 
-# A parallel section shorter than this costs more to hand to the pool (wake, split, join)
-# than it saves on 2 cores: measured with MatMul chains of growing size, 1 vs 2 threads
-# (docs/operators.md, "Where the threshold comes from").
-SHORT_SECTION_US = 100.0
+# A parallel section shorter than this (as ORT's profile times it, under the pool) costs
+# more to hand to a sleeping worker (futex wake, split, join) than it saves: measured on
+# 2 cores with MatMul chains of growing size, 1 vs 2 threads, spinning off: 2 threads were
+# slower up to 33 us sections (0.68-0.93x), faster from 42 us (1.12x). With spinning on they
+# gain below that only by keeping a worker spinning (docs/operators.md, "The threshold").
+SHORT_SECTION_US = 40.0
 AFTER_LIMIT_S = 0.05          # spin after a node lasts a few ms at most; later samples stay unattributed
 LABEL_MIN_SHARE = 0.05        # op types under 5% of a function's samples are left out of its label
 LABEL_MAX_OPS = 3
@@ -81,9 +85,11 @@ def _thread_spans(profile, nodes, pools):
 class _Join:
     """Sampled ns per node run, node and stripped frame."""
 
-    def __init__(self, profile, nodes, pools):
+    def __init__(self, profile, nodes, pools, run_ends):
         self.profile = profile
         self.nodes = nodes
+        self.run_ends = run_ends         # node run index -> end of the run() it belongs to
+        self.between_ns = 0              # spin + sync after the last node of a run(), before the next
         self.cpu_ns = Counter()          # (session, node) -> ns during its runs
         self.wait_ns = Counter()         # (session, node) -> spin + sync ns during or after its runs
         self.wait_by_run = Counter()     # node run index -> spin + sync ns
@@ -117,6 +123,10 @@ class _Join:
                 continue
             node = nodes[index]
             key = (node.session, node.node)
+            if how != DURING and time > self.run_ends[index]:
+                if category in WAIT_CATEGORIES:
+                    self.between_ns += ns   # idle between requests: no node's doing
+                continue
             if category in WAIT_CATEGORIES:
                 self.wait_ns[key] += ns
                 self.wait_by_run[index] += ns
@@ -238,6 +248,22 @@ def clock_alignment(model_runs, hook_runs):
                           round(max(abs(min(leads)), abs(min(lags))), 1))
 
 
+def run_ends(nodes, model_runs):
+    """End of the run() (ORT's model_run) each node run belongs to; its own end when none holds it."""
+    by_session = defaultdict(list)
+    for session, _tid, start, seconds in model_runs:
+        by_session[session].append((start, start + seconds))
+    for runs in by_session.values():
+        runs.sort()
+    starts = {session: [start for start, _end in runs] for session, runs in by_session.items()}
+    ends = []
+    for node in nodes:
+        position = bisect_right(starts.get(node.session, []), node.start) - 1
+        run_end = by_session[node.session][position][1] if position >= 0 else node.end
+        ends.append(run_end if run_end >= node.end else node.end)
+    return ends
+
+
 def node_threads(data):
     """session -> threads that ran its nodes (ORT's kernel TIDs)."""
     threads = defaultdict(set)
@@ -256,7 +282,7 @@ def operators_section(profile, data, pools, window_seconds, top=15):
         run_seconds[run.session] += run.seconds
     inferences = Counter(session for session, _tid, _start, _seconds in data.model_runs)
     scale = 100.0 / (window_seconds * 1e9)
-    join = _Join(profile, nodes, pools) if profile.has_samples and nodes else None
+    join = _Join(profile, nodes, pools, run_ends(nodes, data.model_runs)) if profile.has_samples and nodes else None
     node_seconds = sum(node.seconds for node in nodes)
     total_run = sum(run_seconds.values())
     section = OperatorsSection(
@@ -271,6 +297,7 @@ def operators_section(profile, data, pools, window_seconds, top=15):
         notes=list(data.notes))
     if join is not None:
         section.samples_in_nodes_pct = round(100 * join.during_ns / join.joined_ns, 1) if join.joined_ns else None
+        section.between_runs_spin_sync_pct = round(join.between_ns * scale, 2)
         section.frames = _label_frames(profile, join, scale)
     if not nodes:
         section.notes.append("ORT's profile has no node runs inside the recording window")

@@ -234,6 +234,7 @@ class OperatorsSection:
     node_ms: float = 0.0
     node_share_pct: Optional[float] = None   # node time / run() time
     samples_in_nodes_pct: Optional[float] = None   # of the profiled sessions' samples, share inside a node
+    between_runs_spin_sync_pct: Optional[float] = None   # spin + sync while no run() is in flight, % of one core
     ops: List[OperatorRow] = field(default_factory=list)
     nodes: List[OperatorRow] = field(default_factory=list)   # top nodes by time
     frames: List[FrameOps] = field(default_factory=list)

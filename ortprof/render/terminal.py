@@ -167,6 +167,9 @@ def _operators(report, console, top):
         if parallel.get("short_spin_sync_pct") is not None:
             line += f"; spin+sync around the short ones {parallel['short_spin_sync_pct']:.1f}% of a core"
         console.print(line)
+    if operators.get("between_runs_spin_sync_pct") is not None:
+        console.print(f"spin+sync between run() calls (after a run's last node): "
+                      f"{operators['between_runs_spin_sync_pct']:.1f}% of a core")
     alignment = operators.get("alignment") or {}
     if alignment.get("runs_matched"):
         console.print(Text(f"clock join: {alignment['runs_matched']} runs matched; ORT's model_run starts "
