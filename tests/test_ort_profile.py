@@ -108,6 +108,14 @@ def test_node_times_go_onto_perf_clock_and_the_window(tmp_path):
     assert len(inside.nodes) == 8 and len(inside.model_runs) == 2
 
 
+def test_a_profiler_on_the_monotonic_clock_needs_no_offset():
+    records = _records(fixture("1.31.1"), 5_000_000_000, 1_699_999_000_000_000_000)
+    records[0]["ort_profile"]["clock"] = "monotonic"
+    data = load_ort_profiles(records, FIXTURES)
+    first = min(parse_ort_profile(fixture("1.31.1")).nodes, key=lambda node: node.ts_us)
+    assert data.nodes[0].start == pytest.approx(5.0 + first.ts_us / 1e6, abs=1e-9)
+
+
 def test_a_moved_run_finds_its_profile_in_the_hook_directory(tmp_path):
     moved = tmp_path / "hook"
     moved.mkdir()

@@ -7,8 +7,9 @@ pool, `thread_scheduling_stats` (per parallel section: how many runs each
 pool worker took). `ts` counts microseconds from the session's profiling
 start, `get_profiling_start_time_ns()`, which is std::chrono's
 high_resolution_clock: the system clock in libstdc++ (measured on 1.15.1 and
-1.31.1). The hook records that start and a tight (unix, monotonic) pair right
-after the session is created, so a node's start in CLOCK_MONOTONIC seconds is
+1.31.1; the hook tells it from CLOCK_MONOTONIC by which one it is near). The
+hook records that start and a tight (unix, monotonic) pair right after the
+session is created, so a node's start in CLOCK_MONOTONIC seconds is
 (start_unix_ns + ts * 1000 - unix_minus_mono_ns) / 1e9.
 """
 import json
@@ -193,7 +194,9 @@ def load_ort_profiles(records, hook_dir, window=None):
         if trace.truncated:
             data.notes.append(f"session {session['session']}: ORT's profile {path} was cut short; read what it has")
         data.files[session["session"]] = path
-        origin = (clock["start_unix_ns"] - clock["unix_minus_mono_ns"]) / 1e9
+        # the hook says which clock ORT's start is on (the system clock on 1.15.1 and 1.31.1)
+        offset_ns = clock["unix_minus_mono_ns"] if clock.get("clock", "system") == "system" else 0
+        origin = (clock["start_unix_ns"] - offset_ns) / 1e9
         number = session["session"]
         for node in trace.nodes:
             start = origin + node.ts_us / 1e6

@@ -152,8 +152,11 @@ class _OrtProfiles:
         unix, mono, bracket = _clock_pair()
         with self.lock:
             self.sessions[session._ortprof_session] = session
+        # 1.15.1 and 1.31.1 count from the system clock; a build whose profiler uses steady_clock
+        # (CLOCK_MONOTONIC) would give a start near `mono` instead.
+        clock = "system" if abs(start_ns - unix) <= abs(start_ns - mono) else "monotonic"
         return {"start_unix_ns": start_ns, "unix_minus_mono_ns": unix - mono, "pair_bracket_ns": bracket,
-                "prefix": session._ortprof_prefix}
+                "clock": clock, "prefix": session._ortprof_prefix}
 
     def end(self, session_id, why):
         with self.lock:
