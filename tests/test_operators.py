@@ -140,7 +140,7 @@ def test_tiny_parallel_sections_are_found_with_the_default_pool_and_not_with_one
     found = finding(pooled, "small-parallel-sections")
     assert found is not None, pooled["operators"]["parallel"]
     assert found["evidence"]["sessions"] == [1]
-    assert "intra_op_num_threads = 1" in found["remedy"] and "session 1" in found["remedy"]
+    assert "intra_op_num_threads = 1" in found["remedy"] and "# for session 1" in found["remedy"]
     assert "allow_spinning" in found["remedy"] and found["tradeoff"]
 
     single, _truth, _run = record_workload(tmp_path / "one", [dict(TINY, options={"intra_op_num_threads": 1})],

@@ -316,14 +316,13 @@ def small_parallel_sections(report, context):
     if cost is not None and cost < SHORT_SECTIONS_MIN_PCT:
         return None
     per_inference = parallel["per_inference"]
-    lines = []
-    parallel_sessions = []
-    for session in parallel["sessions"] or [None]:
-        name = _session_name(report, session) if session is not None else "each session"
-        lines.append(f"# {name}: opts.intra_op_num_threads = 1 (option A)")
+    names, parallel_sessions = [], []
+    for session in parallel["sessions"]:
+        names.append(_session_name(report, session))
         summary = next((s for s in report["sessions"] if s["session"] == session), None)
         if summary and "PARALLEL" in str((summary.get("options") or {}).get("execution_mode", "")).upper():
-            parallel_sessions.append(name)
+            parallel_sessions.append(names[-1])
+    lines = [f"# for {', '.join(names)}"] if names else []
     lines += ["opts.intra_op_num_threads = 1   # option A: no intra-op pool for such a model",
               '# opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # option B: keep the pool, no spin']
     if parallel_sessions:
@@ -340,8 +339,9 @@ def small_parallel_sections(report, context):
         remedy=_snippet(lines),
         tradeoff=("A: nodes with long sections (see the hot operators: mean_us, parallel_calls_pct) lose their "
                   "speed-up; on small inputs the pool rarely helps (no_worker_pct). B: no spin, but every section "
-                  "wakes the workers through futex: more sync, latency up. C: independent branches run one after "
-                  "another, the inter-op pool's hand-offs go away."),
+                  "wakes the workers through futex: more sync, latency up."
+                  + (" C: independent branches run one after another, the inter-op pool's hand-offs go away."
+                     if parallel_sessions else "")),
         explanation=("Each parallel section wakes pool workers, splits the work and joins them; under "
                      f"~{parallel['threshold_us']:.0f} us of work that costs more than it saves (measured), and "
                      "idle workers then spin or block until the next section."))
