@@ -367,7 +367,7 @@ class Recorder:
             if plan["requested"] == "bpf":
                 raise
             plan["bpf"].update(usable=False, reason=str(problem),
-                               fix="ortprof doctor --check futex-bpf, or record with --futex-method perf")
+                               fix="see `ortprof doctor --check futex-bpf`; or record with --futex-method perf")
             usable = self.manifest["futex_probe"]["usable"]
             plan.update(method=PERF_METHOD if usable else None, stack_sample_period=1 if usable else None)
             self._note(f"futex calls are traced by perf, one event per call: {problem}")
