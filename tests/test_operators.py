@@ -173,6 +173,17 @@ def test_two_sessions_in_one_process_each_worker_tied_to_its_session(tmp_path, o
     assert spin["remedy"].count('"session.intra_op.allow_spinning", "0"') >= 2
 
 
+def test_two_default_sessions_are_two_pools_not_one_big_one(tmp_path):
+    """Default pool size (one thread per physical core) in each of two sessions: the pool size the
+    oversubscription rule sees is one session's, not all workers of the process added up."""
+    import psutil
+    physical = psutil.cpu_count(logical=False) or 1
+    report, truth, _run = record_workload(tmp_path, [dict(SMALL), dict(SMALL)], 40)
+    assert report["pool_threads"] == physical == len(truth[1]) + 1 == len(truth[2]) + 1
+    usable = report["ort"]["usable_cores"]
+    assert ("thread-oversubscription" in {f["id"] for f in report["findings"]}) == (physical > usable)
+
+
 def test_parallel_executor_workers_are_told_apart_and_both_pools_get_a_remedy(tmp_path):
     options = {"execution_mode": "ORT_PARALLEL", "inter_op_num_threads": 2, "intra_op_num_threads": 2}
     report, truth, run = record_workload(tmp_path, [dict(SMALL, options=options)], 40, "--ort-profile")

@@ -6,6 +6,8 @@ profile when it has samples and are otherwise left empty with the reason in
 run or one whose perf.data is broken still gets throttling, oversubscription,
 latency-variance, debug-build and the Python findings.
 """
+from collections import Counter
+
 from ..model.report import CgroupSection, FutexSection, PythonSection, PythonStack, PythonThread, Report, \
     SessionSummary, Totals
 from . import roles as roles_mod
@@ -28,13 +30,18 @@ def cgroup_section(cgroup):
     return section
 
 
-def _pool_threads(sessions, threads, physical_cores):
-    """Intra-op pool size: the option when set, else workers seen + the caller, else ORT's
+def _pool_threads(sessions, threads, pool_workers, physical_cores):
+    """The largest intra-op pool of a session: the option when set, else the session's intra-op
+    workers + its caller (workers tied to sessions) or all workers seen + the caller, else ORT's
     default for a session the hook saw (one thread per physical core)."""
     for session in sessions:
         value = (session.options or {}).get("intra_op_num_threads")
         if value:
             return int(value)
+    if pool_workers:
+        per_session = Counter(w.session for w in pool_workers if w.pool == "intra-op")
+        if per_session:
+            return max(per_session.values()) + 1
     workers = sum(1 for t in threads if t.role == roles_mod.INTRA_WORKER)
     if workers:
         return workers + 1
@@ -125,7 +132,7 @@ def analyze(loaded, top=15):
         report.empty_sections["sessions"] = ("no run() records from the startup hook (a workload that is not "
                                              "Python, or --pid without the hook)")
     report.python = python_section(loaded.pyspy, seconds)
-    report.pool_threads = _pool_threads(sessions, report.threads,
+    report.pool_threads = _pool_threads(sessions, report.threads, report.pool_workers,
                                        (manifest.environment.get("cpu") or {}).get("physical_cores"))
     notes = list(loaded.notes)
     if report.totals.mismatch:
