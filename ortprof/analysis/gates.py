@@ -7,25 +7,30 @@ from ..errors import InputError
 from ..findings import SEVERITIES, severity_rank
 
 _COMPARISON = re.compile(r"^\s*([a-z_][a-z0-9_.]*)\s*(>=|<=|==|!=|>|<)\s*(-?[0-9]+(?:\.[0-9]+)?)\s*$")
-_OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
               "==": operator.eq, "!=": operator.ne}
 
 
+def expressions_of(options):
+    """The single expressions of repeated and comma-separated --fail-on options."""
+    return [part for text in options for part in filter(None, (p.strip() for p in text.split(",")))]
+
+
+def known_finding(text, finding):
+    """`finding` when it is a finding id, else one clear error about the expression `text`."""
+    from .diagnose import FINDING_IDS
+    if finding not in FINDING_IDS:
+        raise InputError(f"--fail-on {text!r}: unknown finding; one of {', '.join(FINDING_IDS)}")
+    return finding
+
+
 def parse_gates(expressions):
-    gates = []
-    for text in expressions:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            gates.append(_parse(part))
-    return gates
+    return [_parse(text) for text in expressions_of(expressions)]
 
 
 def _parse(text):
     if text.startswith("finding:"):
-        from .diagnose import FINDING_IDS
-        finding = text[len("finding:"):].strip()
-        if finding not in FINDING_IDS:
-            raise InputError(f"--fail-on {text!r}: unknown finding; one of {', '.join(FINDING_IDS)}")
-        return ("finding", finding, text)
+        return ("finding", known_finding(text, text[len("finding:"):].strip()), text)
     if text.startswith("severity:"):
         level = text[len("severity:"):].strip()
         if level not in SEVERITIES:
@@ -35,7 +40,7 @@ def _parse(text):
     if not match:
         raise InputError(f"--fail-on {text!r}: expected METRIC>NUMBER (e.g. spin_pct>20), "
                          "finding:ID or severity:LEVEL")
-    return ("compare", (match.group(1), _OPERATORS[match.group(2)], float(match.group(3))), text)
+    return ("compare", (match.group(1), OPERATORS[match.group(2)], float(match.group(3))), text)
 
 
 def _metric(report, name):

@@ -4,7 +4,7 @@ the metric's unit. Only a significant change trips a gate: outside the noise flo
 the diff has one, outside the 95% interval (stats.significant)."""
 import re
 
-from ..analysis.gates import _OPERATORS
+from ..analysis.gates import OPERATORS, expressions_of, known_finding
 from ..errors import InputError
 from ..model.report import CATEGORIES
 from .stats import significant
@@ -23,20 +23,14 @@ def metric_names():
 
 
 def parse_diff_gates(expressions):
-    gates = []
-    for text in expressions:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            gates.append(_parse(part))
-    return gates
+    return [_parse(text) for text in expressions_of(expressions)]
 
 
 def _parse(text):
     if text.startswith("finding:"):
-        from ..analysis.diagnose import FINDING_IDS
         finding, _, state = text[len("finding:"):].strip().partition(":")
         state = state or "new"
-        if finding not in FINDING_IDS:
-            raise InputError(f"--fail-on {text!r}: unknown finding; one of {', '.join(FINDING_IDS)}")
+        known_finding(text, finding)
         if state not in FINDING_STATES:
             raise InputError(f"--fail-on {text!r}: the state is one of {', '.join(FINDING_STATES)}")
         return ("finding", (finding, state), text)
@@ -47,7 +41,7 @@ def _parse(text):
                          "p95_ms, p99_ms, futex_calls_per_inference, futex_time_ms_per_inference, throttled_ms; "
                          f"CATEGORY: {', '.join(CATEGORIES)}) or finding:ID[:new|resolved|persisting]")
     name, op, limit, percent = match.groups()
-    return ("change", (name, _OPERATORS[op], float(limit), bool(percent)), text)
+    return ("change", (name, OPERATORS[op], float(limit), bool(percent)), text)
 
 
 def _quantities(diff, name):
