@@ -2,10 +2,11 @@
 of them at once, turn each into a report, Prometheus metrics and a pprof push.
 
 The agent runs niced (its perf children inherit it), records at a low frequency,
+keeps one perf per process across windows (started once, enabled for each window),
 decodes perf data once per window and never waits on Pyroscope: pushes go through
 the spool's thread. SIGTERM or SIGINT ends the loop: a window in progress is cut
-short (its perf data deleted), the spool is given a few seconds to drain and the
-rest stays on disk for the next start.
+short, the perf processes are stopped and their data deleted, the spool is given a
+few seconds to drain and the rest stays on disk for the next start.
 """
 import os
 import shutil
@@ -22,8 +23,9 @@ from . import discovery
 from .hooktail import HookTail
 from .logs import StructuredLog
 from .metrics import AgentMetrics
+from .perfsession import stale_sessions
 from .pyroscope import Pusher, Spool, check_url
-from .window import WindowOptions, record_window
+from .window import WindowOptions, close_sessions, record_window
 
 DEFAULT_WORK_DIR = "/tmp/ortprof-agent"
 IDLE_RESCAN_SECONDS = 5.0     # with no ORT process yet, look again this often
@@ -65,6 +67,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self.targets = {}            # key -> Target
         self.tails = {}              # key -> HookTail
+        self.sessions = {}           # key -> PerfSession: each process's perf, kept across windows
         self.missing_pids = set()    # --pid values already reported as not ORT processes
         self.pusher = None
         self.perf = None
@@ -81,6 +84,11 @@ class Agent:
             os.makedirs(self.windows_dir, exist_ok=True)
         except OSError as error:
             raise InputError(f"cannot write the agent's directory {options.work_dir}: {error.strerror or error}")
+        for pid in stale_sessions(self.windows_dir):   # perf processes of a killed agent
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         for stale in os.listdir(self.windows_dir):   # raw perf data of a killed agent
             shutil.rmtree(os.path.join(self.windows_dir, stale), ignore_errors=True)
         # perf's build-id cache goes with the agent's files: the root filesystem may be read-only.
@@ -131,6 +139,9 @@ class Agent:
             if key not in found:
                 target = self.targets.pop(key)
                 self.tails.pop(key, None)
+                session = self.sessions.pop(key, None)
+                if session is not None:
+                    session.close()
                 self.metrics.forget(target)
                 self.log.info("process-gone", pid=target.pid, service=target.service)
         self.targets.update(found)
@@ -154,7 +165,7 @@ class Agent:
     def record(self, targets):
         started = time.monotonic()
         results = record_window(targets, self.options.window, self.perf, self.windows_dir, self.tails,
-                                self.stop_event, self.log)
+                                self.stop_event, self.log, self.sessions)
         for result in results:
             self.handle(result)
         return results, time.monotonic() - started
@@ -229,6 +240,7 @@ class Agent:
 
     def shutdown(self):
         spooled = 0
+        close_sessions(self.sessions)
         if self.pusher is not None:
             self.pusher.drain(DRAIN_SECONDS)
             self.pusher.stop()

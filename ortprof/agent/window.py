@@ -4,6 +4,9 @@ Each process gets a temporary run directory (run.json, perf.data, threads.csv an
 the hook's records of the window), so the report is the one `ortprof report` gives
 for a recording: `analysis.report.build_report` reads it. The directory, raw perf
 data included, is deleted as soon as the profile and the pprof bytes are built.
+perf itself is not started per window: each process has one `perf record` for as
+long as the agent follows it (perfsession.PerfSession), enabled for the window and
+cut at its end.
 """
 import csv
 import functools
@@ -25,12 +28,12 @@ from ..recording import profilers, rundir
 from ..recording.threadstats import HEADER, ThreadCpuSampler
 from .discovery import namespace_tids
 from .hooktail import HookTail
+from .perfsession import PerfSession
 
 # Low frequency for an always-on agent: ~10x fewer samples than `ortprof record`
 # (199 Hz), still hundreds per busy thread in a 10 s window.
 AGENT_FREQUENCY = 49
 SNAPSHOT_SECONDS = 1.0      # per-thread CPU from /proc during the window
-ATTACH_TIMEOUT = 2.0
 
 
 @dataclass
@@ -78,31 +81,20 @@ def _module_facts(path):
 class ProcessWindow:
     """One process's part of a window."""
 
-    def __init__(self, target, options, perf, work_dir, tail: Optional[HookTail]):
-        self.target, self.options, self.tail = target, options, tail
+    def __init__(self, target, options, session: PerfSession, work_dir, tail: Optional[HookTail]):
+        self.target, self.options, self.session, self.tail = target, options, session, tail
         self.run = rundir.RunDirectory(tempfile.mkdtemp(prefix=f"window-{target.pid}-", dir=work_dir))
         (self.run.path / rundir.HOOK_DIR).mkdir()
         self.sampler = ThreadCpuSampler(target.pid, self.run.file(rundir.THREADS_CSV))
         self.csv_stream = open(self.run.file(rundir.THREADS_CSV), "w", newline="")
         self.csv = csv.writer(self.csv_stream)
         self.csv.writerow(HEADER)
-        argv = profilers.perf_command(perf, target.pid, str(self.run.file(rundir.PERF_DATA)), options.frequency,
-                                      "dwarf", options.stack_size, futex=self.futex_usable)
-        # No build-id pass at perf's exit (a second read of all samples, ~0.1 s CPU a window): the
-        # window is decoded right away, while the mapped files are still the ones profiled.
-        argv.insert(argv.index("record") + 1, "--no-buildid")
-        self.perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
-                                              str(self.run.file(rundir.PERF_DATA)))
         self.cgroup_dir = None
         self.manifest = {}
         self.start_mono = self.end_mono = None
         self.start_unix = None
         self.exited = False         # the process is gone
         self.perf_died = False      # perf stopped on its own while the process lives
-
-    @property
-    def futex_usable(self):
-        return bool(self.options.futex and (self.options.futex_probe or {}).get("usable"))
 
     def start(self):
         pid = self.target.pid
@@ -112,12 +104,12 @@ class ProcessWindow:
             "mode": "attach", "command": self.target.cmdline, "pid": pid, "profiled_pid": pid,
             "started_unix": time.time(), "status": "recording",
             "options": {"frequency": self.options.frequency, "call_graph": "dwarf",
-                        "stack_size": self.options.stack_size, "futex": self.futex_usable, "profiler": "perf"},
+                        "stack_size": self.options.stack_size, "futex": futex_usable(self.options),
+                        "profiler": "perf"},
             "environment": self._environment(), "futex_probe": self._futex_probe(),
             "cgroup": {"limit": process_cpu_limit(pid), "stat_before": cpu_stat(self.cgroup_dir)},
             "notes": [], "errors": [],
         }
-        self.perf.start()
         return self
 
     def _environment(self):
@@ -134,13 +126,15 @@ class ProcessWindow:
                     "grows with the workload's futex rate)", "fix": "ortprof agent --futex"}
         return self.options.futex_probe or {"usable": False, "reason": "not probed", "fix": None}
 
-    def attached(self):
-        try:
-            fds = os.listdir(f"/proc/{self.perf.process.pid}/fd")
-            return any(os.readlink(f"/proc/{self.perf.process.pid}/fd/{fd}") == "anon_inode:[perf_event]"
-                       for fd in fds)
-        except OSError:
-            return self.perf.process.poll() is not None   # perf is gone: nothing more to wait for
+    def begin(self):
+        """Enable perf's events; False when perf is gone (or never came up)."""
+        if self.session.begin():
+            return True
+        if psutil.pid_exists(self.target.pid) and not self._zombie():
+            self.perf_died = True
+        else:
+            self.exited = True
+        return False
 
     def open_window(self):
         self.start_mono = time.monotonic()
@@ -158,7 +152,7 @@ class ProcessWindow:
             return False
         if not psutil.pid_exists(self.target.pid):
             self.exited = True
-        elif self.perf.process.poll() is not None:
+        elif not self.session.running():
             self.perf_died = not self._zombie()
             self.exited = not self.perf_died
         return not (self.exited or self.perf_died)
@@ -172,17 +166,18 @@ class ProcessWindow:
     def close_window(self):
         self.end_mono = time.monotonic()
         self.snapshot()
-        if self.perf.process.poll() is None:
-            self.perf.process.send_signal(2)   # SIGINT: perf writes its header and exits
+        self.session.end()
 
     def finish(self):
-        """Wait for perf; write the run.json and hook records the report reads."""
-        self.perf.stop()
+        """Take the window's perf.data from perf; write the run.json and hook records the report reads."""
+        window_file = self.session.cut()
+        if window_file is not None:
+            os.replace(window_file, self.run.file(rundir.PERF_DATA))
         self.csv_stream.close()
         seconds = round(self.end_mono - self.start_mono, 3)
         self.manifest["window"] = {"start_mono": self.start_mono, "end_mono": self.end_mono, "seconds": seconds}
         self.manifest["cgroup"]["stat_after"] = cpu_stat(self.cgroup_dir)
-        self.manifest["profilers"] = {"perf": self.perf.describe()}
+        self.manifest["profilers"] = {"perf": self.session.describe(self.run.file(rundir.PERF_DATA))}
         self.manifest["status"] = "completed"
         if self.exited:
             self.manifest["notes"].append("the process exited during the window")
@@ -215,28 +210,53 @@ class ProcessWindow:
     def discard(self):
         if not self.csv_stream.closed:
             self.csv_stream.close()
-        if self.perf.process is not None and self.perf.process.poll() is None:
-            self.perf.process.kill()
-            self.perf.process.wait()
         shutil.rmtree(self.run.path, ignore_errors=True)
 
 
-def record_window(targets, options, perf, work_dir, tails, stop_event, log=None):
-    """One window of every target at once -> [WindowResult]. `stop_event` (threading.Event)
-    cuts the window short; nothing is analyzed then."""
-    windows = []
+def futex_usable(options):
+    return bool(options.futex and (options.futex_probe or {}).get("usable"))
+
+
+def ensure_sessions(targets, options, perf, work_dir, sessions, log=None):
+    """A running perf for each target in `sessions` (key -> PerfSession): kept from the last
+    window, else started now; those of processes no longer targeted are closed."""
+    keys = {target.key for target in targets}
+    for key in [key for key in sessions if key not in keys]:
+        sessions.pop(key).close()
     for target in targets:
+        session = sessions.get(target.key)
+        if session is not None and session.running():
+            continue
+        if session is not None:
+            sessions.pop(target.key).close()   # perf ended (the process exited, or perf failed)
         try:
-            windows.append(ProcessWindow(target, options, perf, work_dir, tails.get(target.key)).start())
-        except OSError as error:
+            sessions[target.key] = PerfSession(target, options, perf, work_dir, futex_usable(options)).start()
+        except (OSError, OrtprofError) as error:
             if log:
                 log.error("window-failed", pid=target.pid, reason=f"cannot start perf: {error}")
+    return sessions
+
+
+def close_sessions(sessions):
+    while sessions:
+        sessions.popitem()[1].close()
+
+
+def record_window(targets, options, perf, work_dir, tails, stop_event, log=None, sessions=None):
+    """One window of every target at once -> [WindowResult]. `sessions` (key -> PerfSession)
+    carries each process's perf from one window to the next; without it, perf is started and
+    stopped for this window. `stop_event` (threading.Event) cuts the window short; nothing is
+    analyzed then."""
+    own_sessions = sessions is None
+    sessions = ensure_sessions(targets, options, perf, work_dir, {} if own_sessions else sessions, log)
+    windows = []
+    for target in targets:
+        if target.key in sessions:
+            windows.append(ProcessWindow(target, options, sessions[target.key], work_dir,
+                                         tails.get(target.key)).start())
     try:
-        deadline = time.monotonic() + ATTACH_TIMEOUT
-        while windows and time.monotonic() < deadline and not all(w.attached() for w in windows):
-            time.sleep(0.01)
-        time.sleep(0.05)   # perf enables the rest of its events in the same burst
         for window in windows:
+            window.begin()
             window.open_window()
         end = time.monotonic() + options.seconds
         next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
@@ -258,10 +278,12 @@ def record_window(targets, options, perf, work_dir, tails, stop_event, log=None)
         for window in windows:
             window.finish()
             if window.perf_died and log:
-                log.warning("perf-failed", pid=window.target.pid, exit_code=window.perf.exit_code,
-                            reason=profilers.perf_permission_hint(window.perf.log_tail()))
+                log.warning("perf-failed", pid=window.target.pid, exit_code=window.session.exit_code,
+                            reason=profilers.perf_permission_hint(window.session.log_tail()))
             results.append(window.result())
         return results
     finally:
         for window in windows:
             window.discard()
+        if own_sessions:
+            close_sessions(sessions)
