@@ -1,4 +1,6 @@
 """What an ELF file carries for symbolization: build-id and symbol status."""
+import functools
+import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,7 +28,24 @@ class ElfInfo:
 
 
 def read_elf_info(path):
-    """Read build-id, symbol status and debuglink of `path` (cheap: headers only)."""
+    """Read build-id, symbol status and debuglink of `path` (headers only, a few ms with pyelftools;
+    remembered per file version: a report, and the agent every window, ask for the same binaries
+    several times)."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file")
+    except OSError:
+        return _read_elf_info(path)
+    return _read_elf_info_of_version(str(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=256)
+def _read_elf_info_of_version(path, _version):
+    return _read_elf_info(path)
+
+
+def _read_elf_info(path):
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
