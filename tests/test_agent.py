@@ -17,8 +17,10 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+from types import SimpleNamespace
 from urllib.request import urlopen
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,6 +28,9 @@ from live import DEMO, ORTPROF
 from ortprof.agent import pyroscope
 from ortprof.agent.discovery import container_of
 from ortprof.agent.logs import StructuredLog
+from ortprof.agent.perfsession import PerfSession
+from ortprof.agent.window import WindowOptions
+from ortprof.analysis.perfscript import PerfScriptStream
 from ortprof.agent.pyroscope import Pusher, Spool, app_name, check_url
 from ortprof.environment import ort_native_module
 from ortprof.exporters import pprof_proto
@@ -277,7 +282,16 @@ def test_live_windows_pushed_as_pprof_matching_their_reports_and_metrics(tmp_pat
                         "--metrics-addr", "127.0.0.1")
     try:
         assert wait_for(lambda: len(server.received) >= 2, 90), (tmp_path / "agent.log").read_text()
-        metrics = metrics_of(metrics_port)
+        # run() latencies are read at the start of each interval: wait for the first that saw some
+        # (the demo may still have been loading its model at the previous one).
+        scraped = {}
+
+        def latency_seen():
+            scraped.update(metrics_of(metrics_port))
+            family = scraped.get("ortprof_run_duration_seconds")
+            return family is not None and any(s.name.endswith("_count") and s.value > 0 for s in family.samples)
+        assert wait_for(latency_seen, 30)
+        metrics = scraped
         assert stop_agent(agent) == 0
     finally:
         if agent.poll() is None:
@@ -375,3 +389,86 @@ def test_once_without_ort_processes_is_one_clear_error(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 3
     assert "no running process has ORT loaded" in result.stderr and "Traceback" not in result.stderr
+
+
+def perf_processes_in(work_dir):
+    """pid -> command line of the `perf record` processes recording into `work_dir`."""
+    found = {}
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info.get("cmdline") or []
+        if (process.info.get("name") == "perf" and cmdline[1:2] == ["record"]
+                and any(str(work_dir) in arg for arg in cmdline)):
+            found[process.pid] = cmdline
+    return found
+
+
+@pytest.mark.slow
+def test_live_one_perf_per_process_across_windows_and_none_after_sigterm(tmp_path):
+    demo = start_demo(tmp_path, hook=False)
+    agent = start_agent(tmp_path, "--pid", str(demo.pid), "--interval", "2", "--window", "1")
+    seen = {}
+    try:
+        def three_windows():
+            seen.update(perf_processes_in(tmp_path / "work"))
+            return len(agent_events(tmp_path, "window")) >= 3
+        assert wait_for(three_windows, 90), (tmp_path / "agent.log").read_text()
+        assert stop_agent(agent) == 0
+        leftover = perf_processes_in(tmp_path / "work")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        demo.kill()
+        demo.wait()
+    assert len(seen) == 1, seen       # one perf for all the windows of the process
+    cmdline = next(iter(seen.values()))
+    assert cmdline[cmdline.index("-D") + 1] == "-1" and "--switch-output=signal" in cmdline
+    assert any(arg.startswith("fifo:") for arg in cmdline)
+    windows = agent_events(tmp_path, "window")
+    assert all(window["samples"] > 0 for window in windows)   # each window enabled and cut apart
+    assert not leftover and not (tmp_path / "work" / "windows").exists()   # perf ended, its data gone
+
+
+BUSY_IN_A_NEW_LIBRARY = """
+import ctypes, ctypes.util, os, sys, time
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+bz2 = ctypes.CDLL(ctypes.util.find_library("bz2"))   # mapped while perf's events are off
+data, end = b"ortprof" * 200000, time.time() + 30
+while time.time() < end:
+    out, size = ctypes.create_string_buffer(len(data) * 2), ctypes.c_uint(len(data) * 2)
+    bz2.BZ2_bzBuffToBuffCompress(out, ctypes.byref(size), data, len(data), 9, 0, 0)
+"""
+
+
+@pytest.mark.slow
+def test_live_library_mapped_between_windows_is_named_in_the_next(tmp_path):
+    """The window's file names a library mapped while perf's sampling events were off (perf's
+    side-band event keeps tracking mmaps between windows)."""
+    import ctypes.util
+    if not ctypes.util.find_library("bz2"):
+        pytest.skip("no libbz2 on this machine")
+    go = tmp_path / "go"
+    target = subprocess.Popen([sys.executable, "-c", BUSY_IN_A_NEW_LIBRARY, str(go)])
+    session = PerfSession(SimpleNamespace(pid=target.pid), WindowOptions(), "perf", tmp_path).start()
+    try:
+        assert session.begin()
+        time.sleep(0.3)
+        assert session.end()
+        first = session.cut()
+        assert first is not None and first.stat().st_size > 0
+        first.unlink()
+        go.touch()
+        assert wait_for(lambda: "libbz2" in Path(f"/proc/{target.pid}/maps").read_text(), 10)
+        assert session.begin()
+        time.sleep(1.5)
+        assert session.end()
+        window = session.cut()
+        with PerfScriptStream(window) as samples:
+            dsos = [sample.frames[0].dso for sample in samples if sample.frames]
+        assert sum("libbz2" in dso for dso in dsos) > len(dsos) / 2, dsos[:20]
+        assert session.running() and session.windows == 2
+    finally:
+        session.close()
+        target.kill()
+        target.wait()
+    assert not session.running() and not session.directory.exists()

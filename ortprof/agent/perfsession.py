@@ -8,12 +8,9 @@ and cuts the window's perf.data with SIGUSR2 (`--switch-output=signal`): perf
 finishes the file, renames it `perf.data.<timestamp>` and goes on in a new one.
 
 A cut costs ~0.08 s (perf re-reads /proc/kallsyms to describe the kernel in the
-new file), so there is one per window, at its end. perf 6.1 disables its mmap
-tracking with the events, so a library mapped between windows would have no map
-in the next window's file (its frames would be `[unknown]`): when the process's
-executable mappings changed since the last cut, the window starts with an extra
-cut, whose file (the idle time: no samples) is deleted, and the new file starts
-with the current maps.
+new file), so there is one per window, at its end. Mappings made between windows
+still reach the next window's file: once enabled, perf's side-band (dummy) event
+keeps tracking mmaps while the sampling events are off.
 """
 import os
 import select
@@ -33,21 +30,6 @@ CUT_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 ACK = b"ack\n"
 DATA = "perf.data"
-
-
-def executable_mappings(pid):
-    """The file-backed executable mappings of `pid` (what perf needs to name frames), or None if gone."""
-    try:
-        with open(f"/proc/{pid}/maps") as stream:
-            lines = stream.read().splitlines()
-    except OSError:
-        return None
-    mappings = set()
-    for line in lines:
-        fields = line.split(None, 5)   # address perms offset dev inode path
-        if len(fields) == 6 and fields[1][2] == "x" and fields[5].startswith("/"):
-            mappings.add((fields[0], fields[2], fields[5]))
-    return frozenset(mappings)
 
 
 class PerfSession:
@@ -72,7 +54,6 @@ class PerfSession:
         self.argv = argv
         self.process = None
         self.ctl_fd = self.ack_fd = None
-        self.maps = None            # executable mappings as of the last point perf described them
         self.windows = 0            # windows this perf recorded
         self.started_mono = None
 
@@ -81,7 +62,6 @@ class PerfSession:
         # Both ends read-write: opening a fifo this way never blocks, whether perf is up or not.
         self.ctl_fd = os.open(self.ctl_path, os.O_RDWR | os.O_CLOEXEC)
         self.ack_fd = os.open(self.ack_path, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
-        self.maps = executable_mappings(self.target.pid)
         with open(self.log_path, "wb") as log:
             try:
                 # Own session: a terminal's Ctrl+C reaches the agent only, which stops perf in order.
@@ -127,6 +107,10 @@ class PerfSession:
         """Send `word` to perf's control fifo; True once perf acknowledged it."""
         if not self.running():
             return False
+        try:
+            os.read(self.ack_fd, 4096)   # a late ack of a command that timed out must not answer this one
+        except BlockingIOError:
+            pass
         os.write(self.ctl_fd, word.encode() + b"\n")
         received = b""
         deadline = time.monotonic() + timeout
@@ -144,10 +128,6 @@ class PerfSession:
 
     def begin(self):
         """Enable the events for a window; False when perf is not there to do it."""
-        if self.windows and executable_mappings(self.target.pid) != self.maps:
-            stale = self.cut()            # the idle time's file: no samples, old maps
-            if stale is not None:
-                stale.unlink(missing_ok=True)
         timeout = START_TIMEOUT if not self.windows else COMMAND_TIMEOUT
         if not self.command("enable", timeout):
             if self.running():        # perf does not answer: end it, the next window starts another
@@ -166,14 +146,10 @@ class PerfSession:
         or, when perf has exited (the process is gone), its last file. None if there is none."""
         before = set(self.directory.glob(f"{DATA}.*"))
         if self.running():
-            maps = executable_mappings(self.target.pid)
             self.process.send_signal(signal.SIGUSR2)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.running():
-                # perf renames the file once it is complete, then describes the process again
-                # (the maps read just before the signal are at most as new as its description).
-                if set(self.directory.glob(f"{DATA}.*")) - before:
-                    self.maps = maps
+                if set(self.directory.glob(f"{DATA}.*")) - before:   # renamed once complete
                     break
                 time.sleep(0.01)
         if not self.running() and self.process is not None:
