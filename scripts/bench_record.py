@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import baseline
+
 PYTHON = sys.executable
 ORTPROF = str(Path(PYTHON).parent / "ortprof")
 DEMO_LINE = re.compile(r"p50=([0-9.]+)ms p95=([0-9.]+)ms cpu=([0-9.]+)%")
@@ -53,14 +55,27 @@ def run_plain(seconds, rate, workdir):
 RECORD_ARGS = []   # --record-args: options to try against ortprof's defaults
 
 
-def record_argv(demo, out, extra=()):
+def record_argv(demo, out, extra=(), record_args=RECORD_ARGS):
     """`ortprof record` of the `demo` command line; the demo's own --duration ends it."""
-    return [ORTPROF, "record", "-q", "--duration", "600", "-o", str(out), *RECORD_ARGS, *extra, "--", *demo]
+    return [ORTPROF, "record", "-q", "--duration", "600", "-o", str(out), *record_args, *extra, "--", *demo]
 
 
 def run_ortprof(seconds, rate, workdir, extra=()):
     out = Path(workdir) / f"run-{time.monotonic_ns()}"
     result = subprocess.run(record_argv(demo_argv(seconds, rate), out, extra), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-2000:])
+    return parse_demo((out / "workload.log").read_text())
+
+
+BASELINE_ENV = {}   # --baseline REV: PYTHONPATH of that revision's worktree
+
+
+def run_ortprof_baseline(seconds, rate, workdir):
+    """`ortprof record` defaults as of --baseline REV (same demo, same venv; no --record-args)."""
+    out = Path(workdir) / f"run-{time.monotonic_ns()}"
+    result = subprocess.run(record_argv(demo_argv(seconds, rate), out, record_args=()), capture_output=True, text=True,
+                            env={**os.environ, **BASELINE_ENV})
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     return parse_demo((out / "workload.log").read_text())
@@ -82,6 +97,7 @@ def run_perf_default(seconds, rate, workdir):
 
 
 MODES = {"plain": run_plain, "ortprof": run_ortprof, "ortprof-perf-futex": run_ortprof_perf_futex,
+         "ortprof-baseline": run_ortprof_baseline,
          "perf-default": run_perf_default}
 
 
@@ -177,13 +193,26 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=12)
     parser.add_argument("--rate", type=float, default=20)
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ", ".join(MODES))
+    parser.add_argument("--modes", default=",".join(m for m in MODES if m != "ortprof-baseline"),
+                        help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--record-args", default="", help="extra `ortprof record` options, e.g. '-F 99'")
     parser.add_argument("--demo-args", default="", help="extra demo options, e.g. '--allow-spinning 0'")
     parser.add_argument("--no-hook-cost", action="store_true")
     parser.add_argument("--no-futex-check", action="store_true",
                         help="skip the run that compares ortprof's futex count with perf stat's")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="git revision whose `ortprof record` the ortprof-baseline mode runs (default mode list "
+                             "gains it)")
     args = parser.parse_args()
+    if args.baseline:
+        import atexit
+        import shutil
+        root = Path(tempfile.mkdtemp(prefix="ortprof-baseline-"))
+        atexit.register(baseline.prune)
+        atexit.register(shutil.rmtree, root, True)
+        BASELINE_ENV["PYTHONPATH"] = str(baseline.checkout(args.baseline, root))
+        if "ortprof-baseline" not in args.modes:
+            args.modes += ",ortprof-baseline"
     RECORD_ARGS.extend(args.record_args.split())
     DEMO_ARGS.extend(args.demo_args.split())
     modes = {mode: MODES[mode] for mode in args.modes.split(",")}

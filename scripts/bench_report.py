@@ -25,8 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import baseline
+
 PYTHON = sys.executable
-ROOT = Path(__file__).resolve().parent.parent
 ORTPROF = str(Path(PYTHON).parent / "ortprof")
 
 MEASURE = """
@@ -73,11 +74,7 @@ def compare(name, run):
 
 def ortprof_at(revision, root):
     """argv prefix running `ortprof` as of git `revision` (a worktree under `root`)."""
-    tree = root / f"baseline-{revision}"
-    if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True,
-                       capture_output=True)
-    return ["env", f"PYTHONPATH={tree}", PYTHON, "-m", "ortprof"]
+    return ["env", f"PYTHONPATH={baseline.checkout(revision, root)}", PYTHON, "-m", "ortprof"]
 
 
 def compare_with_baseline(name, run, baseline, rounds=3):
@@ -145,7 +142,7 @@ def main():
                 compare_formats(name, run, out)
     finally:
         if args.baseline:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True)
+            baseline.prune()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
 
