@@ -57,7 +57,8 @@ def futex_entries_with_stacks(perf_data):
     assert script.returncode == 0, script.stderr[-2000:]
     entries, with_stacks, frames, in_entry = 0, 0, 0, False
     for line in script.stdout.splitlines() + [""]:
-        if not line.strip() or not line[:1].isspace():
+        # A sample's first line is its event name ("name:"; perf pads it to the longest name), then frames.
+        if not line.strip() or line.strip().endswith(":"):
             if in_entry:
                 with_stacks += frames >= 2
             in_entry = "sys_enter_futex" in line
@@ -79,7 +80,8 @@ def test_root_records_futex_events_with_stacks_although_tracefs_was_not_mounted(
     assert manifest["futex_probe"] == {"usable": True, "reason": None, "fix": None}
     assert tracefs_mounted(), "perf mounts tracefs itself when it needs it"
     entries, with_stacks = futex_entries_with_stacks(out / "perf.data")
-    # spinning off: the pool's workers block on every request, ~100 futex entries a second
+    # spinning off: the pool's workers block on every request, ~1500 futex calls a second; perf keeps
+    # the stack of one in 16 (bpftrace counts them all), ~100 entries a second
     assert entries >= 50, entries
     assert with_stacks >= entries // 2, (entries, with_stacks)
 
