@@ -156,11 +156,17 @@ def test_disk_full_keeps_the_run_and_says_so(tiny_filesystem):
 
 
 def test_json_output_is_valid_json_with_the_workload_on_stderr(tmp_path):
-    result = run_ortprof("record", "-q", "--json", "--duration", "2", "-o", str(tmp_path / "r"), "--",
-                         *DEMO, "--rate", "10")
+    workload = [sys.executable, "-c", "import sys, time; print('to its stdout', flush=True); "
+                "print('to its stderr', file=sys.stderr, flush=True); time.sleep(30)"]
+    result = run_ortprof("record", "-q", "--json", "--profiler", "none", "--delay", "0.5", "--duration", "1",
+                         "-o", str(tmp_path / "r"), "--", *workload)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["schema"] == "ortprof.run/1"
-    assert "demo: requests=" in result.stderr
+    assert "to its stdout" in result.stderr and "to its stderr" in result.stderr
+    # Stopped by ortprof after the window: what it prints then (a KeyboardInterrupt traceback)
+    # goes to workload.log only.
+    assert "Traceback" not in result.stderr
+    assert "KeyboardInterrupt" in (tmp_path / "r" / "workload.log").read_text()
 
 
 def test_workload_failing_during_profiling_exits_5_and_keeps_the_run(tmp_path):
