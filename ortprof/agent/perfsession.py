@@ -84,13 +84,8 @@ class PerfSession:
 
     def close(self):
         """Stop perf (SIGINT: it finishes its file) and delete everything it wrote."""
-        if self.running():
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            profilers.interrupt(self.process, STOP_TIMEOUT)
         for fd in (self.ctl_fd, self.ack_fd):
             if fd is not None:
                 os.close(fd)

@@ -29,6 +29,20 @@ FUTEX_STACK_SIZE = 2048
 FUTEX_STACK_PERIOD = 16
 
 
+def interrupt(process, timeout):
+    """SIGINT (perf and py-spy finish their files on it), SIGKILL after `timeout` s; True when killed."""
+    if process.poll() is not None:
+        return False
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+        return False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return True
+
+
 @dataclass
 class ProfilerProcess:
     name: str
@@ -64,14 +78,8 @@ class ProfilerProcess:
     def stop(self, timeout=60):
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                self.notes.append(f"{self.name} did not stop within {timeout}s and was killed")
+        if interrupt(self.process, timeout):
+            self.notes.append(f"{self.name} did not stop within {timeout}s and was killed")
         self.exit_code = self.process.returncode
         return self.exit_code
 
