@@ -365,8 +365,9 @@ def _count_child_futex_calls(bpftrace):
                              stdin=subprocess.PIPE)
     try:
         with tempfile.TemporaryDirectory(prefix="ortprof-doctor-") as tmp:
-            counter, attach_seconds = futex_bpf.start_futex_counter(bpftrace, child.pid, tmp)
+            counter, attach_seconds = futex_bpf.start_futex_counter(bpftrace, tmp)
             try:
+                futex_bpf.set_target(child.pid)
                 futex_bpf.mark_window(True)
                 child.communicate(b"\n", timeout=60)
                 futex_bpf.mark_window(False)

@@ -6,10 +6,12 @@ kernel only adds to per-(thread, wait|wake) counters; bpftrace prints them once 
 second (so a killed bpftrace still leaves all but the last second) and at exit.
 Stacks come separately, from a sample of the calls (perf's tracepoint with a period).
 
-The profiling window is marked inside the kernel: the recorder calls
-getpriority() with a value no program uses (WINDOW_MARK) when it opens and
-closes the window, and the program counts only calls that enter in between and
-time blocked clipped to it. Both sides read CLOCK_MONOTONIC (bpftrace's nsecs,
+The program starts before the workload does: compiling and attaching takes
+~0.4 s of CPU, which on a busy machine would slow the workload's first requests.
+The recorder then names the process to count (TARGET_MARK, its pid) and marks
+the profiling window (WINDOW_MARK) by calling getpriority() with a `which` no
+program uses; the program counts only the target's calls that enter inside the
+window, and time blocked clipped to it. Both sides read CLOCK_MONOTONIC (bpftrace's nsecs,
 Python's time.monotonic, perf -k mono), so run.json's window is the counters' window.
 """
 import os
@@ -22,26 +24,28 @@ FUTEX_BPF_OUT = "futex-bpf.jsonl"    # bpftrace -f json output, one JSON object 
 FUTEX_BPF_LOG = "futex-bpf.log"
 FUTEX_BPF_SCRIPT = "futex.bt"
 WINDOW_MARK = 0x4F5254               # "ORT": getpriority(which=WINDOW_MARK, who=1 open / 0 close)
+TARGET_MARK = WINDOW_MARK + 1        # getpriority(which=TARGET_MARK, who=pid): count that process
 ATTACHED_LINE = "ortprof-futex-attached"
 END_LINE = "ortprof-futex-end"
 ATTACH_TIMEOUT = 30.0                # compiles in ~0.3-0.5 s on an idle 2-core machine
 WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as analysis.futex)
 
-# $1: the workload's pid (tgid); $2: the recorder's pid (who may mark the window).
-# kind 1 = wait (blocks), 0 = wake.
+# $1: the recorder's pid (who may name the target and mark the window).
+# @target: the counted process (tgid); kind 1 = wait (blocks), 0 = wake.
 SCRIPT = """\
 BEGIN { printf("%s\\n"); }
-tracepoint:syscalls:sys_enter_getpriority /pid == $2 && args->which == %d/ {
+tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ {
   if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; } else { @window_close_ns = nsecs; }
 }
-tracepoint:syscalls:sys_enter_futex /pid == $1/ {
+tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ { @target = args->who; }
+tracepoint:syscalls:sys_enter_futex /pid == @target/ {
   $op = args->op & 0x7f;
   $wait = (%s) ? 1 : 0;
   @start[tid] = nsecs;
   @kind[tid] = $wait;
   if (@window_open_ns != 0 && @window_close_ns == 0) { @calls[tid, $wait] = count(); }
 }
-tracepoint:syscalls:sys_exit_futex /pid == $1 && @start[tid] != 0/ {
+tracepoint:syscalls:sys_exit_futex /pid == @target && @start[tid] != 0/ {
   $s = @start[tid];
   $e = nsecs;
   if (@window_open_ns != 0) {
@@ -54,7 +58,7 @@ tracepoint:syscalls:sys_exit_futex /pid == $1 && @start[tid] != 0/ {
 }
 interval:s:1 { print(@calls); print(@ns); print(@window_open_ns); print(@window_close_ns); }
 END { printf("%s\\n"); }
-""" % (ATTACHED_LINE, WINDOW_MARK, " || ".join(f"$op == {op}" for op in WAIT_OPS), END_LINE)
+""" % (ATTACHED_LINE, WINDOW_MARK, TARGET_MARK, " || ".join(f"$op == {op}" for op in WAIT_OPS), END_LINE)
 
 
 def write_script(path):
@@ -63,28 +67,39 @@ def write_script(path):
     return str(path)
 
 
-def bpftrace_command(bpftrace, script, pid, output, recorder_pid=None):
-    return [bpftrace, "-f", "json", "-o", str(output), str(script), str(pid), str(recorder_pid or os.getpid())]
+def bpftrace_command(bpftrace, script, output, recorder_pid=None):
+    return [bpftrace, "-f", "json", "-o", str(output), str(script), str(recorder_pid or os.getpid())]
 
 
-def mark_window(opening):
-    """Tell the BPF program the window opens (or closes) now. getpriority() with an
-    invalid `which` does nothing but fail with EINVAL; the tracepoint sees it first."""
+def _mark(which, who):
+    # getpriority() with an invalid `which` does nothing but fail with EINVAL;
+    # the tracepoint sees its arguments first.
     try:
-        os.getpriority(WINDOW_MARK, 1 if opening else 0)
+        os.getpriority(which, who)
     except OSError:
         pass
 
 
-def start_futex_counter(bpftrace, pid, directory, timeout=ATTACH_TIMEOUT):
-    """Start the counting program on `pid`, its files in `directory`; returns
-    (ProfilerProcess named "bpftrace", seconds it took to attach). Raises
-    EnvironmentProblem with bpftrace's own words when it does not attach."""
+def mark_window(opening):
+    """Tell the BPF program the window opens (or closes) now."""
+    _mark(WINDOW_MARK, 1 if opening else 0)
+
+
+def set_target(pid):
+    """Count the futex calls of process `pid` from now on (and no longer the previous one's)."""
+    _mark(TARGET_MARK, pid)
+
+
+def start_futex_counter(bpftrace, directory, timeout=ATTACH_TIMEOUT):
+    """Start the counting program, its files in `directory`; it counts nothing until
+    set_target() names a process. Returns (ProfilerProcess named "bpftrace", seconds
+    it took to attach). Raises EnvironmentProblem with bpftrace's own words when it
+    does not attach."""
     from .profilers import ProfilerProcess
     directory = Path(directory)
     script = write_script(directory / FUTEX_BPF_SCRIPT)
     output = directory / FUTEX_BPF_OUT
-    counter = ProfilerProcess("bpftrace", bpftrace_command(bpftrace, script, pid, output),
+    counter = ProfilerProcess("bpftrace", bpftrace_command(bpftrace, script, output),
                               str(directory / FUTEX_BPF_LOG), str(output)).start()
     seconds = wait_attached(counter.process, output, timeout)
     if seconds is None:

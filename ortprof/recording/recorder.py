@@ -2,7 +2,7 @@
 
 Order of events (each step leaves the manifest consistent, so Ctrl+C, SIGTERM
 or a dying workload at any point keeps what was recorded):
-  run dir -> [cgroup] -> workload with hook -> thread CPU sampler
+  run dir -> [bpftrace's futex counters] -> [cgroup] -> workload with hook -> thread CPU sampler
   -> warm-up (hook's `warm`, --delay, or timeout) -> fingerprint + cgroup stats
   -> profilers -> duration / exit / Ctrl+C -> stop profilers -> stop workload -> manifest
 """
@@ -227,6 +227,8 @@ class Recorder:
         failure = None
         try:
             try:
+                if self.manifest["futex"]["method"] == BPF_METHOD:
+                    self._start_futex_counter(self.manifest["futex"])
                 profiled_pid = self._start_workload()
                 profiled_pid = self._await_warmup(profiled_pid)
                 self._start_profiling(profiled_pid, chosen)
@@ -258,6 +260,7 @@ class Recorder:
         options = self.options
         if options.pid:
             self.manifest["profiled_pid"] = options.pid
+            self._count_futex_calls_of(options.pid)
             self.sampler = ThreadCpuSampler(options.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
             return options.pid
         preexec = None
@@ -273,6 +276,7 @@ class Recorder:
                                  stdout_to_stderr=options.stdout_for_json)
         self.manifest.update(pid=self.workload.pid, status="warming-up")
         self._save()
+        self._count_futex_calls_of(self.workload.pid)
         self.sampler = ThreadCpuSampler(self.workload.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
         return self.workload.pid
 
@@ -297,6 +301,7 @@ class Recorder:
                             self._note(f"ORT runs in child process {warm['pid']}: profiling that one")
                             pid = warm["pid"]
                             self.sampler.retarget(pid)
+                            self._count_futex_calls_of(pid)
                         break
                     if time.monotonic() - started > options.warmup_timeout:
                         mode = "timeout"
@@ -328,8 +333,6 @@ class Recorder:
         self.manifest["window"] = {"start_mono": time.monotonic()}
         if "perf" in chosen:
             plan = self.manifest["futex"]
-            if plan["method"] == BPF_METHOD:
-                self._start_futex_counter(pid, plan)
             period = plan["stack_sample_period"]
             argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
                                           options.frequency, options.call_graph, options.stack_size,
@@ -355,15 +358,17 @@ class Recorder:
         self.manifest["status"] = "recording"
         self._save()
 
-    def _start_futex_counter(self, pid, plan):
-        """bpftrace's counters, attached before the window can open; when it does not
-        attach, futex calls are traced by perf (or, with --futex-method bpf, record stops)."""
+    def _start_futex_counter(self, plan):
+        """bpftrace's counters, attached before the workload starts: compiling the program
+        takes ~0.4 s of CPU that would otherwise slow the workload's first requests on a
+        busy machine. When it does not attach, futex calls are traced by perf (or, with
+        --futex-method bpf, record stops)."""
         from ..environment import bpftrace_info
         try:
-            counter, seconds = futex_bpf.start_futex_counter((bpftrace_info() or {}).get("path") or "bpftrace",
-                                                             pid, self.run.path)
+            with self._status("attaching the futex counters (bpftrace)"):
+                counter, seconds = futex_bpf.start_futex_counter(
+                    (bpftrace_info() or {}).get("path") or "bpftrace", self.run.path)
         except EnvironmentProblem as problem:
-            self._raise_if_workload_gone("bpftrace")
             if plan["requested"] == "bpf":
                 raise
             plan["bpf"].update(usable=False, reason=str(problem),
@@ -374,6 +379,10 @@ class Recorder:
             return
         self.profilers["bpftrace"] = counter
         plan["bpftrace_attach_seconds"] = round(seconds, 3)
+
+    def _count_futex_calls_of(self, pid):
+        if "bpftrace" in self.profilers:
+            futex_bpf.set_target(pid)
 
     def _open_window(self):
         self.manifest["window"]["start_mono"] = time.monotonic()
