@@ -14,6 +14,9 @@ Then it times the startup hook's cost per run() on a tiny model.
 
     python scripts/bench_record.py [--rounds 3] [--seconds 12]
     python scripts/bench_record.py --modes plain,ortprof --demo-args '--allow-spinning 0'
+    python scripts/bench_record.py --modes plain,ortprof --variant no-futex='--no-futex'
+(--variant NAME='OPTIONS' adds a mode "NAME": `ortprof record OPTIONS`, to see
+what one part of the recording costs next to the defaults in the same rounds.)
 """
 import argparse
 import json
@@ -197,6 +200,8 @@ def main():
                         help="comma-separated subset of " + ", ".join(MODES))
     parser.add_argument("--record-args", default="", help="extra `ortprof record` options, e.g. '-F 99'")
     parser.add_argument("--demo-args", default="", help="extra demo options, e.g. '--allow-spinning 0'")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
+                        help="one more mode NAME: `ortprof record OPTIONS` (repeatable), e.g. no-futex='--no-futex'")
     parser.add_argument("--no-hook-cost", action="store_true")
     parser.add_argument("--no-futex-check", action="store_true",
                         help="skip the run that compares ortprof's futex count with perf stat's")
@@ -216,13 +221,20 @@ def main():
     RECORD_ARGS.extend(args.record_args.split())
     DEMO_ARGS.extend(args.demo_args.split())
     modes = {mode: MODES[mode] for mode in args.modes.split(",")}
+    for variant in args.variant:
+        name, _, options = variant.partition("=")
+        if not name or name in modes:
+            parser.error(f"--variant {variant!r}: give NAME=OPTIONS with a NAME not already a mode")
+        modes[name] = lambda seconds, rate, workdir, extra=tuple(options.split()): \
+            run_ortprof(seconds, rate, workdir, extra)
     results = {mode: [] for mode in modes}
+    width = max(14, *(len(mode) for mode in modes))
     with tempfile.TemporaryDirectory() as workdir:
         for round_number in range(args.rounds):
             order = list(modes) if round_number % 2 == 0 else list(reversed(modes))
             for mode in order:
                 results[mode].append(modes[mode](args.seconds, args.rate, workdir))
-                print(f"round {round_number + 1} {mode:13s} p50={results[mode][-1][0]:.2f}ms "
+                print(f"round {round_number + 1} {mode:{width}s} p50={results[mode][-1][0]:.2f}ms "
                       f"p95={results[mode][-1][1]:.2f}ms cpu={results[mode][-1][2]:.1f}%", flush=True)
     base_p50 = statistics.median(r[0] for r in results["plain"])
     base_p95 = statistics.median(r[1] for r in results["plain"])
@@ -230,12 +242,12 @@ def main():
     print(f"\ndemo at {args.rate:g} req/s, {args.rounds} rounds x {args.seconds:g} s, medians"
           + (f"; ortprof record {args.record_args}" if args.record_args else "")
           + (f"; demo {args.demo_args}" if args.demo_args else ""))
-    print(f"{'mode':14s} {'p50 ms':>8s} {'p50 x':>7s} {'p95 ms':>8s} {'p95 x':>7s} {'CPU %':>7s} {'CPU +pts':>9s}")
+    print(f"{'mode':{width}s} {'p50 ms':>8s} {'p50 x':>7s} {'p95 ms':>8s} {'p95 x':>7s} {'CPU %':>7s} {'CPU +pts':>9s}")
     for mode, rows in results.items():
         p50 = statistics.median(r[0] for r in rows)
         p95 = statistics.median(r[1] for r in rows)
         cpu = statistics.median(r[2] for r in rows)
-        print(f"{mode:14s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
+        print(f"{mode:{width}s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
     if not args.no_futex_check:
         with tempfile.TemporaryDirectory() as workdir:
             futex, theirs, manifest = futex_count_check(demo_argv(args.seconds, args.rate), Path(workdir) / "run")

@@ -77,6 +77,39 @@ def test_exact_counts_per_thread_match_perf_stat_and_stacks_reach_the_wait_path(
     assert any("ort!" in stack or "onnxruntime" in stack for stack in stacks), stacks
 
 
+def assert_worker_futex_counted(report):
+    futex = report["futex"]
+    assert futex["method"] == "bpftrace" and futex["recorded"], futex
+    rows = {row["role"]: row for row in futex["threads"]}
+    assert rows.get("intra-op-worker", {}).get("calls", 0) > 50, futex["threads"]
+
+
+@needs_bpftrace
+def test_attaching_to_a_running_process_counts_its_futex_calls(tmp_path):
+    # bpftrace starts before the target is known; --pid names it right away
+    workload = subprocess.Popen([*DEMO, "--rate", "20", "--duration", "30", "--allow-spinning", "0"],
+                                stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(3)   # model load and first runs
+        subprocess.run([ORTPROF, "record", "-q", "--pid", str(workload.pid), "--duration", "2",
+                        "-o", str(tmp_path / "run")], check=True, timeout=120)
+        assert_worker_futex_counted(report_json(tmp_path / "run"))
+    finally:
+        workload.kill()
+        workload.wait()
+
+
+@needs_bpftrace
+def test_ort_in_a_child_process_is_the_one_counted(tmp_path):
+    # the launched process only starts the one that runs ORT: the counters follow the hook to it
+    launcher = f"import subprocess, sys; sys.exit(subprocess.call({[*DEMO, '--rate', '20', '--allow-spinning', '0']!r}))"
+    subprocess.run([ORTPROF, "record", "-q", "--duration", "2", "-o", str(tmp_path / "run"), "--",
+                    sys.executable, "-c", launcher], check=True, timeout=120)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["profiled_pid"] != manifest["pid"], "the demo ran in the launched process itself"
+    assert_worker_futex_counted(report_json(tmp_path / "run"))
+
+
 def test_bpf_not_usable_falls_back_to_perf_tracepoints_and_says_so(tmp_path):
     done = subprocess.run([ORTPROF, "record", "-q", "--duration", "3", "-o", str(tmp_path / "run"), "--",
                            *DEMO, "--rate", "20", "--allow-spinning", "0"],

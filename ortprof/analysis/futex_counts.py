@@ -73,15 +73,16 @@ def read_futex_counts(lines):
             stats.wait_seconds += value / 1e9
     # Calls blocked when bpftrace stopped (printed at exit only): their time up to the close.
     close = counts.window_close_ns
-    kinds = maps.get("@kind") or {}
-    for key, start in (maps.get("@start") or {}).items():
+    kinds = maps.get("@kind")     # runs recorded before the kind was packed into @start's value
+    for key, entered in (maps.get("@start") or {}).items():
         tid = int(key)
+        start, kind = (entered >> 1, str(entered & 1)) if kinds is None else (entered, str(kinds.get(key)))
         if close is None or start >= close:
             continue
         blocked = (close - max(start, counts.window_open_ns)) / 1e9
         stats = threads.setdefault(tid, FutexThreadStats())
         stats.seconds += blocked
-        if str(kinds.get(key)) == WAIT_KIND:
+        if kind == WAIT_KIND:
             stats.wait_seconds += blocked
         counts.in_flight += 1
     return counts

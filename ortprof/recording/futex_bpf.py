@@ -31,30 +31,38 @@ ATTACH_TIMEOUT = 30.0                # compiles in ~0.3-0.5 s on an idle 2-core 
 WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as analysis.futex)
 
 # $1: the recorder's pid (who may name the target and mark the window).
-# @target: the counted process (tgid); kind 1 = wait (blocks), 0 = wake.
+# @target: the counted process (tgid). @start[tid]: when the call entered, times
+# two, plus 1 for a wait (blocks) or 0 for a wake: one map entry per call in flight.
+# It runs on every futex call of the target (thousands a second with spinning off)
+# and its cost is mostly hash-map lookups and updates (docs/benchmarks.md), so each
+# call touches one entry of @start and one of each aggregate.
 SCRIPT = """\
 BEGIN { printf("%s\\n"); }
 tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ {
-  if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; } else { @window_close_ns = nsecs; }
+  if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; @counting = 1; }
+  else { @window_close_ns = nsecs; @counting = 0; }
 }
-tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ { @target = args->who; }
+tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ { @target = (uint64)args->who; }
 tracepoint:syscalls:sys_enter_futex /pid == @target/ {
   $op = args->op & 0x7f;
   $wait = (%s) ? 1 : 0;
-  @start[tid] = nsecs;
-  @kind[tid] = $wait;
-  if (@window_open_ns != 0 && @window_close_ns == 0) { @calls[tid, $wait] = count(); }
+  @start[tid] = (nsecs << 1) | $wait;
+  if (@counting) { @calls[tid, $wait] = count(); }
 }
-tracepoint:syscalls:sys_exit_futex /pid == @target && @start[tid] != 0/ {
-  $s = @start[tid];
-  $e = nsecs;
-  if (@window_open_ns != 0) {
-    if ($s < @window_open_ns) { $s = @window_open_ns; }
-    if (@window_close_ns != 0 && $e > (uint64)@window_close_ns) { $e = (uint64)@window_close_ns; }
-    if ($e > $s) { @ns[tid, @kind[tid]] = sum($e - $s); }
+tracepoint:syscalls:sys_exit_futex /pid == @target/ {
+  $entered = @start[tid];
+  if ($entered != 0) {
+    $open = (uint64)@window_open_ns;
+    if ($open != 0) {
+      $s = $entered >> 1;
+      $e = nsecs;
+      $close = (uint64)@window_close_ns;
+      if ($s < $open) { $s = $open; }
+      if ($close != 0 && $e > $close) { $e = $close; }
+      if ($e > $s) { @ns[tid, $entered & 1] = sum($e - $s); }
+    }
+    delete(@start[tid]);
   }
-  delete(@start[tid]);
-  delete(@kind[tid]);
 }
 interval:s:1 { print(@calls); print(@ns); print(@window_open_ns); print(@window_close_ns); }
 END { printf("%s\\n"); }
