@@ -248,6 +248,19 @@ def main():
         p95 = statistics.median(r[1] for r in rows)
         cpu = statistics.median(r[2] for r in rows)
         print(f"{mode:{width}s} {p50:8.2f} {p50 / base_p50:7.3f} {p95:8.2f} {p95 / base_p95:7.3f} {cpu:7.1f} {cpu - base_cpu:+9.1f}")
+    # The machine's speed drifts between rounds (plain's own CPU moves by points):
+    # each mode against plain in the same round cancels most of that drift.
+    print(f"\nagainst plain in the same round: median [lowest, highest] of {args.rounds} rounds")
+    print(f"{'mode':{width}s} {'p50 x':>22s} {'p95 x':>22s} {'CPU +pts':>22s}")
+    for mode, rows in results.items():
+        if mode == "plain":
+            continue
+        pairs = list(zip(rows, results["plain"]))
+        columns = [[ours[0] / plain[0] for ours, plain in pairs], [ours[1] / plain[1] for ours, plain in pairs],
+                   [ours[2] - plain[2] for ours, plain in pairs]]
+        cells = [f"{statistics.median(c):.3f} [{min(c):.3f}, {max(c):.3f}]" for c in columns[:2]]
+        cells.append(f"{statistics.median(columns[2]):+.1f} [{min(columns[2]):+.1f}, {max(columns[2]):+.1f}]")
+        print(f"{mode:{width}s} " + " ".join(f"{cell:>22s}" for cell in cells))
     if not args.no_futex_check:
         with tempfile.TemporaryDirectory() as workdir:
             futex, theirs, manifest = futex_count_check(demo_argv(args.seconds, args.rate), Path(workdir) / "run")

@@ -2,6 +2,8 @@
 
 bpftrace -f json writes one object a line; the maps are cumulative and printed
 every second and at exit, so the last print of each map is the most complete.
+Runs recorded before the program counted calls at their exit have @calls and @ns
+(counted at entry) and @kind beside an unpacked @start: both are read.
 """
 import json
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ def _latest_maps(lines):
             record = json.loads(line)
         except ValueError:
             continue    # a line cut short by a killed bpftrace
-        if record.get("type") == "map":
+        if record.get("type") in ("map", "stats"):
             maps.update(record.get("data") or {})
         elif record.get("type") == "printf" and "ortprof-futex-end" in str(record.get("data")):
             complete = True
@@ -57,33 +59,38 @@ def read_futex_counts(lines):
     if counts.window_open_ns is None:
         return counts     # the window never opened: nothing was counted
     threads = counts.threads
-    for key, value in (maps.get("@calls") or {}).items():
-        tid, kind = _split_key(key)
+
+    def add(tid, kind, calls=0, nanoseconds=0):
         stats = threads.setdefault(tid, FutexThreadStats())
-        stats.calls += value
+        stats.calls += calls
+        stats.seconds += nanoseconds / 1e9
         if kind == WAIT_KIND:
-            stats.waits += value
+            stats.waits += calls
+            stats.wait_seconds += nanoseconds / 1e9
         else:
-            stats.wakes += value
+            stats.wakes += calls
+
+    for key, value in (maps.get("@t") or {}).items():       # calls that entered inside the window
+        add(*_split_key(key), calls=value["count"], nanoseconds=value["total"])
+    for key, value in (maps.get("@before") or {}).items():  # time inside the window of calls entered before
+        add(*_split_key(key), nanoseconds=value)
+    for key, value in (maps.get("@calls") or {}).items():   # older runs
+        add(*_split_key(key), calls=value)
     for key, value in (maps.get("@ns") or {}).items():
-        tid, kind = _split_key(key)
-        stats = threads.setdefault(tid, FutexThreadStats())
-        stats.seconds += value / 1e9
-        if kind == WAIT_KIND:
-            stats.wait_seconds += value / 1e9
-    # Calls blocked when bpftrace stopped (printed at exit only): their time up to the close.
-    close = counts.window_close_ns
-    kinds = maps.get("@kind")     # runs recorded before the kind was packed into @start's value
+        add(*_split_key(key), nanoseconds=value)
+    # Calls blocked when the window closed (printed at exit only): their time up to
+    # the close, and the call itself when it entered inside the window.
+    close, open_ = counts.window_close_ns, counts.window_open_ns
+    kinds = maps.get("@kind")
     for key, entered in (maps.get("@start") or {}).items():
-        tid = int(key)
-        start, kind = (entered >> 1, str(entered & 1)) if kinds is None else (entered, str(kinds.get(key)))
+        if kinds is None:
+            start, kind = entered >> 2, str(entered & 1)
+        else:
+            start, kind = entered, str(kinds.get(key))
         if close is None or start >= close:
             continue
-        blocked = (close - max(start, counts.window_open_ns)) / 1e9
-        stats = threads.setdefault(tid, FutexThreadStats())
-        stats.seconds += blocked
-        if kind == WAIT_KIND:
-            stats.wait_seconds += blocked
+        calls = 1 if kinds is None and start >= open_ else 0   # older runs counted it at entry
+        add(int(key), kind, calls=calls, nanoseconds=close - max(start, open_))
         counts.in_flight += 1
     return counts
 

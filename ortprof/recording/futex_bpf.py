@@ -31,40 +31,43 @@ ATTACH_TIMEOUT = 30.0                # compiles in ~0.3-0.5 s on an idle 2-core 
 WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as analysis.futex)
 
 # $1: the recorder's pid (who may name the target and mark the window).
-# @target: the counted process (tgid). @start[tid]: when the call entered, times
-# two, plus 1 for a wait (blocks) or 0 for a wake: one map entry per call in flight.
-# It runs on every futex call of the target (thousands a second with spinning off)
-# and its cost is mostly hash-map lookups and updates (docs/benchmarks.md), so each
-# call touches one entry of @start and one of each aggregate.
+# @target: the counted process (tgid) in its low 32 bits, bit 32 set while the
+# window is open; the close sets it to 0, so nothing runs for the target's calls
+# after. @start[tid]: the call in flight, packed as entry time * 4 + 2 if it entered
+# inside the window + 1 for a wait (blocks; 0: a wake). A call that entered inside
+# the window is counted when it exits (@t: count and total time per thread and
+# kind); one that entered before adds only its time inside the window (@before).
+# Calls still in flight at the close stay in @start, printed at exit: the reader
+# counts them and their time up to the close.
+# The program runs on every futex call of the target (thousands a second with
+# spinning off) and its cost is mostly hash-map operations (docs/benchmarks.md):
+# one lookup of @target, one update and one delete of @start, one aggregate.
 SCRIPT = """\
 BEGIN { printf("%s\\n"); }
 tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ {
-  if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; @counting = 1; }
-  else { @window_close_ns = nsecs; @counting = 0; }
+  if (args->who == 1) { @window_open_ns = nsecs; @window_close_ns = 0; @target = (@target & 0xffffffff) | (1 << 32); }
+  else { @window_close_ns = nsecs; @target = 0; }
 }
 tracepoint:syscalls:sys_enter_getpriority /pid == $1 && args->which == %d/ { @target = (uint64)args->who; }
-tracepoint:syscalls:sys_enter_futex /pid == @target/ {
-  $op = args->op & 0x7f;
-  $wait = (%s) ? 1 : 0;
-  @start[tid] = (nsecs << 1) | $wait;
-  if (@counting) { @calls[tid, $wait] = count(); }
-}
-tracepoint:syscalls:sys_exit_futex /pid == @target/ {
-  $entered = @start[tid];
-  if ($entered != 0) {
-    $open = (uint64)@window_open_ns;
-    if ($open != 0) {
-      $s = $entered >> 1;
-      $e = nsecs;
-      $close = (uint64)@window_close_ns;
-      if ($s < $open) { $s = $open; }
-      if ($close != 0 && $e > $close) { $e = $close; }
-      if ($e > $s) { @ns[tid, $entered & 1] = sum($e - $s); }
-    }
-    delete(@start[tid]);
+tracepoint:syscalls:sys_enter_futex {
+  $target = (uint64)@target;
+  if (($target & 0xffffffff) == pid) {
+    $op = args->op & 0x7f;
+    @start[tid] = (nsecs << 2) | (($target >> 32) << 1) | ((%s) ? 1 : 0);
   }
 }
-interval:s:1 { print(@calls); print(@ns); print(@window_open_ns); print(@window_close_ns); }
+tracepoint:syscalls:sys_exit_futex {
+  $target = (uint64)@target;
+  if (($target & 0xffffffff) == pid) {
+    $entered = @start[tid];
+    if ($entered != 0) {
+      if ($entered & 2) { @t[tid, $entered & 1] = stats(nsecs - ($entered >> 2)); }
+      else if ($target >> 32) { @before[tid, $entered & 1] = sum(nsecs - (uint64)@window_open_ns); }
+      delete(@start[tid]);
+    }
+  }
+}
+interval:s:1 { print(@t); print(@before); print(@window_open_ns); print(@window_close_ns); }
 END { printf("%s\\n"); }
 """ % (ATTACHED_LINE, WINDOW_MARK, TARGET_MARK, " || ".join(f"$op == {op}" for op in WAIT_OPS), END_LINE)
 
