@@ -35,6 +35,10 @@ def test_workload_exits_before_warmup_keeps_the_run(tmp_path):
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["exit_code"] == 3 and manifest["status"] == "workload-failed"
     assert "bye" in (out / "workload.log").read_text()
+    # nothing was profiled: the report says so instead of diagnosing start-up CPU
+    line = one_line_error(run_ortprof("report", str(out)), 3)
+    assert line.endswith(f"{out}: nothing was profiled: the workload exited with code 3 before warm-up ended; "
+                         f"its output is in {out}/workload.log")
 
 
 def test_pid_that_does_not_exist(tmp_path):

@@ -21,7 +21,7 @@ class FutexCounts:
     window_open_ns: Optional[int] = None
     window_close_ns: Optional[int] = None
     complete: bool = False        # bpftrace reached END and printed its final maps
-    in_flight: int = 0            # calls still blocked when bpftrace stopped (their time up to the close is added)
+    in_flight: int = 0            # calls entered in the window and still blocked at its close (their time up to it is added)
 
     @property
     def wait_seconds(self):
@@ -79,7 +79,9 @@ def read_futex_counts(lines):
     for key, value in (maps.get("@ns") or {}).items():
         add(*_split_key(key), nanoseconds=value)
     # Calls blocked when the window closed (printed at exit only): their time up to
-    # the close, and the call itself when it entered inside the window.
+    # the close, and the call itself when it entered inside the window. A thread
+    # blocked from before the open to after the close made no call in the window:
+    # it is idle, not futex overhead, and left out (as perf's per-call method does).
     close, open_ = counts.window_close_ns, counts.window_open_ns
     kinds = maps.get("@kind")
     for key, entered in (maps.get("@start") or {}).items():
@@ -87,9 +89,9 @@ def read_futex_counts(lines):
             start, kind = entered >> 2, str(entered & 1)
         else:
             start, kind = entered, str(kinds.get(key))
-        if close is None or start >= close:
+        if close is None or start >= close or start < open_:
             continue
-        calls = 1 if kinds is None and start >= open_ else 0   # older runs counted it at entry
+        calls = 1 if kinds is None else 0   # older runs counted it at entry
         add(int(key), kind, calls=calls, nanoseconds=close - max(start, open_))
         counts.in_flight += 1
     return counts
