@@ -1,7 +1,15 @@
+import signal
 import sys
 from pathlib import Path
 
 import pytest
+
+# Started in the background by a non-interactive shell (`cmd &`, nohup), the suite
+# inherits SIGINT ignored, and so would every workload it starts: Python then never
+# raises KeyboardInterrupt, and the Ctrl+C tests would test nothing. A handler here
+# is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

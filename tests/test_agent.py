@@ -382,6 +382,8 @@ def test_live_once_with_a_process_that_exits_mid_window(tmp_path):
     assert window and window[0]["event"] in ("window", "window-empty") and window[0]["exited"] is True
     assert window[0].get("seconds", 0) < 10 if window[0]["event"] == "window" else True
     assert f"pid {demo.pid}" in result.stdout
+    if window[0]["event"] == "window":   # the report names the process, not its deleted run directory
+        assert "one agent window" in result.stdout and str(tmp_path / "work") not in result.stdout
 
 
 def test_once_without_ort_processes_is_one_clear_error(tmp_path):

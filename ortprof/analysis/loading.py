@@ -105,7 +105,7 @@ def _perf_complaint(warnings):
 def load_run(run, samples=None, with_ort_symbols=True):
     """LoadedRun of `run` (a RunDirectory). `samples` overrides perf.data (tests, fixtures)."""
     manifest = RunManifest.from_json(run.manifest())
-    if samples is None and not manifest.raw.get("window"):
+    if samples is None and not manifest.raw.get("window") and manifest.status != "completed":
         # Profiling never began (the workload died or was stopped during warm-up):
         # a report would only show start-up CPU as if it were the service's.
         why = (manifest.raw.get("errors") or [f"status {manifest.status}"])[0]

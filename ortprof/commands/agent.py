@@ -91,4 +91,5 @@ def _print_reports(results):
         if result.error or result.report is None:
             console.print(f"no report: {result.error}")
             continue
+        result.report.run = f"pid {target.pid}, one agent window"   # its temporary run directory is gone
         terminal.write(result.profile, result.report, sys.stdout)
