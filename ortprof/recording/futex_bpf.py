@@ -11,8 +11,8 @@ The program starts before the workload does: compiling and attaching takes
 The recorder then names the process to count (TARGET_MARK, its pid) and marks
 the profiling window (WINDOW_MARK) by calling getpriority() with a `which` no
 program uses; the program counts only the target's calls that enter inside the
-window, and time blocked clipped to it. Both sides read CLOCK_MONOTONIC (bpftrace's nsecs,
-Python's time.monotonic, perf -k mono), so run.json's window is the counters' window.
+window, and time blocked clipped to it. Both sides read CLOCK_MONOTONIC (bpftrace's
+nsecs, Python's time.monotonic, perf -k mono), so run.json's window is the counters'.
 """
 import os
 import time
