@@ -63,9 +63,10 @@ def record_argv(demo, out, extra=(), record_args=RECORD_ARGS):
     return [ORTPROF, "record", "-q", "--duration", "600", "-o", str(out), *record_args, *extra, "--", *demo]
 
 
-def run_ortprof(seconds, rate, workdir, extra=()):
+def run_ortprof(seconds, rate, workdir, extra=(), record_args=RECORD_ARGS, env=None):
     out = Path(workdir) / f"run-{time.monotonic_ns()}"
-    result = subprocess.run(record_argv(demo_argv(seconds, rate), out, extra), capture_output=True, text=True)
+    result = subprocess.run(record_argv(demo_argv(seconds, rate), out, extra, record_args), capture_output=True,
+                            text=True, env=env)
     if result.returncode != 0:
         raise SystemExit(result.stderr[-2000:])
     return parse_demo((out / "workload.log").read_text())
@@ -76,12 +77,7 @@ BASELINE_ENV = {}   # --baseline REV: PYTHONPATH of that revision's worktree
 
 def run_ortprof_baseline(seconds, rate, workdir):
     """`ortprof record` defaults as of --baseline REV (same demo, same venv; no --record-args)."""
-    out = Path(workdir) / f"run-{time.monotonic_ns()}"
-    result = subprocess.run(record_argv(demo_argv(seconds, rate), out, record_args=()), capture_output=True, text=True,
-                            env={**os.environ, **BASELINE_ENV})
-    if result.returncode != 0:
-        raise SystemExit(result.stderr[-2000:])
-    return parse_demo((out / "workload.log").read_text())
+    return run_ortprof(seconds, rate, workdir, record_args=(), env={**os.environ, **BASELINE_ENV})
 
 
 def run_ortprof_perf_futex(seconds, rate, workdir):

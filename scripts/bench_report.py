@@ -77,12 +77,12 @@ def ortprof_at(revision, root):
     return ["env", f"PYTHONPATH={baseline.checkout(revision, root)}", PYTHON, "-m", "ortprof"]
 
 
-def compare_with_baseline(name, run, baseline, rounds=3):
+def compare_with_baseline(name, run, baseline_argv, rounds=3):
     """Median seconds of `report --json` now vs at the baseline revision, alternating rounds."""
     import statistics
     now, then = [], []
     for _ in range(rounds):
-        then.append(measure([*baseline, "report", str(run), "--json"])[0])
+        then.append(measure([*baseline_argv, "report", str(run), "--json"])[0])
         now.append(measure([ORTPROF, "report", str(run), "--json"])[0])
     print(f"{name:6s} baseline {statistics.median(then):7.2f} s   now {statistics.median(now):7.2f} s   "
           f"now/baseline {statistics.median(now) / statistics.median(then):5.2f}x  ({rounds} alternating rounds)",
@@ -130,10 +130,10 @@ def main():
         print("\nperf = `perf report --stdio`; ortprof = `ortprof report --json` with an empty (cold) and a "
               "filled (warm) symbol cache; MiB = peak RSS of the largest process; speed-up = perf s / ortprof s")
         if args.baseline:
-            baseline = ortprof_at(args.baseline, root)
+            baseline_argv = ortprof_at(args.baseline, root)
             print(f"\n`ortprof report --json`: this tree vs {args.baseline}")
             for name, run in runs:
-                compare_with_baseline(name, run, baseline)
+                compare_with_baseline(name, run, baseline_argv)
         if args.formats:
             print("\nwriting every export format vs --json alone")
             for name, run in runs:
