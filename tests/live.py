@@ -22,7 +22,8 @@ def record_demo(out_dir, *demo_args, duration=5, record_args=(), rate=10):
     """Record the demo at `rate` req/s into `out_dir`; returns (manifest, completed process)."""
     result = run_ortprof("record", "-q", "--duration", str(duration), "-o", str(out_dir), *record_args, "--",
                          *DEMO, "--rate", str(rate), *demo_args, check=True)
-    return json.loads((Path(out_dir) / "run.json").read_text()), result
+    from schema_check import assert_valid_run
+    return assert_valid_run(json.loads((Path(out_dir) / "run.json").read_text())), result
 
 
 def report_json(run_dir, *args, allowed_exits=(0, 1)):

@@ -159,9 +159,10 @@ class PerfSession:
         return new[-1] if new else None
 
     def describe(self, window_file):
+        from ..model.manifest import ProfilerRun
         size = window_file.stat().st_size if window_file is not None and window_file.exists() else 0
-        return {"command": self.argv, "output": DATA, "exit_code": self.exit_code, "bytes": size,
-                "notes": [f"perf record kept across windows (window {self.windows} of this perf)"]}
+        return ProfilerRun(command=list(self.argv), output=DATA, exit_code=self.exit_code, bytes=size,
+                           notes=[f"perf record kept across windows (window {self.windows} of this perf)"])
 
 
 def stale_sessions(work_dir):

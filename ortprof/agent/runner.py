@@ -53,7 +53,8 @@ class AgentOptions:
 
 def check_perf(futex):
     """perf's path and the futex probe, or EnvironmentProblem with the fix."""
-    from ..recording.recorder import choose_profilers, futex_probe_outcome
+    from ..recording.recorder import choose_profilers
+    from ..signals.futex import futex_probe_outcome
     chosen, _notes, futex_check = choose_profilers("perf", futex)
     probe = futex_probe_outcome(SimpleNamespace(futex=futex, profiler="perf"), chosen, futex_check) if futex else None
     return chosen["perf"], probe
@@ -78,8 +79,8 @@ class Agent:
         options = self.options
         self.perf, probe = check_perf(options.window.futex)
         options.window.futex_probe = probe
-        if probe and not probe["usable"]:
-            self.log.warning("futex-unavailable", reason=probe["reason"], fix=probe["fix"])
+        if probe and not probe.usable:
+            self.log.warning("futex-unavailable", reason=probe.reason, fix=probe.fix)
         try:
             os.makedirs(self.windows_dir, exist_ok=True)
         except OSError as error:

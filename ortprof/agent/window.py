@@ -24,7 +24,10 @@ from .. import __version__
 from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
 from ..environment import cpu_info, ort_module_info
 from ..errors import OrtprofError
+from ..model.manifest import RunManifest, Window
 from ..recording import profilers, rundir
+from ..signals.cgroup import CgroupRecord
+from ..signals.futex import FutexProbe
 from ..recording.threadstats import HEADER, ThreadCpuSampler
 from .discovery import namespace_tids
 from .hooktail import HookTail
@@ -42,7 +45,7 @@ class WindowOptions:
     frequency: int = AGENT_FREQUENCY
     stack_size: int = profilers.DEFAULT_STACK_SIZE
     futex: bool = False
-    futex_probe: Optional[dict] = None   # {"usable", "reason", "fix"} when futex tracing was asked for
+    futex_probe: Optional[FutexProbe] = None   # when futex tracing was asked for
 
 
 @dataclass
@@ -90,7 +93,7 @@ class ProcessWindow:
         self.csv = csv.writer(self.csv_stream)
         self.csv.writerow(HEADER)
         self.cgroup_dir = None
-        self.manifest = {}
+        self.manifest = RunManifest()
         self.start_mono = self.end_mono = None
         self.start_unix = None
         self.exited = False         # the process is gone
@@ -99,17 +102,15 @@ class ProcessWindow:
     def start(self):
         pid = self.target.pid
         self.cgroup_dir = process_cgroup_dir(pid)
-        self.manifest = {
-            "schema": rundir.SCHEMA, "ortprof_version": __version__, "name": self.target.service,
-            "mode": "attach", "command": self.target.cmdline, "pid": pid, "profiled_pid": pid,
-            "started_unix": time.time(), "status": "recording",
-            "options": {"frequency": self.options.frequency, "call_graph": "dwarf",
-                        "stack_size": self.options.stack_size, "futex": futex_usable(self.options),
-                        "profiler": "perf"},
-            "environment": self._environment(), "futex_probe": self._futex_probe(),
-            "cgroup": {"limit": process_cpu_limit(pid), "stat_before": cpu_stat(self.cgroup_dir)},
-            "notes": [], "errors": [],
-        }
+        self.manifest = RunManifest(
+            ortprof_version=__version__, name=self.target.service, mode="attach", command=self.target.cmdline,
+            pid=pid, profiled_pid=pid, started_unix=time.time(), status="recording",
+            options={"frequency": self.options.frequency, "call_graph": "dwarf", "stack_size": self.options.stack_size,
+                     "futex": futex_usable(self.options), "profiler": "perf"},
+            environment=self._environment())
+        self.manifest.set_section("futex_probe", self._futex_probe())
+        self.manifest.set_section("cgroup", CgroupRecord(limit=process_cpu_limit(pid),
+                                                         stat_before=cpu_stat(self.cgroup_dir)))
         return self
 
     def _environment(self):
@@ -120,11 +121,11 @@ class ProcessWindow:
         return {"cpu": _cpu_info(), "affinity": affinity, "ort": _module_facts(self.target.ort_module),
                 "process": {"pid": self.target.pid, "container": self.target.container, "pod": self.target.pod}}
 
-    def _futex_probe(self):
+    def _futex_probe(self) -> FutexProbe:
         if not self.options.futex:
-            return {"usable": False, "reason": "the agent does not trace futex calls by default (their cost "
-                    "grows with the workload's futex rate)", "fix": "ortprof agent --futex"}
-        return self.options.futex_probe or {"usable": False, "reason": "not probed", "fix": None}
+            return FutexProbe(False, "the agent does not trace futex calls by default (their cost "
+                              "grows with the workload's futex rate)", "ortprof agent --futex")
+        return self.options.futex_probe or FutexProbe(False, "not probed", None)
 
     def begin(self):
         """Enable perf's events; False when perf is gone (or never came up)."""
@@ -175,12 +176,12 @@ class ProcessWindow:
             os.replace(window_file, self.run.file(rundir.PERF_DATA))
         self.csv_stream.close()
         seconds = round(self.end_mono - self.start_mono, 3)
-        self.manifest["window"] = {"start_mono": self.start_mono, "end_mono": self.end_mono, "seconds": seconds}
-        self.manifest["cgroup"]["stat_after"] = cpu_stat(self.cgroup_dir)
-        self.manifest["profilers"] = {"perf": self.session.describe(self.run.file(rundir.PERF_DATA))}
-        self.manifest["status"] = "completed"
+        self.manifest.window = Window(self.start_mono, self.end_mono, seconds)
+        self.manifest.section("cgroup", CgroupRecord).stat_after = cpu_stat(self.cgroup_dir)
+        self.manifest.profilers = {"perf": self.session.describe(self.run.file(rundir.PERF_DATA))}
+        self.manifest.status = "completed"
         if self.exited:
-            self.manifest["notes"].append("the process exited during the window")
+            self.manifest.notes.append("the process exited during the window")
         if self.tail is not None:
             self.tail.poll()
             self.tail.write_window(self.run.file(rundir.HOOK_DIR), self.start_mono, self.end_mono,
@@ -214,7 +215,7 @@ class ProcessWindow:
 
 
 def futex_usable(options):
-    return bool(options.futex and (options.futex_probe or {}).get("usable"))
+    return bool(options.futex and options.futex_probe is not None and options.futex_probe.usable)
 
 
 def ensure_sessions(targets, options, perf, work_dir, sessions, log=None):

@@ -9,6 +9,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from ..signals.futex import BPF_METHOD, PERF_METHOD
 from .stacks import KERNEL, SYSLIB, module_kind
 
 _OP = re.compile(r"op:\s*(0x[0-9a-f]+|\d+)")
@@ -33,9 +34,6 @@ class FutexThreadStats:
     wait_seconds: float = 0.0     # time blocked: inside wait calls
     pending_enter: float = None
     pending_wait: bool = False
-
-
-PERF_METHOD, BPF_METHOD = "perf-tracepoints", "bpftrace"
 
 
 @dataclass

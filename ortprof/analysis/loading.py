@@ -104,14 +104,14 @@ def _perf_complaint(warnings):
 
 def load_run(run, samples=None, with_ort_symbols=True):
     """LoadedRun of `run` (a RunDirectory). `samples` overrides perf.data (tests, fixtures)."""
-    manifest = RunManifest.from_json(run.manifest())
-    if samples is None and not manifest.raw.get("window") and manifest.status != "completed":
+    manifest = run.read_manifest()
+    if samples is None and manifest.window is None and manifest.status != "completed":
         # Profiling never began (the workload died or was stopped during warm-up):
         # a report would only show start-up CPU as if it were the service's.
-        why = (manifest.raw.get("errors") or [f"status {manifest.status}"])[0]
+        why = (manifest.errors or [f"status {manifest.status}"])[0]
         raise InputError(f"{run.path}: nothing was profiled: {why}")
-    notes = manifest.notes
-    span = manifest.window
+    notes = list(manifest.notes)
+    span = manifest.window_span
     context = ort_context(manifest, notes)
     symbolizer = make_symbolizer(with_ort_symbols and not context.binary_missing)
     if with_ort_symbols and context.binary_missing and context.build_id:
@@ -162,17 +162,17 @@ def load_run(run, samples=None, with_ort_symbols=True):
                                if span is None or points[-1][0] >= span[0]}
     pyspy_path = run.file(rundir.PYSPY_OUT)
     if pyspy_path.exists():
-        loaded.pyspy = _read_pyspy(pyspy_path, manifest.pyspy_rate_hz, notes)
+        loaded.pyspy = _read_pyspy(pyspy_path, _pyspy_rate_hz(manifest), notes)
     return loaded
 
 
 def _use_futex_counts(run, manifest, profile, notes):
     """Exact futex counts of the in-kernel counters, when the run has them (futex method "bpftrace")."""
-    from ..recording.futex_bpf import FUTEX_BPF_OUT
+    from ..signals.futex import BPF_METHOD, FUTEX_BPF_OUT, FutexPlan
     from .futex_counts import load_futex_counts
-    plan = manifest.raw.get("futex") or {}
+    plan = manifest.section("futex", FutexPlan) or FutexPlan()
     path = run.file(FUTEX_BPF_OUT)
-    if plan.get("method") != "bpftrace" or not path.exists():
+    if plan.method != BPF_METHOD or not path.exists():
         return
     try:
         counts = load_futex_counts(path)
@@ -181,7 +181,17 @@ def _use_futex_counts(run, manifest, profile, notes):
         return
     if not counts.complete:
         notes.append("bpftrace stopped before its final print: futex counts stop at its last 1 s snapshot")
-    profile.futex.use_counts(counts.threads, plan.get("stack_sample_period"))
+    profile.futex.use_counts(counts.threads, plan.stack_sample_period)
+
+
+def _pyspy_rate_hz(manifest):
+    """py-spy's sampling rate, from the command line the recorder ran."""
+    pyspy = manifest.profilers.get("py-spy")
+    argv = pyspy.command if pyspy is not None else []
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--rate":
+            return float(value)
+    return None
 
 
 def _read_pyspy(path, rate_hz, notes):

@@ -7,7 +7,7 @@ from collections import Counter
 from ..model.report import (CATEGORIES, FunctionShare, FutexSection, FutexStack, FutexThreadRow, HotPath, HotSpot,
                             ThreadRow, TopFunctions, Totals)
 from . import roles as roles_mod
-from .futex import BPF_METHOD
+from ..signals.futex import BPF_METHOD
 from .perfscript import Frame
 from .stacks import COMPUTE, KERNEL_CLASS, OTHER_CLASS, PYTHON_CLASS, SPIN, SYNC, StackSymbolizer
 

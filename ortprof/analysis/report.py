@@ -10,6 +10,8 @@ from collections import Counter
 
 from ..model.report import CgroupSection, FutexSection, PythonSection, PythonStack, PythonThread, Report, \
     SessionSummary, Totals
+from ..signals.cgroup import CgroupRecord
+from ..signals.futex import FutexProbe
 from . import roles as roles_mod
 from .diagnose import diagnose
 from .loading import load_perf_script, load_run
@@ -19,9 +21,9 @@ from .pipeline import assign_roles, futex_section, hot_paths, hot_spots, proc_on
 SAMPLE_SECTIONS = ("threads.categories", "totals", "hot_paths", "top_functions", "hot_spots")
 
 
-def cgroup_section(cgroup):
-    before, after = cgroup.get("stat_before") or {}, cgroup.get("stat_after") or {}
-    section = CgroupSection(quota_cpus=(cgroup.get("limit") or {}).get("cpus"))
+def cgroup_section(cgroup: CgroupRecord):
+    before, after = cgroup.stat_before or {}, cgroup.stat_after or {}
+    section = CgroupSection(quota_cpus=(cgroup.limit or {}).get("cpus"))
     if after.get("nr_throttled") is not None and before.get("nr_throttled") is not None:
         section.throttled_periods = after["nr_throttled"] - before["nr_throttled"]
         section.throttled_ms = round((after.get("throttled_usec", 0) - before.get("throttled_usec", 0)) / 1000, 1)
@@ -57,10 +59,10 @@ def _why_no_samples(loaded):
 
 
 def _futex_missing_reason(loaded, futex):
-    probe = loaded.manifest.futex_probe
-    if probe and probe.get("usable") is False:
-        reason = f"futex tracepoints were not usable when recording: {probe.get('reason') or 'unknown reason'}"
-        return reason + (f" (fix: {probe['fix']})" if probe.get("fix") else "")
+    probe = loaded.manifest.section("futex_probe", FutexProbe)
+    if probe is not None and probe.usable is False:
+        reason = f"futex tracepoints were not usable when recording: {probe.reason or 'unknown reason'}"
+        return reason + (f" (fix: {probe.fix})" if probe.fix else "")
     if loaded.perf_data != "present" or loaded.unreadable:
         return "no futex figures without perf data"
     if not futex.recorded:
@@ -98,7 +100,7 @@ def analyze(loaded, top=15):
     inferences = sum(s.runs for s in sessions)
     caller_tids = set().union(*(latency.caller_tids for latency in loaded.latencies)) if loaded.latencies else set()
     report = Report(window_seconds=round(seconds, 3), ort=context, sessions=sessions,
-                    cgroup=cgroup_section(manifest.cgroup), run=loaded.run_path, command=manifest.command,
+                    cgroup=cgroup_section(manifest.section("cgroup", CgroupRecord) or CgroupRecord()), run=loaded.run_path, command=manifest.command,
                     status=manifest.status, perf_warnings=loaded.perf_warnings[-5:],
                     unreadable_perf_data=loaded.unreadable)
     ort_profiles = loaded.ort_profiles

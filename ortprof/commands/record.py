@@ -84,7 +84,7 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
     console = stderr_console()
     run, manifest = Recorder(options, console).record()
     if as_json:
-        emit_json(manifest)
+        emit_json(manifest.to_json())
     else:
         from ..render.record_summary import print_record_summary
         print_record_summary(run, manifest, console)

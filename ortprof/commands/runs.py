@@ -9,16 +9,15 @@ from .common import emit_json, stdout_console
 
 def _row(run):
     try:
-        manifest = run.manifest()
+        manifest = run.read_manifest()
     except InputError as error:
         return {"run": str(run.path), "error": str(error)}
-    sizes = manifest.get("files") or {}
     return {
-        "run": str(run.path), "name": manifest.get("name"), "started_at": manifest.get("started_at"),
-        "command": manifest.get("command"), "pid": manifest.get("profiled_pid") or manifest.get("pid"),
-        "seconds": (manifest.get("window") or {}).get("seconds"), "status": manifest.get("status"),
-        "exit_code": manifest.get("exit_code"), "bytes": sum(sizes.values()),
-        "profilers": sorted((manifest.get("profilers") or {}).keys()),
+        "run": str(run.path), "name": manifest.name, "started_at": manifest.started_at,
+        "command": manifest.command, "pid": manifest.profiled_pid or manifest.pid,
+        "seconds": manifest.window_seconds, "status": manifest.status,
+        "exit_code": manifest.exit_code, "bytes": sum(manifest.files.values()),
+        "profilers": sorted(manifest.profilers),
     }
 
 

@@ -92,7 +92,7 @@ def _machine(side):
         return None
     environment = side.manifest.environment
     cpu = environment.get("cpu") or {}
-    return {"hostname": environment.get("hostname") or side.manifest.raw.get("hostname"),
+    return {"hostname": side.manifest.hostname,
             "cpu model": cpu.get("model"), "logical cores": cpu.get("logical_cores"),
             "kernel": (environment.get("kernel") or {}).get("release")}
 
@@ -131,7 +131,7 @@ def what_changed(before, after):
         if moved:
             warnings.append(f"the runs come from different machines ({', '.join(moved)} differ): CPU and latency "
                             "deltas mix the change with the hardware")
-        options_b, options_a = before.manifest.raw.get("options") or {}, after.manifest.raw.get("options") or {}
+        options_b, options_a = before.manifest.options, after.manifest.options
         for key in ("profiler", "frequency", "call_graph", "futex", "cpus"):
             differ(f"record --{key.replace('_', '-')}", options_b.get(key), options_a.get(key))
     return changes, warnings

@@ -44,9 +44,9 @@ def load_side(spec, label, with_ort_symbols=True):
     from ..analysis.report import build_report
     from ..recording.rundir import resolve_run
     run = resolve_run(spec)
-    manifest = RunManifest.from_json(run.manifest())
+    manifest = run.read_manifest()
     status = manifest.status
-    if status in INCOMPLETE or manifest.window is None:
+    if status in INCOMPLETE or manifest.window_span is None:
         raise InputError(f"{label} {spec}: incomplete recording (status {status!r}, no profiling window): "
                          "it is still running or was killed; record it again")
     profile, report = build_report(run, with_ort_symbols=with_ort_symbols)

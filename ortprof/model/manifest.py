@@ -1,51 +1,130 @@
-"""RunManifest: a typed view of a run directory's run.json (schema ortprof.run/1).
+"""RunManifest: run.json (schema ortprof.run/1), typed, read and written in one place.
 
-run.json is written by the recorder as the run progresses and may come from an
-interrupted run, so every field but the command is optional here. `raw` keeps
-the whole document for fields this view does not name.
+run.json is written as the run progresses and may come from an interrupted run,
+so every field but the schema is optional. Its core fields (what was run, when,
+how it ended) are declared here; each signal keeps its own section (futex,
+threads, hook, cgroup ...) as a dataclass of its own, reached through
+`section(key, type)`, so that a new signal adds a section without touching this
+module. Keys that neither declares (a newer ortprof's) are kept as read.
+
+ortprof/schemas/run.schema.json is generated from these types and the signals'
+sections (scripts/gen_report_schema.py).
 """
-from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+
+from .plain import from_plain, to_plain
+
+SCHEMA = "ortprof.run/1"
+SectionType = TypeVar("SectionType")
+
+
+@dataclass
+class Window:
+    """The profiling window on CLOCK_MONOTONIC (perf records with -k mono)."""
+    start_mono: Optional[float] = None
+    end_mono: Optional[float] = None        # set when the window closed
+    seconds: Optional[float] = None
+
+
+@dataclass
+class Warmup:
+    """How the window's start was chosen: the hook's warm-up signal, --delay, a timeout or none (--pid)."""
+    mode: Optional[str] = None
+    runs: Optional[int] = None
+    waited_seconds: Optional[float] = None
+
+
+@dataclass
+class ProfilerRun:
+    """A profiler process of the run (perf, py-spy, bpftrace) and what it left."""
+    command: List[str] = field(default_factory=list)
+    output: Optional[str] = None            # its file in the run directory
+    exit_code: Optional[int] = None
+    bytes: int = 0
+    notes: List[str] = field(default_factory=list)
 
 
 @dataclass
 class RunManifest:
-    raw: dict = field(default_factory=dict)
+    schema: str = SCHEMA
+    ortprof_version: Optional[str] = None
+    name: Optional[str] = None
+    mode: Optional[str] = None              # launch | attach
+    command: Optional[List[str]] = None     # None for --pid
+    pid: Optional[int] = None               # launched or attached process
+    profiled_pid: Optional[int] = None      # the one profiled (a child, when ORT runs there)
+    started_unix: Optional[float] = None
+    started_at: Optional[str] = None
+    status: Optional[str] = None            # starting | warming-up | recording | completed | interrupted | failed | workload-failed
+    options: Dict[str, Any] = field(default_factory=dict)   # record's options as given
+    ort_build: Optional[Dict[str, Any]] = None             # the `ortprof build` manifest used (--ort-build)
+    warmup: Optional[Warmup] = None
+    window: Optional[Window] = None
+    environment: Dict[str, Any] = field(default_factory=dict)   # machine and process fingerprint
+    cgroup_created: Optional[Dict[str, Any]] = None        # the CPU-limited group of --cpus
+    profilers: Dict[str, ProfilerRun] = field(default_factory=dict)
+    exit_code: Optional[int] = None
+    stopped_by_ortprof: Optional[bool] = None
+    files: Dict[str, int] = field(default_factory=dict)     # run directory file -> bytes
+    notes: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    # signal sections (key -> dataclass, or the JSON read until a signal asks for its type)
+    sections: Dict[str, Any] = field(default_factory=dict)
+    # keys this version does not know, kept as read
+    extra: Dict[str, Any] = field(default_factory=dict)
 
+    # -- reading and writing ---------------------------------------------------
     @classmethod
-    def from_json(cls, document):
-        return cls(dict(document or {}))
+    def from_json(cls, document: Optional[dict], section_keys=()) -> "RunManifest":
+        """The manifest of a run.json document. `section_keys`: the keys signals own
+        (ortprof.signals.manifest_section_keys()); other unknown keys land in `extra`."""
+        document = dict(document or {})
+        core = {item.name for item in fields(cls)} - {"sections", "extra"}
+        manifest = from_plain(cls, {key: value for key, value in document.items() if key in core})
+        for key, value in document.items():
+            if key in core:
+                continue
+            if key in section_keys:
+                manifest.sections[key] = value
+            else:
+                manifest.extra[key] = value
+        return manifest
 
-    def _section(self, name):
-        return self.raw.get(name) or {}
+    def to_json(self) -> dict:
+        data = {item.name: to_plain(getattr(self, item.name)) for item in fields(self)
+                if item.name not in ("sections", "extra")}
+        data["schema"] = SCHEMA
+        data.update({key: to_plain(value) for key, value in self.sections.items()})
+        data.update({key: value for key, value in self.extra.items() if key not in data})
+        return data
 
+    def section(self, key: str, section_type: Type[SectionType]) -> Optional[SectionType]:
+        """A signal's section as its dataclass (None when the run has none)."""
+        value = self.sections.get(key, self.extra.get(key))
+        if value is None or isinstance(value, section_type):
+            return value
+        typed = from_plain(section_type, value)
+        self.sections[key] = typed
+        self.extra.pop(key, None)
+        return typed
+
+    def set_section(self, key: str, value: Any) -> None:
+        self.sections[key] = value
+        self.extra.pop(key, None)
+
+    # -- derived facts the analysis reads --------------------------------------
     @property
-    def command(self) -> Optional[list]:
-        return self.raw.get("command")
-
-    @property
-    def status(self) -> Optional[str]:
-        return self.raw.get("status")
-
-    @property
-    def notes(self) -> List[str]:
-        return list(self.raw.get("notes") or [])
-
-    @property
-    def window(self) -> Optional[Tuple[float, float]]:
+    def window_span(self) -> Optional[Tuple[float, float]]:
         """(start, end) CLOCK_MONOTONIC seconds of the profiling window, when it closed."""
-        window = self._section("window")
-        if "start_mono" in window and "end_mono" in window:
-            return (window["start_mono"], window["end_mono"])
+        window = self.window
+        if window is not None and window.start_mono is not None and window.end_mono is not None:
+            return (window.start_mono, window.end_mono)
         return None
 
     @property
     def window_seconds(self) -> Optional[float]:
-        return self._section("window").get("seconds")
-
-    @property
-    def environment(self) -> dict:
-        return self._section("environment")
+        return self.window.seconds if self.window is not None else None
 
     @property
     def ort(self) -> dict:
@@ -57,7 +136,7 @@ class RunManifest:
 
     @property
     def build_config(self) -> Optional[str]:
-        return self._section("ort_build").get("config")
+        return (self.ort_build or {}).get("config")
 
     @property
     def usable_cores(self) -> Optional[int]:
@@ -65,23 +144,5 @@ class RunManifest:
         return len(environment.get("affinity") or []) or (environment.get("cpu") or {}).get("logical_cores")
 
     @property
-    def cgroup(self) -> dict:
-        return self._section("cgroup")
-
-    @property
-    def futex_probe(self) -> dict:
-        """{"usable", "reason", "fix"} from record's futex probe; {} for older runs."""
-        return self._section("futex_probe")
-
-    @property
-    def pyspy_rate_hz(self) -> Optional[float]:
-        """py-spy's sampling rate, from the command line the recorder ran."""
-        argv = (self._section("profilers").get("py-spy") or {}).get("command") or []
-        for flag, value in zip(argv, argv[1:]):
-            if flag == "--rate":
-                return float(value)
-        return None
-
-    @property
-    def thread_names(self) -> dict:
-        return {int(tid): name for tid, name in (self._section("threads").get("names") or {}).items()}
+    def hostname(self) -> Optional[str]:
+        return self.environment.get("hostname") or self.extra.get("hostname")

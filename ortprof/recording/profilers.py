@@ -87,9 +87,10 @@ class ProfilerProcess:
         return log_tail(self.log_path, lines)
 
     def describe(self):
+        from ..model.manifest import ProfilerRun
         size = os.path.getsize(self.output) if os.path.exists(self.output) else 0
-        return {"command": self.argv, "output": os.path.basename(self.output),
-                "exit_code": self.exit_code, "bytes": size, "notes": self.notes}
+        return ProfilerRun(command=list(self.argv), output=os.path.basename(self.output),
+                           exit_code=self.exit_code, bytes=size, notes=list(self.notes))
 
 
 def perf_command(perf, pid, output, frequency=DEFAULT_FREQUENCY, call_graph="dwarf",

@@ -19,13 +19,18 @@ from ..checks import OK
 from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
 from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
 from ..hook import end_ort_profiles, hook_environment, read_hook_records, warm_event
+from ..model.manifest import RunManifest, Warmup, Window
+from ..signals.cgroup import CgroupRecord
+from ..signals.futex import BPF_METHOD, PERF_METHOD, FutexPlan, FutexProbe, choose_futex_method, \
+    futex_probe_outcome
+from ..signals.runs import HookSummary
+from ..signals.threads import ThreadsSummary
 from . import futex_bpf, profilers, rundir
 from .threadstats import ThreadCpuSampler, read_thread_cpu
 from .workload import Workload, resolve_executable
 
 PROFILER_CHOICES = ("auto", "perf", "py-spy", "both", "none")
 FUTEX_METHOD_CHOICES = ("auto", "bpf", "perf")
-BPF_METHOD, PERF_METHOD = "bpftrace", "perf-tracepoints"
 
 
 @dataclass
@@ -83,51 +88,6 @@ def choose_profilers(requested, futex=True):
     return chosen, notes, futex_check
 
 
-def futex_probe_outcome(options, chosen, futex_check):
-    """run.json's "futex_probe": whether this run could record futex events,
-    and if not, why and what fixes it (the report explains missing futex
-    figures from exactly this)."""
-    if not options.futex:
-        return {"usable": False, "reason": "futex tracing was turned off with --no-futex",
-                "fix": "record without --no-futex"}
-    if "perf" not in chosen:
-        return {"usable": False, "reason": "futex events are recorded by perf, which this run does not use",
-                "fix": "ortprof doctor --check perf --check perf-permission" if options.profiler == "auto"
-                else "record with --profiler perf or --profiler both"}
-    usable = futex_check.status == OK
-    return {"usable": usable, "reason": None if usable else futex_check.detail,
-            "fix": (futex_check.fix or None) if not usable else None}
-
-
-def choose_futex_method(options, chosen, futex_probe):
-    """run.json's "futex": how futex calls are recorded. "bpftrace": exact counts and
-    times from in-kernel counters, perf samples one stack per `stack_sample_period`
-    calls (None: no stacks, perf's tracepoints are not usable); "perf-tracepoints":
-    every call traced by perf with its stack; None: not recorded. "bpf" says why BPF
-    is or is not used, with the fix."""
-    plan = {"requested": options.futex_method, "method": None, "stack_sample_period": None,
-            "bpf": {"usable": None, "reason": None, "fix": None}}
-    if not options.futex or "perf" not in chosen:
-        return plan
-    perf_usable = futex_probe["usable"]
-    if options.futex_method == "perf":
-        plan["bpf"]["reason"] = "not tried: --futex-method perf"
-    else:
-        from ..doctor import run_checks
-        check = run_checks(["futex-bpf"], thorough=False)[0]
-        usable = check.status == OK
-        plan["bpf"] = {"usable": usable, "reason": None if usable else check.detail,
-                       "fix": None if usable else check.fix}
-        if usable:
-            plan.update(method=BPF_METHOD, stack_sample_period=options.futex_stack_period if perf_usable else None)
-            return plan
-        if options.futex_method == "bpf":
-            raise EnvironmentProblem(f"--futex-method bpf: {check.detail}; fix: {check.fix}")
-    if perf_usable:
-        plan.update(method=PERF_METHOD, stack_sample_period=1)
-    return plan
-
-
 def _ort_loaded(pid):
     try:
         return any("onnxruntime" in m.path for m in psutil.Process(pid).memory_maps(grouped=True))
@@ -161,7 +121,7 @@ class Recorder:
     def __init__(self, options, console=None):
         self.options = options
         self.console = console
-        self.manifest = {}
+        self.manifest = RunManifest()
         self.run = None
         self.workload = None
         self.sampler = None
@@ -170,13 +130,20 @@ class Recorder:
         self._cgroup_dir = None
 
     # -- manifest ---------------------------------------------------------
-    def _save(self, **updates):
-        self.manifest.update(updates)
-        self.manifest["files"] = self.run.file_sizes()
+    def _save(self):
+        self.manifest.files = self.run.file_sizes()
         self.run.write_manifest(self.manifest)
 
+    @property
+    def futex_plan(self) -> FutexPlan:
+        return self.manifest.section("futex", FutexPlan)
+
+    @property
+    def futex_probe(self) -> FutexProbe:
+        return self.manifest.section("futex_probe", FutexProbe)
+
     def _note(self, text):
-        self.manifest.setdefault("notes", []).append(text)
+        self.manifest.notes.append(text)
         if self.console:
             self.console.print(f"[yellow]ortprof:[/] {text}")
 
@@ -192,31 +159,29 @@ class Recorder:
         chosen, fallback_notes, futex_check = choose_profilers(options.profiler, options.futex)
         futex_probe = futex_probe_outcome(options, chosen, futex_check)
         futex_plan = choose_futex_method(options, chosen, futex_probe)
-        if futex_plan["method"] == BPF_METHOD and not futex_probe["usable"]:
+        if futex_plan.method == BPF_METHOD and not futex_probe.usable:
             # Counted in BPF all the same; only the stacks are missing.
-            futex_probe = {"usable": True, "reason": None, "fix": None}
-        if options.futex and "perf" in chosen and not futex_probe["usable"]:
+            futex_probe = FutexProbe(True, None, None)
+        if options.futex and "perf" in chosen and not futex_probe.usable:
             # One line on stderr, whatever -q says: the report will lack its futex figures.
-            print(f"ortprof: warning: no futex events will be recorded: {futex_probe['reason']}; "
-                  f"fix: {futex_probe['fix']}", file=sys.stderr, flush=True)
+            print(f"ortprof: warning: no futex events will be recorded: {futex_probe.reason}; "
+                  f"fix: {futex_probe.fix}", file=sys.stderr, flush=True)
 
         self.run = rundir.RunDirectory.create(default_run_name(options), options.output)
-        self.manifest = {
-            "schema": rundir.SCHEMA, "ortprof_version": __version__, "name": default_run_name(options),
-            "mode": "attach" if options.pid else "launch",
-            "command": options.command or None, "pid": options.pid,
-            "started_unix": time.time(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "status": "starting", "options": _options_for_manifest(options),
-            "ort_build": options.ort_build, "futex_probe": futex_probe, "futex": futex_plan,
-            "notes": [], "errors": [],
-        }
+        self.manifest = RunManifest(
+            ortprof_version=__version__, name=default_run_name(options), mode="attach" if options.pid else "launch",
+            command=options.command or None, pid=options.pid,
+            started_unix=time.time(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            status="starting", options=_options_for_manifest(options), ort_build=options.ort_build)
+        self.manifest.set_section("futex_probe", futex_probe)
+        self.manifest.set_section("futex", futex_plan)
         self._save()
         for note in fallback_notes:
             self._note(note)
-        if futex_plan["method"] == PERF_METHOD and futex_plan["bpf"]["usable"] is False:
-            self._note(f"futex calls are traced by perf, one event per call: {futex_plan['bpf']['reason']} "
-                       f"(fix: {futex_plan['bpf']['fix']})")
-        elif futex_plan["method"] == BPF_METHOD and futex_plan["stack_sample_period"] is None:
+        if futex_plan.method == PERF_METHOD and futex_plan.bpf.usable is False:
+            self._note(f"futex calls are traced by perf, one event per call: {futex_plan.bpf.reason} "
+                       f"(fix: {futex_plan.bpf.fix})")
+        elif futex_plan.method == BPF_METHOD and futex_plan.stack_sample_period is None:
             self._note("futex calls are counted in BPF, without stacks: perf cannot record the futex tracepoint")
 
         with stop_signals_raise_interrupted():
@@ -227,8 +192,8 @@ class Recorder:
         failure = None
         try:
             try:
-                if self.manifest["futex"]["method"] == BPF_METHOD:
-                    self._start_futex_counter(self.manifest["futex"])
+                if self.futex_plan.method == BPF_METHOD:
+                    self._start_futex_counter(self.futex_plan)
                 profiled_pid = self._start_workload()
                 profiled_pid = self._await_warmup(profiled_pid)
                 self._start_profiling(profiled_pid, chosen)
@@ -246,8 +211,8 @@ class Recorder:
             failure = error
         finally:
             self._finish(status, failure)
-        if failure is None and self.manifest["status"] == "workload-failed":
-            failure = WorkloadError(f"the workload exited with code {self.manifest.get('exit_code')} during "
+        if failure is None and self.manifest.status == "workload-failed":
+            failure = WorkloadError(f"the workload exited with code {self.manifest.exit_code} during "
                                     f"profiling; what was recorded is in {self.run.path}")
         if failure is not None:
             raise failure
@@ -259,7 +224,7 @@ class Recorder:
     def _start_workload(self):
         options = self.options
         if options.pid:
-            self.manifest["profiled_pid"] = options.pid
+            self.manifest.profiled_pid = options.pid
             self._count_futex_calls_of(options.pid)
             self.sampler = ThreadCpuSampler(options.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
             return options.pid
@@ -268,13 +233,13 @@ class Recorder:
             from ..cgroup import LimitedCgroup
             self.cgroup = LimitedCgroup(options.cpus, name=f"ortprof-{os.getpid()}")
             self.cgroup.__enter__()
-            self.manifest["cgroup_created"] = self.cgroup.describe()
+            self.manifest.cgroup_created = self.cgroup.describe()
             preexec = self.cgroup.add_self
         env = hook_environment(os.environ, self.run.file(rundir.HOOK_DIR), options.warmup_runs,
                                options.session_overrides, options.extra_python_paths, options.ort_profile)
         self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec,
                                  stdout_to_stderr=options.stdout_for_json)
-        self.manifest.update(pid=self.workload.pid, status="warming-up")
+        self.manifest.pid, self.manifest.status = self.workload.pid, "warming-up"
         self._save()
         self._count_futex_calls_of(self.workload.pid)
         self.sampler = ThreadCpuSampler(self.workload.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
@@ -309,9 +274,8 @@ class Recorder:
                                    "(not a Python/ORT workload, or the hook could not load); profiling from now")
                         break
                     self._wait_alive(0.05, "before warm-up ended")
-        self.manifest["warmup"] = {"mode": mode, "runs": options.warmup_runs,
-                                   "waited_seconds": round(time.monotonic() - started, 3)}
-        self.manifest["profiled_pid"] = pid
+        self.manifest.warmup = Warmup(mode, options.warmup_runs, round(time.monotonic() - started, 3))
+        self.manifest.profiled_pid = pid
         return pid
 
     def _wait_alive(self, seconds, when):
@@ -319,7 +283,7 @@ class Recorder:
         while time.monotonic() < deadline:
             if self.workload is not None and not self.workload.running():
                 code = self.workload.finish()
-                self.manifest["exit_code"] = code
+                self.manifest.exit_code = code
                 raise WorkloadError(f"the workload exited with code {code} {when}; "
                                     f"its output is in {self.run.file(rundir.WORKLOAD_LOG)}")
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
@@ -327,13 +291,12 @@ class Recorder:
     def _start_profiling(self, pid, chosen):
         from ..environment import fingerprint
         options = self.options
-        self.manifest["environment"] = fingerprint(pid)
-        self.manifest["cgroup"] = self._cgroup_snapshot(pid, "before")
+        self.manifest.environment = fingerprint(pid)
+        self.manifest.set_section("cgroup", self._cgroup_snapshot(pid, "before"))
         _copy_maps(pid, self.run.file(rundir.MAPS))
-        self.manifest["window"] = {"start_mono": time.monotonic()}
+        self.manifest.window = Window(start_mono=time.monotonic())
         if "perf" in chosen:
-            plan = self.manifest["futex"]
-            period = plan["stack_sample_period"]
+            period = self.futex_plan.stack_sample_period
             argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
                                           options.frequency, options.call_graph, options.stack_size,
                                           futex=bool(period), futex_stack_period=period if period != 1 else None)
@@ -355,7 +318,7 @@ class Recorder:
             if failed is not None:
                 self._raise_if_workload_gone("py-spy")
                 raise profilers_error("py-spy", failed)
-        self.manifest["status"] = "recording"
+        self.manifest.status = "recording"
         self._save()
 
     def _start_futex_counter(self, plan):
@@ -369,31 +332,31 @@ class Recorder:
                 counter, seconds = futex_bpf.start_futex_counter(
                     (bpftrace_info() or {}).get("path") or "bpftrace", self.run.path)
         except EnvironmentProblem as problem:
-            if plan["requested"] == "bpf":
+            if plan.requested == "bpf":
                 raise
-            plan["bpf"].update(usable=False, reason=str(problem),
-                               fix="see `ortprof doctor --check futex-bpf`; or record with --futex-method perf")
-            usable = self.manifest["futex_probe"]["usable"]
-            plan.update(method=PERF_METHOD if usable else None, stack_sample_period=1 if usable else None)
+            plan.bpf.usable, plan.bpf.reason = False, str(problem)
+            plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
+            usable = self.futex_probe.usable
+            plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
             self._note(f"futex calls are traced by perf, one event per call: {problem}")
             return
         self.profilers["bpftrace"] = counter
-        plan["bpftrace_attach_seconds"] = round(seconds, 3)
+        plan.bpftrace_attach_seconds = round(seconds, 3)
 
     def _count_futex_calls_of(self, pid):
         if "bpftrace" in self.profilers:
             futex_bpf.set_target(pid)
 
     def _open_window(self):
-        self.manifest["window"]["start_mono"] = time.monotonic()
+        self.manifest.window.start_mono = time.monotonic()
         if "bpftrace" in self.profilers:
             futex_bpf.mark_window(opening=True)
 
     def _raise_if_workload_gone(self, profiler):
-        pid = self.manifest.get("profiled_pid")
+        pid = self.manifest.profiled_pid
         if (self.workload is not None and not self.workload.running()) or not psutil.pid_exists(pid):
             code = self.workload.finish() if self.workload is not None else None
-            self.manifest["exit_code"] = code
+            self.manifest.exit_code = code
             raise WorkloadError(f"the workload exited (code {code}) right after warm-up, before {profiler} "
                                 f"could attach; record a longer run (e.g. more requests)")
 
@@ -414,8 +377,8 @@ class Recorder:
 
     def _profile_for_duration(self):
         options = self.options
-        start = self.manifest["window"]["start_mono"]
-        pid = self.manifest["profiled_pid"]
+        start = self.manifest.window.start_mono
+        pid = self.manifest.profiled_pid
         with self._progress(options.duration) as tick:
             while time.monotonic() - start < options.duration:
                 if not psutil.pid_exists(pid) or (self.workload and not self.workload.running()):
@@ -431,15 +394,16 @@ class Recorder:
     def _stop_profiling(self):
         # The window closes when the stop is signalled: perf's shutdown (build-id
         # collection) is not part of what it sampled.
-        window = self.manifest.get("window")
-        closing = window is not None and "end_mono" not in window
+        window = self.manifest.window
+        closing = window is not None and window.end_mono is None
         if closing:
-            window["end_mono"] = time.monotonic()
+            window.end_mono = time.monotonic()
             if "bpftrace" in self.profilers:
                 futex_bpf.mark_window(opening=False)
-            window["seconds"] = round(window["end_mono"] - window["start_mono"], 3)
-            self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {},
-                                           **self._cgroup_snapshot(self.manifest.get("profiled_pid"), "after"))
+            window.seconds = round(window.end_mono - window.start_mono, 3)
+            after = self._cgroup_snapshot(self.manifest.profiled_pid, "after")
+            record = self.manifest.section("cgroup", CgroupRecord)
+            record.stat_after, record.error = after.stat_after, after.error or record.error
         for profiler in self.profilers.values():
             profiler.stop()
         if closing and self.options.ort_profile and self.workload is not None:
@@ -457,72 +421,74 @@ class Recorder:
         try:
             if self.workload is not None:
                 code = self.workload.stop() if self.workload.running() else self.workload.finish()
-                self.manifest["exit_code"] = code
-                self.manifest["stopped_by_ortprof"] = self.workload.stopped_by_ortprof
+                self.manifest.exit_code = code
+                self.manifest.stopped_by_ortprof = self.workload.stopped_by_ortprof
                 if (status == "completed" and code not in (0, None) and not self.workload.stopped_by_ortprof):
                     status = "workload-failed"
-                    self.manifest["errors"].append(f"the workload exited with code {code}")
+                    self.manifest.errors.append(f"the workload exited with code {code}")
         finally:
             if self.sampler is not None:
                 self.sampler.stop()
                 if self.sampler.error:
-                    self.manifest["errors"].append(self.sampler.error)
+                    self.manifest.errors.append(self.sampler.error)
             if self.cgroup is not None:
-                self.manifest["cgroup"] = dict(self.manifest.get("cgroup") or {}, group_final=self.cgroup.stat())
+                record = self.manifest.section("cgroup", CgroupRecord) or CgroupRecord()
+                record.group_final = self.cgroup.stat()
+                self.manifest.set_section("cgroup", record)
                 self.cgroup.__exit__(None, None, None)
             if failure is not None:
-                self.manifest["errors"].append(str(failure))
-            self.manifest["profilers"] = {name: p.describe() for name, p in self.profilers.items()}
-            self.manifest["threads"] = self._thread_summary()
-            self.manifest["hook"] = self._hook_summary()
-            self.manifest["status"] = status
+                self.manifest.errors.append(str(failure))
+            self.manifest.profilers = {name: p.describe() for name, p in self.profilers.items()}
+            threads = self._thread_summary()
+            if threads is not None:
+                self.manifest.set_section("threads", threads)
+            self.manifest.set_section("hook", self._hook_summary())
+            self.manifest.status = status
             self._save()
 
     # -- summaries --------------------------------------------------------
-    def _cgroup_snapshot(self, pid, when):
+    def _cgroup_snapshot(self, pid, when) -> CgroupRecord:
+        """The cgroup's limit ("before" only) and its cpu.stat now, as stat_<when>."""
         from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
-        snapshot = {}
+        record, stat = CgroupRecord(), None
         try:
             if self.cgroup is not None:
-                snapshot[f"stat_{when}"] = self.cgroup.stat()
-                snapshot["limit"] = {"cpus": self.options.cpus, "source": "ortprof --cpus"}
+                stat = self.cgroup.stat()
+                record.limit = {"cpus": self.options.cpus, "source": "ortprof --cpus"}
             elif pid:
                 # The group's path outlives the process: "after" still reads after an exit.
                 if when == "before":
                     self._cgroup_dir = process_cgroup_dir(pid)
-                    snapshot["limit"] = process_cpu_limit(pid)
-                target = getattr(self, "_cgroup_dir", None) or pid
-                snapshot[f"stat_{when}"] = cpu_stat(target)
+                    record.limit = process_cpu_limit(pid)
+                stat = cpu_stat(self._cgroup_dir or pid)
         except OrtprofError as error:
-            snapshot[f"stat_{when}"] = None
-            snapshot["error"] = str(error)
+            record.error = str(error)
         except OSError:
-            snapshot[f"stat_{when}"] = None
-        return snapshot
+            pass
+        setattr(record, f"stat_{when}", stat)
+        return record
 
-    def _thread_summary(self):
-        window = self.manifest.get("window") or {}
+    def _thread_summary(self) -> Optional[ThreadsSummary]:
+        window = self.manifest.window or Window()
         if not self.sampler:
-            return {}
-        used = read_thread_cpu(self.run.file(rundir.THREADS_CSV), window.get("start_mono"), window.get("end_mono"))
-        seconds = window.get("seconds")
-        return {
-            "sample_hz": self.sampler.hz,
-            "csv": rundir.THREADS_CSV,
-            "window_cpu_pct": {str(tid): round(100 * cpu / seconds, 2) for tid, cpu in sorted(used.items())}
+            return None
+        used = read_thread_cpu(self.run.file(rundir.THREADS_CSV), window.start_mono, window.end_mono)
+        seconds = window.seconds
+        return ThreadsSummary(
+            sample_hz=self.sampler.hz, csv=rundir.THREADS_CSV,
+            window_cpu_pct={str(tid): round(100 * cpu / seconds, 2) for tid, cpu in sorted(used.items())}
             if seconds else {},
-            "process_cpu_pct": round(100 * sum(used.values()) / seconds, 2) if seconds else None,
-            "names": {str(tid): name for tid, name in self.sampler.thread_names.items()},
-        }
+            process_cpu_pct=round(100 * sum(used.values()) / seconds, 2) if seconds else None,
+            names={str(tid): name for tid, name in self.sampler.thread_names.items()})
 
-    def _hook_summary(self):
-        sessions, runs = 0, 0
+    def _hook_summary(self) -> HookSummary:
+        summary = HookSummary(dir=rundir.HOOK_DIR)
         for record in read_hook_records(self.run.file(rundir.HOOK_DIR)):
             if record.get("event") == "session":
-                sessions += 1
+                summary.sessions += 1
             elif record.get("event") == "runs":
-                runs += len(record.get("runs", ()))
-        return {"dir": rundir.HOOK_DIR, "sessions": sessions, "runs": runs}
+                summary.runs += len(record.get("runs", ()))
+        return summary
 
     # -- terminal ---------------------------------------------------------
     def _status(self, text):

@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_ENVIRONMENT, InputError, OrtprofError
+from ..model.manifest import SCHEMA, RunManifest
+from ..signals.runs import HOOK_DIR
+from ..signals.threads import THREADS_CSV
 
 MANIFEST = "run.json"
-SCHEMA = "ortprof.run/1"
 DEFAULT_ROOT = Path(".ortprof") / "runs"
 
 # File names inside a run directory.
@@ -22,8 +24,6 @@ PERF_DATA = "perf.data"
 PERF_LOG = "perf.log"
 PYSPY_OUT = "py-spy.txt"
 PYSPY_LOG = "py-spy.log"
-HOOK_DIR = "hook"
-THREADS_CSV = "threads.csv"
 MAPS = "maps.txt"
 WORKLOAD_LOG = "workload.log"
 
@@ -67,9 +67,18 @@ class RunDirectory:
             raise InputError(f"{path}: not an ortprof run manifest (schema {schema!r})")
         return manifest
 
-    def write_manifest(self, manifest):
+    def read_manifest(self) -> RunManifest:
+        """run.json as a RunManifest, the signals' sections recognised."""
+        from ..signals import manifest_section_keys
+        document = self.manifest()
+        try:
+            return RunManifest.from_json(document, manifest_section_keys())
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"{self.path / MANIFEST}: malformed manifest ({exc})")
+
+    def write_manifest(self, manifest: RunManifest):
         """Atomic rewrite, so a reader never sees half a manifest."""
-        manifest = dict(manifest, schema=SCHEMA)
+        manifest = manifest.to_json()
         tmp = self.path / (MANIFEST + ".tmp")
         try:
             tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
@@ -122,7 +131,7 @@ def list_runs(root=None):
 
 def _started(run):
     try:
-        return run.manifest().get("started_unix", 0)
+        return run.read_manifest().started_unix or 0
     except InputError:
         return 0
 
