@@ -40,11 +40,14 @@ $(NODE_TOOLS): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --silent
 	touch $(NODE_TOOLS)
 
+# Everything: the fast layer and the live tests (perf, ORT sessions, sweeps, go, node, chromium).
 test: setup test-tools
 	$(BIN)/python -m pytest -q -rs
 
+# The fast layer, to run after every change: unit and golden tests, no subprocess, no ORT
+# session (tests/conftest.py fails any test not marked live that starts one). docs/testing.md
 test-fast: setup test-tools
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not live"
 
 bench: setup
 	$(BIN)/python scripts/bench_record.py

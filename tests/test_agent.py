@@ -386,6 +386,7 @@ def test_live_once_with_a_process_that_exits_mid_window(tmp_path):
         assert "one agent window" in result.stdout and str(tmp_path / "work") not in result.stdout
 
 
+@pytest.mark.live
 def test_once_without_ort_processes_is_one_clear_error(tmp_path):
     result = subprocess.run([ORTPROF, "agent", "--once", "--pid", "999999999", "--work-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=60)

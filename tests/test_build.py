@@ -92,6 +92,7 @@ def build_sh_argv(script):
 
 # --- dry run: the exact commands, flag by flag ---------------------------------------------
 
+@pytest.mark.live
 def test_help_explains_configs_and_job_memory(tmp_path):
     result = ortprof(["build", "--help"], tmp_path)
     assert result.returncode == 0
@@ -103,6 +104,7 @@ def test_help_explains_configs_and_job_memory(tmp_path):
     assert fetch_help.returncode == 0 and "MIRROR" in fetch_help.stdout
 
 
+@pytest.mark.live
 def test_dry_run_prints_exact_commands_and_changes_nothing(ort_tree, tmp_path):
     result = ortprof(["build", "--source", ort_tree, "--jobs", "3", "--no-ccache", "--dry-run", "--",
                       "--use_dnnl"], tmp_path)
@@ -131,6 +133,7 @@ def test_dry_run_prints_exact_commands_and_changes_nothing(ort_tree, tmp_path):
     assert not build_root.exists() and not (ort_tree / "build").exists()
 
 
+@pytest.mark.live
 def test_dry_run_follows_what_the_checkout_supports(ort_tree, tmp_path, build_venv):
     # a newer ORT (numpy 2 fine), a build.py without some flags, a git checkout missing a submodule
     (ort_tree / "VERSION_NUMBER").write_text("1.20.1\n")
@@ -160,6 +163,7 @@ def test_dry_run_follows_what_the_checkout_supports(ort_tree, tmp_path, build_ve
 
 # --- the whole orchestration against the stand-in -----------------------------------------
 
+@pytest.mark.live
 def test_build_installs_wheel_writes_manifest_and_lists_it(ort_tree, tmp_path, build_venv):
     result = ortprof(build_args(ort_tree, build_venv, "--jobs", "2", "--json"), tmp_path)
     assert result.returncode == 0, result.stderr
@@ -217,6 +221,7 @@ def test_build_installs_wheel_writes_manifest_and_lists_it(ort_tree, tmp_path, b
     assert "ninja: no work to do." in latest_log(build_root).read_text()
 
 
+@pytest.mark.live
 def test_compile_error_shows_first_error_and_log_then_resumes(ort_tree, tmp_path, build_venv, install_venv):
     args = build_args(ort_tree, build_venv, "--venv", install_venv)
     failed = ortprof(args, tmp_path, env={"FAKE_ORT_FAIL_AT": "7"})
@@ -242,6 +247,7 @@ def test_compile_error_shows_first_error_and_log_then_resumes(ort_tree, tmp_path
     assert json.loads((tmp_path / "build/state-debug.json").read_text())["status"] == "done"
 
 
+@pytest.mark.live
 def test_oom_killed_compiler_says_lower_jobs(ort_tree, tmp_path, build_venv, install_venv):
     result = ortprof(build_args(ort_tree, build_venv, "--venv", install_venv, "--jobs", "4"), tmp_path,
                      env={"FAKE_ORT_OOM_AT": "12"})
@@ -256,6 +262,7 @@ def test_oom_killed_compiler_says_lower_jobs(ort_tree, tmp_path, build_venv, ins
         resolve_build("Debug", tmp_path / "build")
 
 
+@pytest.mark.live
 def test_interrupted_build_resumes_where_it_stopped(ort_tree, tmp_path, build_venv, install_venv):
     args = build_args(ort_tree, build_venv, "--venv", install_venv)
     # the stand-in sends SIGINT to its process group at step 10, as Ctrl-C in a terminal does
@@ -287,6 +294,7 @@ def sparse_path(tmp_path):
     return bin_dir
 
 
+@pytest.mark.live
 def test_preflight_names_each_missing_tool_with_its_install_command(ort_tree, tmp_path, sparse_path):
     tools_venv = make_venv(tmp_path / "tools-venv")              # no cmake, no ninja in it
     result = ortprof(build_args(ort_tree, tools_venv), tmp_path, env={"PATH": str(sparse_path)})
@@ -530,6 +538,7 @@ def test_deps_mirror_sha1_mismatch_refused_unless_trusted(ort_tree, hosted, tmp_
     assert "1 with the mirror's own digest" in rewrite.summary()
 
 
+@pytest.mark.live
 def test_offline_build_works_from_a_partial_mirror(ort_tree, hosted, tmp_path, build_venv, install_venv):
     offline = {"FAKE_ORT_OFFLINE": "1"}
     args = build_args(ort_tree, build_venv, "--venv", install_venv)
@@ -567,6 +576,7 @@ def test_offline_build_works_from_a_partial_mirror(ort_tree, hosted, tmp_path, b
     assert "https://gitlab.com/" in (ort_tree / "cmake/external/eigen.cmake").read_text()
 
 
+@pytest.mark.live
 def test_offline_eigen_failure_names_the_mirror_file_or_eigen_path(ort_tree, hosted, tmp_path, build_venv,
                                                                    install_venv):
     offline = {"FAKE_ORT_OFFLINE": "1"}
@@ -616,6 +626,7 @@ def http_host(hosted, ort_tree):
     server.shutdown()
 
 
+@pytest.mark.live
 def test_fetch_deps_fills_a_mirror_and_resumes(ort_tree, http_host, tmp_path):
     mirror = tmp_path / "mirror"
     result = ortprof(["build", "fetch-deps", "--source", ort_tree, mirror, "--json"], tmp_path)
@@ -646,6 +657,7 @@ def test_fetch_deps_fills_a_mirror_and_resumes(ort_tree, http_host, tmp_path):
 
 # --- --ref: cloning ----------------------------------------------------------------------------
 
+@pytest.mark.live
 def test_ref_clones_the_tag_and_records_its_commit(ort_tree, tmp_path, build_venv, install_venv):
     git = ["git", "-C", str(ort_tree), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q", str(ort_tree)], check=True)

@@ -50,6 +50,7 @@ def test_missing_process_gives_none_not_an_exception():
 
 @needs_cpu_cgroup
 @needs_root
+@pytest.mark.live
 def test_limited_group_throttles_a_busy_child_to_its_quota():
     parent = cgroup.process_cgroup_dir()
     before = group_names(parent)
@@ -73,6 +74,7 @@ def test_limited_group_throttles_a_busy_child_to_its_quota():
 
 @needs_cpu_cgroup
 @needs_root
+@pytest.mark.live
 def test_remove_moves_live_processes_back_and_survives_exceptions():
     home = cgroup.process_cgroup_dir()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -93,6 +95,7 @@ def test_remove_moves_live_processes_back_and_survives_exceptions():
 
 @needs_cpu_cgroup
 @needs_root
+@pytest.mark.live
 def test_adding_a_dead_pid_is_an_input_error():
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -103,6 +106,7 @@ def test_adding_a_dead_pid_is_an_input_error():
 
 @needs_cpu_cgroup
 @needs_root
+@pytest.mark.live
 def test_groups_left_by_a_killed_ortprof_are_removed_next_time():
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -169,6 +173,7 @@ def unprivileged_python():
 
 
 @needs_cpu_cgroup
+@pytest.mark.live
 def test_unprivileged_user_gets_one_line_with_the_fix():
     script = ("from ortprof import cgroup\n"
               "try:\n"

@@ -16,6 +16,7 @@ def test_shapes_match_the_models_they_stand_for():
     assert parameter_count(SHAPES["large"]) == pytest.approx(334e6, rel=0.01)
 
 
+@pytest.mark.live
 def test_generated_encoder_runs_and_counts_its_parameters(tmp_path):
     model = build_encoder(SHAPES["tiny"])
     counted = sum(int(np.prod(init.dims)) for init in model.graph.initializer)
@@ -31,6 +32,7 @@ def test_generated_encoder_runs_and_counts_its_parameters(tmp_path):
         assert logits.shape == (1, 2) and np.isfinite(logits).all()
 
 
+@pytest.mark.live
 def test_request_loop_accepts_session_options_and_reports(tmp_path):
     path = tmp_path / "tiny.onnx"
     path.write_bytes(build_encoder(SHAPES["tiny"]).SerializeToString())

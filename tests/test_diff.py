@@ -119,6 +119,7 @@ def test_report_from_json_round_trips(sides):
         Report.from_json(dict(document, schema="ortprof.report/2"))
 
 
+@pytest.mark.live
 def test_report_json_inputs_lose_intervals_and_go_on(sides, tmp_path):
     paths = []
     for side in sides:
@@ -155,6 +156,7 @@ def test_a_side_without_samples_resolves_nothing_it_cannot_see(sides):
 
 # ---------------------------------------------------------------- HTML in a real browser
 
+@pytest.mark.live
 def test_differential_flame_graph_in_a_browser(sides, fixture_diff, tmp_path):
     from browser import browser_page
     from ortprof.render.diff_html import render_diff_html
@@ -194,6 +196,7 @@ def test_differential_flame_graph_in_a_browser(sides, fixture_diff, tmp_path):
 
 # ---------------------------------------------------------------- errors on run directories
 
+@pytest.mark.live
 def test_missing_run_is_one_clear_line(tmp_path):
     result = run_ortprof("diff", str(tmp_path / "nope"), str(tmp_path / "nope2"))
     assert result.returncode == 3 and result.stderr.count("\n") == 1 and "no such run directory" in result.stderr

@@ -40,6 +40,7 @@ def by_id(report):
 
 @needs_perf
 @needs_root
+@pytest.mark.live
 def test_full_doctor_on_this_machine_passes_with_real_recordings():
     code, out, err = ortprof("doctor", "--json")
     checks = by_id(json.loads(out))
@@ -57,6 +58,7 @@ def test_full_doctor_on_this_machine_passes_with_real_recordings():
     assert ("TPAUSE" if waitpkg else "no WAITPKG") in checks["cpu"]["detail"]
 
 
+@pytest.mark.live
 def test_terminal_output_is_a_table_with_fixes():
     expected = {c.id: c for c in doctor.run_checks(["cpu", "build-cmake", "build-disk"])}
     code, out, err = ortprof("doctor", "--quick", "--check", "cpu", "--check", "build-cmake", "--check", "build-disk")
@@ -71,6 +73,7 @@ def test_terminal_output_is_a_table_with_fixes():
     assert out.rstrip().endswith("{} ok, {} warning(s), {} failed".format(*counts))
 
 
+@pytest.mark.live
 def test_quick_record_subset_is_fast_and_never_records_a_workload():
     env.perf_tracepoint_probe.cache_clear()
     started = time.perf_counter()
@@ -85,6 +88,7 @@ def test_quick_record_subset_is_fast_and_never_records_a_workload():
     assert time.perf_counter() - started < 0.2, "the futex probe runs once per process"
 
 
+@pytest.mark.live
 def test_unknown_check_is_an_input_error():
     with pytest.raises(InputError, match="unknown doctor check nope"):
         doctor.run_checks(["nope"])
@@ -92,6 +96,7 @@ def test_unknown_check_is_an_input_error():
     assert code == 3 and err.strip().startswith("ortprof: error: unknown doctor check nope")
 
 
+@pytest.mark.live
 def test_perf_missing_from_path_fails_with_the_install_command(tmp_path):
     # An empty PATH: perf is gone; py-spy is still found next to the Python.
     code, out, err = ortprof("doctor", "--json", "--check", "perf", "--check", "perf-dwarf",
@@ -124,6 +129,7 @@ def unprivileged_prefix():
 
 
 @needs_perf
+@pytest.mark.live
 def test_unprivileged_user_gets_warnings_with_sysctl_fixes():
     prefix = unprivileged_prefix()
     code, out, err = ortprof("doctor", "--json", "--check", "perf-permission", "--check", "perf-dwarf",
@@ -180,6 +186,7 @@ def seccomp_prefix(*names):
     return [sys.executable, "-c", SECCOMP_EXEC, numbers]
 
 
+@pytest.mark.live
 def test_seccomp_blocking_perf_event_open_fails_with_the_container_fix():
     code, out, err = ortprof("doctor", "--json", "--check", "perf-permission", "--check", "perf-dwarf",
                              prefix=seccomp_prefix("perf_event_open"))
@@ -193,12 +200,14 @@ def test_seccomp_blocking_perf_event_open_fails_with_the_container_fix():
 
 
 @needs_perf
+@pytest.mark.live
 def test_the_probe_agrees_with_perf_itself_under_that_filter(tmp_path):
     done = subprocess.run([*seccomp_prefix("perf_event_open"), env.find_tool("perf"), "record", "-q",
                            "-o", str(tmp_path / "perf.data"), "--", "true"], capture_output=True, text=True)
     assert done.returncode != 0 and "not permitted" in done.stderr.lower()
 
 
+@pytest.mark.live
 def test_record_preflight_refuses_with_one_line_under_seccomp():
     script = ("from ortprof.doctor import require_perf\n"
               "from ortprof.errors import OrtprofError\n"
@@ -214,6 +223,7 @@ def test_record_preflight_refuses_with_one_line_under_seccomp():
     assert "\n" not in line
 
 
+@pytest.mark.live
 def test_seccomp_blocking_process_vm_readv_fails_py_spy_and_py_spy_really_fails():
     prefix = seccomp_prefix("process_vm_readv", "ptrace")
     code, out, err = ortprof("doctor", "--json", "--check", "py-spy", prefix=prefix)
@@ -234,6 +244,7 @@ def test_seccomp_blocking_process_vm_readv_fails_py_spy_and_py_spy_really_fails(
     assert done.returncode != 0
 
 
+@pytest.mark.live
 def test_require_returns_the_checks_when_nothing_fails():
     if failures(doctor.run_checks(["perf", "perf-permission"])):
         pytest.skip("perf is not usable on this machine")
@@ -299,6 +310,7 @@ def test_futex_refusals_from_perfs_own_messages():
 
 @needs_perf
 @needs_root
+@pytest.mark.live
 def test_futex_check_and_probe_agree_as_root():
     check, = doctor.run_checks(["futex-tracepoints"], thorough=False)
     assert check.status == "ok", check
@@ -316,6 +328,7 @@ def test_build_disk_uses_builds_own_threshold(tmp_path):
 needs_bpftrace = pytest.mark.skipif(env.bpftrace_info() is None, reason="bpftrace is not installed")
 
 
+@pytest.mark.live
 def test_futex_bpf_without_bpftrace_warns_with_the_install_command():
     code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf",
                              env_vars={**os.environ, "ORTPROF_BPFTRACE": ""})
@@ -330,6 +343,7 @@ def test_futex_bpf_without_bpftrace_warns_with_the_install_command():
 
 @needs_root
 @needs_bpftrace
+@pytest.mark.live
 def test_futex_bpf_counts_a_childs_futex_calls_in_the_kernel():
     (check,) = doctor.run_checks(["futex-bpf"], thorough=True)
     assert check.status == "ok", check
@@ -338,6 +352,7 @@ def test_futex_bpf_counts_a_childs_futex_calls_in_the_kernel():
 
 
 @needs_bpftrace
+@pytest.mark.live
 def test_futex_bpf_unprivileged_says_root_only():
     prefix = unprivileged_prefix()
     code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=prefix, python="/usr/bin/python3",
@@ -349,6 +364,7 @@ def test_futex_bpf_unprivileged_says_root_only():
 
 @needs_root
 @needs_bpftrace
+@pytest.mark.live
 def test_futex_bpf_under_a_seccomp_filter_on_bpf_reports_bpftraces_own_error():
     code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=seccomp_prefix("bpf"))
     check = by_id(json.loads(out))["futex-bpf"]

@@ -23,6 +23,7 @@ def test_find_tool_falls_back_to_the_directory_of_this_python(monkeypatch, tmp_p
 
 
 @needs_perf
+@pytest.mark.live
 def test_perf_info_matches_perf_version():
     info = env.perf_info()
     out = subprocess.run([info["path"], "--version"], capture_output=True, text=True).stdout
@@ -89,6 +90,7 @@ def test_probes_agree_with_privilege():
 
 
 @needs_perf
+@pytest.mark.live
 def test_tracepoint_probe_asks_perf_and_reports_its_reason():
     if os.geteuid() != 0:
         pytest.skip("as root perf can record the futex tracepoints")
@@ -121,6 +123,7 @@ def start_ort_child(python):
 
 
 @pytest.mark.parametrize("python, version", [(sys.executable, None), (OLD_ORT_PYTHON, "1.15.1")])
+@pytest.mark.live
 def test_native_module_of_a_process_with_ort_loaded(python, version):
     if not os.path.exists(python):
         pytest.fail(f"{python} missing: `make setup` creates it")
@@ -144,6 +147,7 @@ def test_native_module_of_a_process_with_ort_loaded(python, version):
     assert environment["process"] == {"pid": child.pid, "exe": os.path.realpath(python)}
 
 
+@pytest.mark.live
 def test_native_module_is_none_without_ort_and_bad_pid_is_an_input_error():
     plain = subprocess.Popen([sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -157,6 +161,7 @@ def test_native_module_is_none_without_ort_and_bad_pid_is_an_input_error():
         env.ort_native_module(2 ** 22 + 1)
 
 
+@pytest.mark.live
 def test_fingerprint_of_this_machine_is_complete_and_serialisable():
     environment = env.fingerprint()
     json.dumps(environment)
@@ -169,6 +174,7 @@ def test_fingerprint_of_this_machine_is_complete_and_serialisable():
     assert environment["ort"]["source"] == "installed"
 
 
+@pytest.mark.live
 def test_fingerprint_of_a_vanished_process_has_nulls_not_exceptions():
     gone = subprocess.Popen(["true"])
     gone.wait()

@@ -95,6 +95,7 @@ def run_cli(*args):
     return subprocess.run([str(VENV_BIN / "ortprof"), *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.live
 def test_two_formats_on_stdout_is_one_clear_error(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"schema": "ortprof.run/1", "command": ["x"]}))
     result = run_cli("report", str(tmp_path), "--format", "json", "--format", "folded")
@@ -103,12 +104,14 @@ def test_two_formats_on_stdout_is_one_clear_error(tmp_path):
         "ortprof: error: json and folded both want stdout: give all but one a file (--format NAME=FILE)"]
 
 
+@pytest.mark.live
 def test_unwritable_output_fails_before_decoding(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"schema": "ortprof.run/1", "command": ["x"]}))
     result = run_cli("export", str(tmp_path), "--format", "json", "-o", str(tmp_path / "no" / "such" / "dir.json"))
     assert result.returncode == 3 and "cannot write" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.live
 def test_report_formats_to_files_and_stdout(tmp_path):
     """A run without perf data (only run.json): every text format still writes, stdout gets one."""
     run = tmp_path / "run"

@@ -195,6 +195,7 @@ def test_embedded_data_from_a_capture(capture, tmp_path):
         assert dominant({c: sum(v) for c, v in lane["sampled"].items()}) == dominant(thread["categories"])
 
 
+@pytest.mark.live
 def test_capture_in_the_browser(tmp_path):
     report, out = fixture_page(SPIN_FIXTURE, tmp_path)
     with browser_page() as (page, errors):
@@ -213,6 +214,7 @@ def test_capture_in_the_browser(tmp_path):
         assert errors == []
 
 
+@pytest.mark.live
 def test_script_tags_in_frame_names_stay_data(tmp_path):
     hostile = "</script><script>window.pwned=1</script><!--"
 
@@ -233,6 +235,7 @@ def test_script_tags_in_frame_names_stay_data(tmp_path):
         assert errors == []
 
 
+@pytest.mark.live
 def test_run_without_samples(tmp_path):
     loaded = LoadedRun(RunManifest(), Profile(window=(10.0, 14.0)), OrtContext(), perf_data="missing")
     report = analyze(loaded).to_json()

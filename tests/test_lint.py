@@ -285,6 +285,7 @@ def test_provider_names_resolve():
 
 # --- whole lint runs on real ORT --------------------------------------------
 
+@pytest.mark.live
 def test_initializers_in_inputs_block_fusion_and_are_reported(tmp_path):
     path = _save(conv_bn_relu(initializers_as_inputs=True), tmp_path, "m.onnx")
     report = lint_model(path)
@@ -299,6 +300,7 @@ def test_initializers_in_inputs_block_fusion_and_are_reported(tmp_path):
     assert unopt.evidence["patterns"]["conv+batchnorm"] == {"before": 1, "after": 1}
 
 
+@pytest.mark.live
 def test_a_model_that_fuses_has_no_findings(tmp_path):
     report = lint_model(_save(conv_bn_relu(), tmp_path, "m.onnx"))
     assert report.findings == []
@@ -308,6 +310,7 @@ def test_a_model_that_fuses_has_no_findings(tmp_path):
     assert sum(report.levels["all"]["unfused_patterns"].values()) == 0
 
 
+@pytest.mark.live
 def test_matmul_bias_model_fuses_per_level(tmp_path):
     report = lint_model(_save(matmul_bias_relu(), tmp_path, "m.onnx"))
     assert report.findings == []
@@ -316,6 +319,7 @@ def test_matmul_bias_model_fuses_per_level(tmp_path):
     assert report.levels["all"]["ops"] == {"com.microsoft:FusedGemm": 1}
 
 
+@pytest.mark.live
 def test_initializer_inputs_that_block_nothing_are_info(tmp_path):
     # ORT fuses MatMul+Add into Gemm whether or not the weights are constant.
     report = lint_model(_save(matmul_bias_relu(initializers_as_inputs=True), tmp_path, "m.onnx"))
@@ -323,6 +327,7 @@ def test_initializer_inputs_that_block_nothing_are_info(tmp_path):
     assert finding(report, "initializer-inputs").severity == "info"
 
 
+@pytest.mark.live
 def test_gelu_with_initializer_inputs_stays_unfused(tmp_path):
     blocked = lint_model(_save(gelu_erf(initializers_as_inputs=True), tmp_path, "blocked.onnx"))
     assert "unoptimized-graph" in finding_ids(blocked)
@@ -331,6 +336,7 @@ def test_gelu_with_initializer_inputs_stays_unfused(tmp_path):
     assert healthy.levels["all"]["ops"] == {"com.microsoft:Gelu": 1}
 
 
+@pytest.mark.live
 def test_unfusable_chain_is_not_flagged(tmp_path):
     report = lint_model(_save(unfusable_chain(), tmp_path, "m.onnx"))
     assert report.findings == []
@@ -338,6 +344,7 @@ def test_unfusable_chain_is_not_flagged(tmp_path):
         {"disabled": 4, "basic": 4, "extended": 4, "all": 4}
 
 
+@pytest.mark.live
 def test_transpose_wrapped_conv_is_reported(tmp_path):
     report = lint_model(_save(nhwc_conv(), tmp_path, "m.onnx"))
     assert finding_ids(report) == ["nhwc-transposes"]
@@ -353,6 +360,7 @@ def test_old_ir_initializer_inputs_are_not_flagged():
     assert initializer_inputs(model) == []
 
 
+@pytest.mark.live
 def test_model_facts(tmp_path):
     model = conv_bn_relu(channels=16)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
@@ -386,6 +394,7 @@ def _run(path, feed):
     return session.run(None, feed)[0]
 
 
+@pytest.mark.live
 def test_fix_writes_a_model_without_initializer_inputs(tmp_path):
     path = _save(conv_bn_relu(initializers_as_inputs=True), tmp_path, "m.onnx")
     out = str(tmp_path / "fixed.onnx")
@@ -399,6 +408,7 @@ def test_fix_writes_a_model_without_initializer_inputs(tmp_path):
     assert lint_model(out).findings == []
 
 
+@pytest.mark.live
 def test_fix_keeps_external_data_external(tmp_path):
     os.makedirs(tmp_path / "src")
     path = str(tmp_path / "src" / "m.onnx")
@@ -414,6 +424,7 @@ def test_fix_keeps_external_data_external(tmp_path):
     np.testing.assert_allclose(_run(out, feed), _run(path, feed), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.live
 def test_fix_with_nothing_to_fix_writes_nothing(tmp_path):
     out = tmp_path / "fixed.onnx"
     report = lint_model(_save(conv_bn_relu(), tmp_path, "m.onnx"), fix_path=str(out))
@@ -428,6 +439,7 @@ def test_fix_refuses_to_overwrite_the_model(tmp_path):
 
 # --- placement, live on this machine ------------------------------------------
 
+@pytest.mark.live
 def test_live_cpu_placement_matches_the_optimized_graph(tmp_path):
     path = _save(nhwc_conv(), tmp_path, "m.onnx")
     parsed, session_providers, log = placement.probe_placement(path, ["CPUExecutionProvider"])
@@ -438,6 +450,7 @@ def test_live_cpu_placement_matches_the_optimized_graph(tmp_path):
 
 @pytest.mark.skipif("AzureExecutionProvider" not in ort.get_available_providers(),
                     reason="needs a wheel with AzureExecutionProvider")
+@pytest.mark.live
 def test_live_fallback_when_the_preferred_provider_takes_nothing(tmp_path):
     # AzureExecutionProvider only runs its own remote-call ops: every node lands on the CPU.
     report = lint_model(_save(matmul_bias_relu(), tmp_path, "m.onnx"), providers=["azure"])
@@ -447,6 +460,7 @@ def test_live_fallback_when_the_preferred_provider_takes_nothing(tmp_path):
     assert found.evidence["node_counts"] == {"CPUExecutionProvider": 1}
 
 
+@pytest.mark.live
 def test_unavailable_provider_is_skipped(tmp_path):
     missing = next(p for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider", "DmlExecutionProvider")
                    if p not in ort.get_available_providers())
@@ -457,6 +471,7 @@ def test_unavailable_provider_is_skipped(tmp_path):
 
 # --- command line ------------------------------------------------------------
 
+@pytest.mark.live
 def test_cli_json(tmp_path):
     path = _save(nhwc_conv(), tmp_path, "m.onnx")
     result = CliRunner().invoke(cli, ["lint", path, "--json", "--fail-on-severity", "never"])
@@ -470,6 +485,7 @@ def test_cli_json(tmp_path):
     assert set(data["findings"][0]) == {"id", "severity", "title", "evidence", "remedy", "tradeoff", "explanation"}
 
 
+@pytest.mark.live
 def test_cli_gate(tmp_path):
     path = _save(conv_bn_relu(initializers_as_inputs=True), tmp_path, "m.onnx")
     runner = CliRunner()
@@ -481,6 +497,7 @@ def test_cli_gate(tmp_path):
     assert clean.exit_code == 0 and "No findings." in clean.stdout
 
 
+@pytest.mark.live
 def test_cli_exit_code_of_a_tripped_gate(tmp_path):
     path = _save(conv_bn_relu(initializers_as_inputs=True), tmp_path, "m.onnx")
     child = subprocess.run([ORTPROF, "lint", path, "--json"], capture_output=True, text=True, timeout=120)
@@ -490,6 +507,7 @@ def test_cli_exit_code_of_a_tripped_gate(tmp_path):
         "ortprof: error: 2 finding(s) at or above warning: initializer-inputs, unoptimized-graph"]
 
 
+@pytest.mark.live
 def test_cli_text_with_placement_and_fix(tmp_path):
     path = _save(conv_bn_relu(initializers_as_inputs=True), tmp_path, "m.onnx")
     result = CliRunner().invoke(cli, ["lint", path, "--providers", "cpu", "--fix", str(tmp_path / "fixed.onnx"),
@@ -553,6 +571,7 @@ def _write_bad_model(kind, directory):
     ("custom-op", "operator FooBar of domain my.ops is not known to ONNX Runtime"),
     ("absent", "no such file"),
 ])
+@pytest.mark.live
 def test_bad_models_get_one_line_and_exit_3(tmp_path, kind, message):
     path = _write_bad_model(kind, tmp_path)
     child = subprocess.run([ORTPROF, "lint", path], capture_output=True, text=True, timeout=120)

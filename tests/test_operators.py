@@ -12,6 +12,8 @@ import pytest
 from conftest import OLD_ORT_PYTHON, ROOT
 from live import DEMO, record_demo, report_json, run_ortprof
 
+pytestmark = pytest.mark.live   # every test records or starts ORT
+
 MATMUL_FAMILY = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "QGemm", "MatMulNBits"}
 STRIPPED = re.compile(r"^ort!fn_[0-9a-f]+$")
 

@@ -173,6 +173,7 @@ def test_frame_labels_name_the_op_types_a_function_ran_under():
     assert frame_label(Counter({"Softmax": 5})) == "Softmax 100%"
 
 
+@pytest.mark.live
 def test_lint_with_a_file_that_is_not_a_profile_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")

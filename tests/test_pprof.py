@@ -102,6 +102,7 @@ def report_tolerance(report, threads):
 
 
 @pytest.mark.parametrize("name", FIXTURE_PROFILES)
+@pytest.mark.live
 def test_go_pprof_raw_totals_and_labels_match_the_report(tmp_path, name):
     profile, report, path = fixture_export(tmp_path, name)
     text = go_pprof(path, "-raw")
@@ -128,6 +129,7 @@ def test_go_pprof_raw_totals_and_labels_match_the_report(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", FIXTURE_PROFILES)
+@pytest.mark.live
 def test_go_pprof_tagfocus_on_a_role_gives_the_role_total(tmp_path, name):
     profile, report, path = fixture_export(tmp_path, name)
     for role in {row.role for row in report.threads}:
@@ -140,6 +142,7 @@ def test_go_pprof_tagfocus_on_a_role_gives_the_role_total(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", FIXTURE_PROFILES)
+@pytest.mark.live
 def test_pprof_format_decoder_reads_types_period_duration_and_label_totals(tmp_path, name):
     profile, report, path = fixture_export(tmp_path, name)
     decoded = node_decode(path)
@@ -163,6 +166,7 @@ def test_pprof_format_decoder_reads_types_period_duration_and_label_totals(tmp_p
 
 @pytest.mark.parametrize("name", ["symbols-1.31.1-default.perf-script.txt",
                                   "ort-1.15.1-debug-default.perf-script.txt.xz"])
+@pytest.mark.live
 def test_mappings_carry_files_and_build_ids_read_from_the_files_here(tmp_path, name):
     profile, report, path = fixture_export(tmp_path, name)
     mappings = {m["file"]: m["build_id"] for m in node_decode(path)["mappings"]}
@@ -183,6 +187,7 @@ def test_mappings_carry_files_and_build_ids_read_from_the_files_here(tmp_path, n
     assert not any(m["build_id"] for m in node_decode(bare)["mappings"])
 
 
+@pytest.mark.live
 def test_source_lines_become_function_files_and_line_numbers(tmp_path):
     loaded = load_perf_script(FIXTURES / "symbols-1.15.1-debug-nospin.perf-script.txt")
     report = analyze(loaded)

@@ -34,6 +34,7 @@ def compile_c(tmp_path, name, *flags, source=SOURCE):
     (["-Og", "-g"], True, "g"),
     (["-Os", "-g"], True, "s"),
 ])
+@pytest.mark.live
 def test_gcc_levels(tmp_path, flags, optimized, level):
     facts = optimization_of(compile_c(tmp_path, "prog", *flags))
     assert facts.optimized is optimized and facts.level == level
@@ -41,6 +42,7 @@ def test_gcc_levels(tmp_path, flags, optimized, level):
     assert f"-O{level}" in facts.flags.split() or (flags == ["-g"] and "-O" not in facts.flags)
 
 
+@pytest.mark.live
 def test_without_recorded_switches_or_without_dwarf_nothing_is_known(tmp_path):
     quiet = optimization_of(compile_c(tmp_path, "quiet", "-O0", "-g", "-gno-record-gcc-switches"))
     assert quiet.producer.startswith("GNU C") and quiet.optimized is None and quiet.flags is None
@@ -54,6 +56,7 @@ def test_stripped_onnxruntime_wheel_gives_none():
     assert facts.producer is None and facts.optimized is None and facts.flags is None
 
 
+@pytest.mark.live
 def test_separate_debug_file_through_debuglink(tmp_path):
     binary = compile_c(tmp_path, "prog", "-O0", "-g")
     debug = tmp_path / "prog.debug"
@@ -65,6 +68,7 @@ def test_separate_debug_file_through_debuglink(tmp_path):
     assert optimization_of(binary, debug_roots=[]) == producer.NO_DWARF
 
 
+@pytest.mark.live
 def test_most_units_decide_over_a_stray_one(tmp_path):
     # A shared object whose first unit was built -O2 and the next three -O0: the Debug build wins.
     sources = []
@@ -81,6 +85,7 @@ def test_most_units_decide_over_a_stray_one(tmp_path):
     assert optimization_of(tmp_path / "unit1.o").optimized is False   # relocatable objects too
 
 
+@pytest.mark.live
 def test_reads_a_few_kib_of_a_large_debug_library(tmp_path, monkeypatch):
     # 24 units with 400 functions and structs each: several MB of DWARF, of which only the
     # unit headers and producer strings of the first MAX_UNITS units may be read.

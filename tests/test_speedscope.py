@@ -155,6 +155,7 @@ def test_stackless_samples_are_cpu_not_idle():
         assert cpu_ms_by_name(document)[f"{thread.role} {thread.tid}"] * 1e6 == pytest.approx(thread.ns, abs=1)
 
 
+@pytest.mark.live
 def test_no_samples_is_one_clear_error(tmp_path):
     """A run with no perf samples (perf.data missing): one line and exit 3, not an empty file speedscope rejects."""
     run_dir = tmp_path / "no-perf"
@@ -176,6 +177,7 @@ def test_golden(exported):
 
 # ---- speedscope itself -----------------------------------------------------------------
 
+@pytest.mark.live
 def test_speedscope_opens_the_fixture_export(exported, tmp_path):
     document = exported[2]
     body, errors = open_in_speedscope(document, tmp_path)
@@ -185,6 +187,7 @@ def test_speedscope_opens_the_fixture_export(exported, tmp_path):
     assert f"{first} (1/{len(document['profiles'])})" in body
 
 
+@pytest.mark.live
 def test_speedscope_reports_a_broken_file(exported, tmp_path):
     """The check above can fail: speedscope rejects samples and weights of different lengths."""
     broken = json.loads(json.dumps(exported[2]))

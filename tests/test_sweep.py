@@ -56,6 +56,7 @@ def demo_sweep(tmp_path_factory):
     return tmp, json.loads(done.stdout)
 
 
+@pytest.mark.live
 def test_defaults_burn_several_times_the_cpu_of_no_spinning_and_of_one_thread(demo_sweep):
     _, document = demo_sweep
     cells = by_label(document)
@@ -70,6 +71,7 @@ def test_defaults_burn_several_times_the_cpu_of_no_spinning_and_of_one_thread(de
         assert cell["p50_ms"] <= cell["p95_ms"] <= cell["p99_ms"]
 
 
+@pytest.mark.live
 def test_relaxed_budget_recommends_no_spinning_or_one_thread(demo_sweep):
     _, document = demo_sweep
     recommendation = document["recommendation"]
@@ -87,6 +89,7 @@ def test_relaxed_budget_recommends_no_spinning_or_one_thread(demo_sweep):
                                  f'session = ort.InferenceSession({DEMO!r}'), "snippet", "exec"), {})
 
 
+@pytest.mark.live
 def test_injected_settings_reach_ort(demo_sweep):
     """Checked through what ORT reports back to the hook, and the threads that exist."""
     _, document = demo_sweep
@@ -103,6 +106,7 @@ def test_injected_settings_reach_ort(demo_sweep):
     assert len(two) == len(one) == 1 and two[0] == one[0] + 1
 
 
+@pytest.mark.live
 def test_json_has_the_documented_fields(demo_sweep):
     _, document = demo_sweep
     assert document["schema"] == "ortprof.sweep/1" and document["status"] == "completed"
@@ -114,6 +118,7 @@ def test_json_has_the_documented_fields(demo_sweep):
     assert len(document["runs"]) == 3 and all(run["status"] == "ok" for run in document["runs"])
 
 
+@pytest.mark.live
 def test_show_reprints_csv_plot_and_a_new_budget(demo_sweep, tmp_path):
     tmp, document = demo_sweep
     directory = document["directory"]
@@ -145,6 +150,7 @@ def test_under_a_tenth_of_a_cpu_the_defaults_are_throttled_and_slower(tmp_path):
 
 
 # -- interruption and failures ------------------------------------------------------
+@pytest.mark.live
 def test_ctrl_c_keeps_finished_runs_and_prints_a_partial_table(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, ORTPROF_RUNS_DIR=str(tmp_path / "runs"), COLUMNS="200")
@@ -187,6 +193,7 @@ while True:
 """
 
 
+@pytest.mark.live
 def test_a_failing_cell_is_marked_and_the_sweep_goes_on(tmp_path):
     script = tmp_path / "service.py"
     script.write_text(FAILS_WITH_ONE_THREAD.format(model=DEMO))
@@ -203,6 +210,7 @@ def test_a_failing_cell_is_marked_and_the_sweep_goes_on(tmp_path):
     assert "FAILED" in table
 
 
+@pytest.mark.live
 def test_every_run_failing_exits_5(tmp_path):
     done = sweep("--threads", "1", "-d", "1", "-r", "1", "--", sys.executable, "-c", "raise SystemExit(1)",
                  tmp=tmp_path, check=False)
@@ -221,6 +229,7 @@ def test_uncertain_cells_get_more_runs_within_the_time_budget(tmp_path):
 
 # -- refusals --------------------------------------------------------------------------
 @needs_old_ort
+@pytest.mark.live
 def test_an_axis_the_installed_ort_does_not_know_is_refused(tmp_path):
     loop = sweep(*DEMO_LOOP, "--python", str(OLD_ORT_PYTHON), "--spin-duration-us", "0,100",
                  tmp=tmp_path, check=False)
@@ -239,6 +248,7 @@ def test_an_axis_the_installed_ort_does_not_know_is_refused(tmp_path):
 
 
 @needs_old_ort
+@pytest.mark.live
 def test_an_unknown_axis_is_refused_after_the_first_run_when_ort_cannot_be_found_before(tmp_path):
     wrapper = tmp_path / "service.sh"
     workload = Path(matrix.__file__).parent.parent / "demo" / "workload.py"
@@ -250,6 +260,7 @@ def test_an_unknown_axis_is_refused_after_the_first_run_when_ort_cannot_be_found
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["status"] == "refused"
 
 
+@pytest.mark.live
 def test_bad_input_is_one_line_and_exit_3(tmp_path):
     for args, message in (
             ((*DEMO_LOOP, "--threads", "0"), "--threads: 0 is below 1"),
@@ -296,6 +307,7 @@ def test_budget_pareto_and_interval_arithmetic():
     assert stats.repeats_needed(noisy, 1.0, 6) == 6 and stats.repeats_needed(noisy, 5.0, 50) == 3
 
 
+@pytest.mark.live
 def test_loop_synthesizes_shapes_from_the_signature():
     import onnxruntime as ort
     inputs = ort.InferenceSession(DEMO, providers=["CPUExecutionProvider"]).get_inputs()

@@ -122,6 +122,7 @@ def pyelftools_fde_ranges(path):
 
 # -- function index ----------------------------------------------------------------
 
+@pytest.mark.live
 def test_fde_ranges_match_pyelftools_cfi_parser(c_program):
     libc = Path("/usr/lib/x86_64-linux-gnu/libc.so.6")
     for path in [c_program["O2"]] + ([libc] if libc.exists() else []):
@@ -131,6 +132,7 @@ def test_fde_ranges_match_pyelftools_cfi_parser(c_program):
         assert len(ours) > 3
 
 
+@pytest.mark.live
 def test_fde_ranges_without_eh_frame_hdr_walk_eh_frame(c_program, tmp_path):
     bare = tmp_path / "no-hdr"
     subprocess.run(["objcopy", "--remove-section", ".eh_frame_hdr", str(c_program["O2"]), str(bare)], check=True)
@@ -165,6 +167,7 @@ def test_stripped_wheel_function_index(version):
     assert index.name(0x10) == "ort!0x10"
 
 
+@pytest.mark.live
 def test_named_binary_uses_symbol_names(c_program, symbolizer):
     symbols = symbolizer.for_dso(c_program["O2"])
     assert symbols.symbol_status == DWARF
@@ -205,6 +208,7 @@ def test_candidate_selection_finds_what_decoding_everything_finds(version):
     assert selected.to_json() == everything.to_json()
 
 
+@pytest.mark.live
 def test_both_spin_styles_in_compiled_program(c_program, symbolizer):
     for level, path in c_program.items():
         symbols = symbolizer.for_dso(path)
@@ -397,6 +401,7 @@ def _variants(c_program, directory):
     return variants
 
 
+@pytest.mark.live
 def test_lines_match_addr2line(c_program, tmp_path):
     for path in _variants(c_program, tmp_path):
         with open(path, "rb") as stream:
@@ -417,6 +422,7 @@ def test_lines_match_addr2line(c_program, tmp_path):
             assert resolved >= 6, path.name
 
 
+@pytest.mark.live
 def test_source_line_of_inlined_pause(c_program, symbolizer):
     symbols = symbolizer.for_dso(c_program["O2"])
     site = next(s.addr for s in symbols.spin.sites if s.in_loop)
@@ -437,6 +443,7 @@ def split_debug(c_program, tmp_path):
     return binary, debug
 
 
+@pytest.mark.live
 def test_debug_file_by_build_id(split_debug, tmp_path):
     binary, debug = split_debug
     info = read_elf_info(binary)
@@ -449,6 +456,7 @@ def test_debug_file_by_build_id(split_debug, tmp_path):
     assert find_debug_file(binary, roots=[root]) == str(target)
 
 
+@pytest.mark.live
 def test_debug_file_by_debuglink(split_debug, tmp_path, symbolizer):
     binary, debug = split_debug
     assert find_debug_file(binary, roots=[]) is None
@@ -464,6 +472,7 @@ def test_debug_file_by_debuglink(split_debug, tmp_path, symbolizer):
     assert symbols.source_line(site).line == source_line_of("/* inlined pause */")
 
 
+@pytest.mark.live
 def test_debuglink_crc_guards_binaries_without_build_id(tmp_path):
     gcc = shutil.which("gcc")
     if gcc is None:
