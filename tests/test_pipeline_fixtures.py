@@ -70,18 +70,25 @@ def test_categories_add_up_to_thread_cpu():
     assert totals["cpu_pct"] == pytest.approx(workload_cpu("ort-1.15.1-debug-default.workload.txt"), rel=0.15)
 
 
-def test_debug_build_finding_when_the_run_used_a_debug_build():
+def _diagnosed_as(document, **ort):
+    """The findings of a report JSON document whose ORT facts are `ort` (OrtContext fields)."""
     from ortprof.analysis.diagnose import diagnose
+    from ortprof.model.report import OrtContext, Report
+    report = Report.from_json(document)
+    report.ort = OrtContext(**ort)
+    return diagnose(report)
+
+
+def test_debug_build_finding_when_the_run_used_a_debug_build():
     report = report_from_perf_script(FIXTURES / "ort-1.15.1-debug-default.perf-script.txt.xz")
-    ids = [f.id for f in diagnose(report, {"build_config": "Debug", "ort_version": "1.15.1"})]
+    ids = [f.id for f in _diagnosed_as(report, build_config="Debug", ort_version="1.15.1")]
     assert "debug-build" in ids and "spin-wait" in ids
-    assert "debug-build" not in [f.id for f in diagnose(report, {"build_config": "RelWithDebInfo"})]
+    assert "debug-build" not in [f.id for f in _diagnosed_as(report, build_config="RelWithDebInfo")]
 
 
 def test_spin_remedy_offers_spin_duration_only_where_ort_has_it():
-    from ortprof.analysis.diagnose import diagnose
     report = report_from_perf_script(FIXTURES / "ort-1.15.1-relwithdebinfo-default.perf-script-no-inline.txt.xz")
-    old = next(f for f in diagnose(report, {"ort_version": "1.15.1"}) if f.id == "spin-wait")
-    new = next(f for f in diagnose(report, {"ort_version": "1.31.1"}) if f.id == "spin-wait")
+    old = next(f for f in _diagnosed_as(report, ort_version="1.15.1") if f.id == "spin-wait")
+    new = next(f for f in _diagnosed_as(report, ort_version="1.31.1") if f.id == "spin-wait")
     assert "spin_duration_us" not in old.remedy and "spin_duration_us" in new.remedy
     assert "allow_spinning" in old.remedy and "intra_op_num_threads = 1" in old.remedy

@@ -44,7 +44,8 @@ def _parse(text):
 
 
 def _metric(report, name):
-    """`spin_pct` means totals.spin_pct; dotted names walk the report (futex.calls_per_inference)."""
+    """`spin_pct` means totals.spin_pct; dotted names walk the report's JSON, the names users
+    write (futex.calls_per_inference)."""
     if "." not in name:
         node = report.get("totals", {})
         if name in node:
@@ -59,19 +60,20 @@ def _metric(report, name):
 
 
 def evaluate(gates, report):
-    """The expressions that hold (each a text), in order."""
+    """The expressions that hold (each a text), in order. `report`: the typed Report."""
     tripped = []
-    findings = report.get("findings", [])
+    document = None
     for kind, value, text in gates:
         if kind == "finding":
-            if any(f["id"] == value for f in findings):
+            if any(f.id == value for f in report.findings):
                 tripped.append(text)
         elif kind == "severity":
-            if any(severity_rank(f["severity"]) >= severity_rank(value) for f in findings):
+            if any(severity_rank(f.severity) >= severity_rank(value) for f in report.findings):
                 tripped.append(text)
         else:
             name, compare, limit = value
-            actual = _metric(report, name)
+            document = document or report.to_json()
+            actual = _metric(document, name)
             if actual is None or isinstance(actual, bool) or not isinstance(actual, (int, float)):
                 raise InputError(f"--fail-on {text!r}: {name!r} is not a number in this report "
                                  "(e.g. spin_pct, futex.calls_per_inference, cgroup.throttled_periods)")

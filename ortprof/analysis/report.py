@@ -141,8 +141,7 @@ def analyze(loaded, top=15):
         notes.append(f"perf's CPU ({report.totals.cpu_pct:.1f}%) and /proc's "
                      f"({proc_total:.1f}%) differ by {report.totals.mismatch_pct:+.0f}%")
     report.notes = notes
-    data = report.to_json()
-    report.findings = diagnose(data, data["ort"])
+    report.findings = diagnose(report)
     return report
 
 

@@ -48,7 +48,7 @@ def command(run, formats, as_json, folded_path, by, html_path, fail_on, top, no_
     targets = format_targets(specs, top=top, by=by)   # opens files first: a bad path fails before decoding
     quiet = any(target.path is None and target.name != "terminal" for target in targets)
     profile, report = analyze_run_with_status(run, with_ort_symbols=not no_symbols, quiet=quiet)
-    tripped = evaluate(gates, report.to_json())
+    tripped = evaluate(gates, report)
     report.gates = {"expressions": list(fail_on), "tripped": tripped}
     write_targets(targets, profile, report)
     if report.unreadable_perf_data:
