@@ -14,7 +14,7 @@ class TerminalExporter(Exporter):
     def write(self, profile, report, stream):
         from ..render.terminal import render_report
         console = self.console or Console(file=stream, highlight=False, width=140, force_terminal=False)
-        render_report(report.to_json(), console, top=self.top)
+        render_report(report, console, top=self.top)
 
 
 EXPORTER = TerminalExporter("terminal", ".txt", "the diagnosis as text tables and panels (default)")
