@@ -1,16 +1,16 @@
 """cgroup CPU limits: real groups on this machine, plus the file formats of the
 hierarchy this machine does not use for cpu."""
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 
 import pytest
 
 from ortprof import cgroup
 from ortprof.errors import InputError
+
+from nobody import SYSTEM_PYTHON, unprivileged_prefix
 
 HIERARCHY = cgroup.cpu_hierarchy()
 needs_cpu_cgroup = pytest.mark.skipif(HIERARCHY is None, reason="no cgroup cpu controller mounted")
@@ -158,18 +158,7 @@ def test_probe_creates_and_removes_a_group():
 
 def unprivileged_python():
     """argv prefix running the system Python as `nobody` with ortprof importable, or skip."""
-    system_python = "/usr/bin/python3"
-    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(system_python):
-        pytest.skip("needs root, setpriv and /usr/bin/python3")
-    version = subprocess.run([system_python, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
-    if version != str(tuple(sys.version_info[:2])):
-        pytest.skip("the system Python's version differs from the venv's")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join([root, sysconfig.get_paths()["purelib"]])
-    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-            "--bounding-set=-all", "env", f"PYTHONPATH={path}",
-            f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME=/tmp", system_python]
+    return [*unprivileged_prefix(), SYSTEM_PYTHON]
 
 
 @needs_cpu_cgroup

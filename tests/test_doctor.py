@@ -6,7 +6,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 
 import pytest
@@ -15,6 +14,8 @@ from ortprof import doctor, environment as env
 from ortprof.builder.preflight import DISK_GIB
 from ortprof.checks import failures
 from ortprof.errors import EXIT_ENVIRONMENT, EnvironmentProblem, InputError
+
+from nobody import SYSTEM_PYTHON, unprivileged_prefix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_perf = pytest.mark.skipif(env.find_tool("perf") is None, reason="perf is not installed")
@@ -114,27 +115,13 @@ def test_perf_missing_from_path_fails_with_the_install_command(tmp_path):
 
 
 # -- unprivileged ----------------------------------------------------------------------
-def unprivileged_prefix():
-    """argv prefix that runs the system Python as `nobody` with ortprof importable, or skip."""
-    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"):
-        pytest.skip("needs root, setpriv and /usr/bin/python3")
-    version = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
-    if version != str(tuple(sys.version_info[:2])):
-        pytest.skip("the system Python's version differs from the venv's")
-    path = os.pathsep.join([ROOT, sysconfig.get_paths()["purelib"]])
-    return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
-            "--bounding-set=-all", "env", f"PYTHONPATH={path}",
-            f"PATH={os.path.dirname(sys.executable)}:/usr/bin:/bin", "HOME=/tmp"]
-
-
 @needs_perf
 @pytest.mark.live
 def test_unprivileged_user_gets_warnings_with_sysctl_fixes():
     prefix = unprivileged_prefix()
     code, out, err = ortprof("doctor", "--json", "--check", "perf-permission", "--check", "perf-dwarf",
                              "--check", "futex-tracepoints", "--check", "py-spy", "--check", "cgroup",
-                             prefix=prefix, python="/usr/bin/python3", cwd="/tmp")
+                             prefix=prefix, python=SYSTEM_PYTHON, cwd="/tmp")
     checks = by_id(json.loads(out))
     paranoid = env.perf_event_paranoid()
     if paranoid >= 2:
@@ -355,7 +342,7 @@ def test_futex_bpf_counts_a_childs_futex_calls_in_the_kernel():
 @pytest.mark.live
 def test_futex_bpf_unprivileged_says_root_only():
     prefix = unprivileged_prefix()
-    code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=prefix, python="/usr/bin/python3",
+    code, out, err = ortprof("doctor", "--json", "--check", "futex-bpf", prefix=prefix, python=SYSTEM_PYTHON,
                              cwd="/tmp")
     check = by_id(json.loads(out))["futex-bpf"]
     assert check["status"] == "warning" and check["detail"].startswith("bpftrace runs as root only")

@@ -14,7 +14,7 @@ import pytest
 
 from live import DEMO, ORTPROF
 from ortprof import environment as env
-from test_doctor import unprivileged_prefix
+from nobody import SYSTEM_PYTHON, unprivileged_prefix
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(env.find_tool("perf") is None, reason="perf is not installed"),
@@ -91,9 +91,9 @@ def test_unprivileged_record_warns_once_on_stderr_with_the_fix(fresh_boot_tracef
     out = tempfile.mkdtemp(prefix="ortprof-futex-")
     os.chmod(out, 0o777)
     run_dir = os.path.join(out, "run")
-    result = subprocess.run([*prefix, "/usr/bin/python3", "-m", "ortprof", "record", "-q", "--profiler", "perf",
+    result = subprocess.run([*prefix, SYSTEM_PYTHON, "-m", "ortprof", "record", "-q", "--profiler", "perf",
                              "--delay", "0.3", "--duration", "1", "-o", run_dir, "--",
-                             "/usr/bin/python3", "-c", "import time; time.sleep(4)"],
+                             SYSTEM_PYTHON, "-c", "import time; time.sleep(4)"],
                             capture_output=True, text=True, timeout=120, cwd="/tmp")
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith(WARNING_PREFIX)]
