@@ -1,23 +1,21 @@
-"""Run directory -> (RunManifest, Profile) and the side data the analysis needs.
+"""Run directory -> LoadedRun: the RunManifest, the Profile and the side data the analysis needs.
 
-Everything that reads a file lives here: run.json, perf.data (through
-`perf script`), the hook's records, threads.csv, py-spy's output and the ORT
-module's ELF headers. Nothing here decides what the data means.
+Each signal (ortprof.signals) loads its own files into the LoadedRun, in the
+registry's order; this module reads what is common to all of them (run.json,
+the ORT module's ELF facts and symbolizer) and what derives from several
+(window length, /proc CPU in %, run() callers, pool workers). Nothing here
+decides what the data means.
 """
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from ..errors import InputError
-from ..hook import read_hook_records
 from ..model.manifest import RunManifest
-from ..model.profile import Profile, RunSpan
+from ..model.profile import Profile
 from ..model.report import OrtContext
-from ..recording import rundir
-from ..recording.threadstats import read_thread_cpu_series
-from .latency import SessionLatency, session_latencies
-from .ort_profile import load_ort_profiles
-from .perfscript import PerfScriptStream, parse_samples
+from ..signals import SIGNALS
+from .perfscript import parse_samples
 from .pipeline import make_symbolizer
 from .sampling import build_profile
 
@@ -27,17 +25,25 @@ class LoadedRun:
     manifest: RunManifest
     profile: Profile                        # empty (no threads) when there is no perf data
     context: OrtContext
-    latencies: List[SessionLatency] = field(default_factory=list)
+    latencies: List[Any] = field(default_factory=list)       # analysis.latency.SessionLatency per session
     proc_cpu_seconds: Dict[int, float] = field(default_factory=dict)   # tid -> CPU s in the window
-    pyspy: Optional[object] = None          # analysis.pyspy.PySpyProfile
-    symbolizer: Optional[object] = None
+    pyspy: Optional[Any] = None             # analysis.pyspy.PySpyProfile
+    symbolizer: Optional[Any] = None        # analysis.stacks.StackSymbolizer
     perf_data: Optional[str] = None         # "present" | "missing" | "unreadable"
     unreadable: Optional[str] = None        # why perf.data could not be decoded
     perf_warnings: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
     run_path: Optional[str] = None
+    hook_records: List[dict] = field(default_factory=list)    # every record the hook wrote
     hook_sessions: List[dict] = field(default_factory=list)   # the hook's `session` records
-    ort_profiles: Optional[object] = None   # analysis.ort_profile.OrtProfileData (record --ort-profile)
+    ort_profiles: Optional[Any] = None      # analysis.ort_profile.OrtProfileData (record --ort-profile)
+    given_samples: Optional[Any] = None     # decoded samples given instead of perf.data (tests, fixtures)
+    # derived from several signals once all are loaded (derive(), the analysis' first step)
+    window_seconds: float = 1.0
+    proc_cpu_pct: Dict[int, float] = field(default_factory=dict)    # tid -> % of one core, from /proc
+    proc_cpu_total: Optional[float] = None
+    caller_tids: Set[int] = field(default_factory=set)
+    pools: Optional[Any] = None             # roles.pool_threads(): workers tied to their session's pool
 
 
 def ort_context(manifest, notes):
@@ -82,24 +88,14 @@ def _cached_symbolizer(build_id, notes):
     """Names and spin sites of a module that is gone, from the symbol cache of its build-id."""
     from ..symbols.resolver import Symbolizer
     from .stacks import StackSymbolizer
-    cached = Symbolizer().for_build_id(build_id)
-    if cached is None:
-        notes.append(f"no symbol cache for build-id {build_id} either: spin-wait cannot be told from compute "
-                     "in ORT's frames (report on the machine that recorded, or keep its ~/.cache/ortprof)")
+    try:
+        cached = Symbolizer().for_build_id(build_id)
+    except InputError as error:
+        notes.append(f"{error}: spin-wait cannot be told from compute in ORT's frames "
+                     "(report on the machine that recorded, or keep its ~/.cache/ortprof)")
         return None
     notes.append(f"using the symbol cache of build-id {build_id} (names and spin sites)")
-    return StackSymbolizer(lambda dso: cached)
-
-
-def _perf_complaint(warnings):
-    """perf's own words on a broken file, e.g. a perf record that was killed."""
-    for warning in warnings:
-        lowered = warning.lower()
-        if "data size" in lowered or "properly terminated" in lowered:
-            return "perf record did not finish writing it (killed?)"
-        if "incompatible" in lowered or "truncated" in lowered or "corrupt" in lowered or "invalid" in lowered:
-            return f"truncated or corrupt ({warning})"
-    return warnings[-1] if warnings else "perf script produced no samples"
+    return StackSymbolizer(lambda dso: cached, notes=notes)
 
 
 def load_run(run, samples=None, with_ort_symbols=True):
@@ -111,107 +107,52 @@ def load_run(run, samples=None, with_ort_symbols=True):
         why = (manifest.errors or [f"status {manifest.status}"])[0]
         raise InputError(f"{run.path}: nothing was profiled: {why}")
     notes = list(manifest.notes)
-    span = manifest.window_span
     context = ort_context(manifest, notes)
     symbolizer = make_symbolizer(with_ort_symbols and not context.binary_missing)
     if with_ort_symbols and context.binary_missing and context.build_id:
         symbolizer = _cached_symbolizer(context.build_id, notes) or symbolizer
-    loaded = LoadedRun(manifest, Profile(window=span), context, symbolizer=symbolizer, notes=notes,
-                       run_path=str(run.path))
-
-    records = list(read_hook_records(run.file(rundir.HOOK_DIR)))
-    loaded.latencies = session_latencies(records, span)
-    loaded.hook_sessions = [r for r in records if r.get("event") == "session"]
-    loaded.ort_profiles = load_ort_profiles(records, run.file(rundir.HOOK_DIR), span)
-    hello = next((r for r in records if r.get("event") == "hello" and "mono" in r and "unix" in r), None)
-    if not context.ort_version and loaded.latencies:
-        context.ort_version = loaded.latencies[0].ort_version
-
-    perf_data = run.file(rundir.PERF_DATA)
-    if samples is not None:
-        loaded.profile = build_profile(samples, symbolizer, span)
-        loaded.perf_data = "present"
-    elif perf_data.exists():
-        loaded.perf_data = "present"
-        try:
-            stream = PerfScriptStream(perf_data)
-            with stream as decoded:
-                loaded.profile = build_profile(decoded, symbolizer, span)
-            loaded.perf_warnings = stream.warnings()
-            if not loaded.profile.has_samples and (stream.returncode or loaded.perf_warnings):
-                loaded.unreadable = f"{perf_data} could not be decoded: {_perf_complaint(loaded.perf_warnings)}"
-        except InputError as error:   # empty file
-            loaded.unreadable = str(error)
-        if loaded.unreadable:
-            loaded.perf_data = "unreadable"
-            loaded.profile = Profile(window=span)
-            notes.append(loaded.unreadable + "; showing what the run has without it (latency, /proc CPU)")
-    else:
-        loaded.perf_data = "missing"
-
-    profile = loaded.profile
-    _use_futex_counts(run, manifest, profile, notes)
-    if hello is not None:
-        profile.unix_minus_mono = hello["unix"] - hello["mono"]
-    profile.runs = [RunSpan(latency.session, tid, start, ms / 1000)
-                    for latency in loaded.latencies
-                    for start, ms, tid in zip(latency.starts, latency.durations_ms, latency.run_tids)]
-    series = read_thread_cpu_series(run.file(rundir.THREADS_CSV), *(span or (None, None)))
-    profile.thread_cpu.update(series)
-    loaded.proc_cpu_seconds = {tid: max(0.0, points[-1][1] - points[0][1]) for tid, points in series.items()
-                               if span is None or points[-1][0] >= span[0]}
-    pyspy_path = run.file(rundir.PYSPY_OUT)
-    if pyspy_path.exists():
-        loaded.pyspy = _read_pyspy(pyspy_path, _pyspy_rate_hz(manifest), notes)
+    loaded = LoadedRun(manifest, Profile(window=manifest.window_span), context, symbolizer=symbolizer,
+                       notes=notes, run_path=str(run.path), given_samples=samples)
+    for signal in SIGNALS:
+        if signal.load is not None:
+            signal.load(run, loaded)
     return loaded
 
 
-def _use_futex_counts(run, manifest, profile, notes):
-    """Exact futex counts of the in-kernel counters, when the run has them (futex method "bpftrace")."""
-    from ..signals.futex import BPF_METHOD, FUTEX_BPF_OUT, FutexPlan
-    from .futex_counts import load_futex_counts
-    plan = manifest.section("futex", FutexPlan) or FutexPlan()
-    path = run.file(FUTEX_BPF_OUT)
-    if plan.method != BPF_METHOD or not path.exists():
-        return
-    try:
-        counts = load_futex_counts(path)
-    except InputError as error:
-        notes.append(str(error))
-        return
-    if not counts.complete:
-        notes.append("bpftrace stopped before its final print: futex counts stop at its last 1 s snapshot")
-    profile.futex.use_counts(counts.threads, plan.stack_sample_period)
-
-
-def _pyspy_rate_hz(manifest):
-    """py-spy's sampling rate, from the command line the recorder ran."""
-    pyspy = manifest.profilers.get("py-spy")
-    argv = pyspy.command if pyspy is not None else []
-    for flag, value in zip(argv, argv[1:]):
-        if flag == "--rate":
-            return float(value)
-    return None
-
-
-def _read_pyspy(path, rate_hz, notes):
-    from .pyspy import read_pyspy
-    try:
-        return read_pyspy(path, rate_hz)
-    except InputError as error:
-        notes.append(f"py-spy output unreadable: {error}")
-        return None
+def derive(loaded):
+    """The figures several signals share: the window's length, /proc CPU in % of one core, the
+    threads that called run(), and each session's pool workers. Roles are written into the profile."""
+    from ..signals.runs import caller_tids
+    from . import roles as roles_mod
+    from .operators import node_threads
+    from .pipeline import assign_roles
+    profile = loaded.profile
+    seconds = loaded.manifest.window_seconds
+    if not seconds:
+        start, end = profile.span()
+        seconds = (end - start) or 1.0
+    loaded.window_seconds = seconds
+    loaded.proc_cpu_pct = {tid: 100 * used / seconds for tid, used in loaded.proc_cpu_seconds.items()}
+    loaded.proc_cpu_total = round(sum(loaded.proc_cpu_pct.values()), 2) if loaded.proc_cpu_pct else None
+    loaded.caller_tids = caller_tids(loaded)
+    ort_profiles = loaded.ort_profiles
+    loaded.pools = roles_mod.pool_threads(loaded.hook_sessions, node_threads(ort_profiles) if ort_profiles else None)
+    if profile.has_samples:
+        assign_roles(profile, loaded.caller_tids)
+        roles_mod.apply_pool_roles(profile, loaded.pools)
+    return loaded
 
 
 def load_perf_script(path):
     """A LoadedRun straight from saved `perf script` text (e.g. captures from another machine)."""
     import lzma
     opener = lzma.open if str(path).endswith(".xz") else open
-    symbolizer = make_symbolizer(False, source_lines=False)
+    notes = []
+    symbolizer = make_symbolizer(False, source_lines=False, notes=notes)
     try:
         with opener(path, "rt", errors="replace") as stream:
             profile = build_profile(parse_samples(stream), symbolizer)
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise InputError(f"{path}: cannot read perf script text ({exc})")
     return LoadedRun(RunManifest(), profile, OrtContext(), symbolizer=symbolizer, perf_data="present",
-                     run_path=str(path))
+                     notes=notes, run_path=str(path))

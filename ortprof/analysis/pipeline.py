@@ -1,13 +1,12 @@
 """Report sections computed from a Profile: thread roles and categories, totals,
-futex, hot paths, functions and spots. Pure arithmetic over the model; the
-decisions it applies (role rules, raw classes) live in roles.py and stacks.py.
+hot paths, functions and spots (the futex table is the futex signal's). Pure
+arithmetic over the model; the decisions it applies (role rules, raw classes)
+live in roles.py and stacks.py.
 """
 from collections import Counter
 
-from ..model.report import (CATEGORIES, FunctionShare, FutexSection, FutexStack, FutexThreadRow, HotPath, HotSpot,
-                            ThreadRow, TopFunctions, Totals)
+from ..model.report import CATEGORIES, FunctionShare, HotPath, HotSpot, ThreadRow, TopFunctions, Totals
 from . import roles as roles_mod
-from ..signals.futex import BPF_METHOD
 from .perfscript import Frame
 from .stacks import COMPUTE, KERNEL_CLASS, OTHER_CLASS, PYTHON_CLASS, SPIN, SYNC, StackSymbolizer
 
@@ -75,34 +74,6 @@ def totals(threads, proc_process_cpu):
     return result
 
 
-def futex_section(profile, window_seconds, inferences, roles_by_tid, top=8):
-    futex = profile.futex
-    threads = []
-    total_calls, total_seconds = 0, 0.0
-    for tid, stats in sorted(futex.threads.items()):
-        total_calls += stats.calls
-        total_seconds += stats.seconds
-        threads.append(FutexThreadRow(
-            tid=tid, role=roles_by_tid.get(tid, roles_mod.UNKNOWN), calls=stats.calls,
-            waits=stats.waits, wakes=stats.wakes,
-            calls_per_s=round(stats.calls / window_seconds, 1),
-            time_ms_per_s=round(1000 * stats.seconds / window_seconds, 2),
-            calls_per_inference=round(stats.calls / inferences, 2) if inferences else None))
-    period = futex.stack_sample_period
-    recorded = futex.method == BPF_METHOD or any(name.endswith("sys_enter_futex") for name in profile.events)
-    return FutexSection(
-        recorded=recorded,
-        calls=total_calls,
-        calls_per_s=round(total_calls / window_seconds, 1),
-        time_ms_per_s=round(1000 * total_seconds / window_seconds, 2),
-        wait_ms_per_s=round(1000 * sum(s.wait_seconds for s in futex.threads.values()) / window_seconds, 2),
-        calls_per_inference=round(total_calls / inferences, 2) if inferences else None,
-        threads=sorted(threads, key=lambda row: -row.calls),
-        top_stacks=[FutexStack(stack, count * period) for stack, count in futex.stacks.most_common(top)],
-        method=futex.method if recorded else None, stacks_sampled=period > 1, stack_sample_period=period,
-        stack_samples=sum(futex.stacks.values()))
-
-
 def hot_paths(profile, window_seconds, top=15):
     """(top call paths per role and category, top functions by self and total time)."""
     scale = 100.0 / (window_seconds * 1e9)
@@ -146,13 +117,16 @@ def hot_spots(profile, window_seconds, symbolizer, top=10):
     return spots
 
 
-def make_symbolizer(with_ort_symbols=True, source_lines=True):
-    """StackSymbolizer wired to the stripped-binary symbolizer, where available."""
+def make_symbolizer(with_ort_symbols=True, source_lines=True, notes=None):
+    """StackSymbolizer wired to the stripped-binary symbolizer, where available. `notes` (the
+    run's) gets a line for each binary it cannot read, and one if the symbolizer cannot load."""
+    notes = notes if notes is not None else []
     lookup = None
     if with_ort_symbols:
         try:
             from ..symbols.resolver import Symbolizer
             lookup = Symbolizer().for_dso
-        except ImportError:
-            lookup = None
-    return StackSymbolizer(lookup, source_lines)
+        except ImportError as error:
+            notes.append(f"ortprof's symbolizer cannot be loaded ({error}): ORT's frames that perf did not "
+                         "name stay addresses and spin-wait in them is counted as compute")
+    return StackSymbolizer(lookup, source_lines, notes)

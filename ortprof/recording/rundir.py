@@ -13,18 +13,15 @@ from pathlib import Path
 
 from ..errors import EXIT_ENVIRONMENT, InputError, OrtprofError
 from ..model.manifest import SCHEMA, RunManifest
+from ..signals.pyspy import PYSPY_LOG, PYSPY_OUT  # noqa: F401 (each signal names its files)
 from ..signals.runs import HOOK_DIR
-from ..signals.threads import THREADS_CSV
+from ..signals.samples import MAPS, PERF_DATA, PERF_LOG  # noqa: F401
+from ..signals.threads import THREADS_CSV  # noqa: F401
 
 MANIFEST = "run.json"
 DEFAULT_ROOT = Path(".ortprof") / "runs"
 
 # File names inside a run directory.
-PERF_DATA = "perf.data"
-PERF_LOG = "perf.log"
-PYSPY_OUT = "py-spy.txt"
-PYSPY_LOG = "py-spy.log"
-MAPS = "maps.txt"
 WORKLOAD_LOG = "workload.log"
 
 

@@ -1,12 +1,19 @@
 """Sources of evidence, one module each (see base.Signal).
 
-SIGNALS is the registry: `record`, the agent and the report ask it what to
-check, which run.json sections exist, and what to load.
+SIGNALS is the registry, in load order: the samples build the Profile the
+others add to (futex counts, run() spans, /proc CPU series); ort_profile reads
+the hook records the runs signal loaded. REPORT_ORDER is the order their report
+sections are filled in: ORT's profile labels stripped frames before the samples'
+hot paths show them, and the futex table takes each thread's role from the
+samples' thread table.
 """
-from . import cgroup, futex, runs, threads
+from . import cgroup, futex, ort_profile, pyspy, runs, samples, threads
 from .base import Signal
 
-SIGNALS = (runs.SIGNAL, threads.SIGNAL, futex.SIGNAL, cgroup.SIGNAL)
+SIGNALS = (samples.SIGNAL, futex.SIGNAL, runs.SIGNAL, ort_profile.SIGNAL, threads.SIGNAL, pyspy.SIGNAL,
+           cgroup.SIGNAL)
+REPORT_ORDER = ("runs", "cgroup", "ort_profile", "samples", "futex", "pyspy")
+BY_NAME = {signal.name: signal for signal in SIGNALS}
 
 
 def manifest_section_keys():
@@ -14,4 +21,9 @@ def manifest_section_keys():
     return {key for signal in SIGNALS for key in signal.sections}
 
 
-__all__ = ["SIGNALS", "Signal", "manifest_section_keys"]
+def reporting_signals():
+    """The signals that fill report sections, in REPORT_ORDER."""
+    return [BY_NAME[name] for name in REPORT_ORDER]
+
+
+__all__ = ["BY_NAME", "REPORT_ORDER", "SIGNALS", "Signal", "manifest_section_keys", "reporting_signals"]

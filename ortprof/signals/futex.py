@@ -1,6 +1,6 @@
 """Futex calls of the profiled process: counted in BPF (bpftrace) or traced by perf."""
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import List, Optional
 
 from ..checks import OK
 from ..errors import EnvironmentProblem
@@ -76,7 +76,113 @@ def choose_futex_method(options, chosen, probe: FutexProbe) -> FutexPlan:
     return plan
 
 
+@dataclass
+class FutexThreadRow:
+    tid: int
+    role: str
+    calls: int
+    waits: int
+    wakes: int
+    calls_per_s: float
+    time_ms_per_s: float
+    calls_per_inference: Optional[float]
+
+
+@dataclass
+class FutexStack:
+    stack: str
+    calls: int
+
+
+@dataclass
+class FutexSection:
+    recorded: bool = False
+    calls: Optional[int] = None
+    calls_per_s: Optional[float] = None
+    time_ms_per_s: Optional[float] = None
+    calls_per_inference: Optional[float] = None
+    threads: List[FutexThreadRow] = field(default_factory=list)
+    top_stacks: List[FutexStack] = field(default_factory=list)
+    missing_reason: Optional[str] = None     # why there are no futex figures, with the fix
+    method: Optional[str] = None             # "bpftrace" (in-kernel counters) | "perf-tracepoints" (every call)
+    wait_ms_per_s: Optional[float] = None    # time blocked: the share of time_ms_per_s spent in wait calls
+    stacks_sampled: bool = False             # top_stacks from a sample of the calls (calls, counts, times: exact)
+    stack_sample_period: Optional[int] = None   # one stack per this many calls (1: every call)
+    stack_samples: Optional[int] = None      # calls whose stack was recorded; top_stacks[].calls = these x period
+
+
+def load(run, loaded):
+    """Exact futex counts of the in-kernel counters, when the run has them (method "bpftrace");
+    perf's futex events (per call, or sampled stacks) arrive with the samples."""
+    from ..analysis.futex_counts import load_futex_counts
+    from ..errors import InputError
+    plan = loaded.manifest.section("futex", FutexPlan) or FutexPlan()
+    path = run.file(FUTEX_BPF_OUT)
+    if plan.method != BPF_METHOD or not path.exists():
+        return
+    try:
+        counts = load_futex_counts(path)
+    except InputError as error:
+        loaded.notes.append(str(error))
+        return
+    if not counts.complete:
+        loaded.notes.append("bpftrace stopped before its final print: futex counts stop at its last 1 s snapshot")
+    loaded.profile.futex.use_counts(counts.threads, plan.stack_sample_period)
+
+
+def futex_section(profile, window_seconds, inferences, roles_by_tid, top=8) -> FutexSection:
+    from ..analysis.roles import UNKNOWN
+    futex = profile.futex
+    threads = []
+    total_calls, total_seconds = 0, 0.0
+    for tid, stats in sorted(futex.threads.items()):
+        total_calls += stats.calls
+        total_seconds += stats.seconds
+        threads.append(FutexThreadRow(
+            tid=tid, role=roles_by_tid.get(tid, UNKNOWN), calls=stats.calls,
+            waits=stats.waits, wakes=stats.wakes,
+            calls_per_s=round(stats.calls / window_seconds, 1),
+            time_ms_per_s=round(1000 * stats.seconds / window_seconds, 2),
+            calls_per_inference=round(stats.calls / inferences, 2) if inferences else None))
+    period = futex.stack_sample_period
+    recorded = futex.method == BPF_METHOD or any(name.endswith("sys_enter_futex") for name in profile.events)
+    return FutexSection(
+        recorded=recorded,
+        calls=total_calls,
+        calls_per_s=round(total_calls / window_seconds, 1),
+        time_ms_per_s=round(1000 * total_seconds / window_seconds, 2),
+        wait_ms_per_s=round(1000 * sum(s.wait_seconds for s in futex.threads.values()) / window_seconds, 2),
+        calls_per_inference=round(total_calls / inferences, 2) if inferences else None,
+        threads=sorted(threads, key=lambda row: -row.calls),
+        top_stacks=[FutexStack(stack, count * period) for stack, count in futex.stacks.most_common(top)],
+        method=futex.method if recorded else None, stacks_sampled=period > 1, stack_sample_period=period,
+        stack_samples=sum(futex.stacks.values()))
+
+
+def report(loaded, report, top):
+    profile = loaded.profile
+    if profile.has_samples or profile.futex.threads:
+        inferences = sum(s.runs for s in report.sessions)
+        roles_by_tid = {row.tid: row.role for row in report.threads}
+        report.futex = futex_section(profile, loaded.window_seconds, inferences, roles_by_tid)
+    report.futex.missing_reason = missing_reason(loaded, report)
+
+
+def missing_reason(loaded, report) -> Optional[str]:
+    """Why the report has no futex figures, with the fix; None when it has them."""
+    probe = loaded.manifest.section("futex_probe", FutexProbe)
+    if probe is not None and probe.usable is False:
+        reason = f"futex tracepoints were not usable when recording: {probe.reason or 'unknown reason'}"
+        return reason + (f" (fix: {probe.fix})" if probe.fix else "")
+    if loaded.perf_data != "present" or loaded.unreadable:
+        return "no futex figures without perf data"
+    if not report.futex.recorded:
+        return "the recording has no futex events (recorded with --no-futex, or tracepoints unavailable)"
+    return None
+
+
 SIGNAL = Signal(
     name="futex", description="futex calls per thread: counts, time blocked, the stacks that make them",
     sections={"futex_probe": FutexProbe, "futex": FutexPlan}, files=(FUTEX_BPF_OUT, FUTEX_BPF_LOG, FUTEX_BPF_SCRIPT),
-    checks=("futex-tracepoints", "futex-bpf"))
+    checks=("futex-tracepoints", "futex-bpf"), load=load, report=report, report_sections=("futex",),
+    missing=lambda loaded, report: report.futex.missing_reason)
