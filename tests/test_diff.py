@@ -76,7 +76,7 @@ def test_diff_arithmetic_matches_the_two_reports(sides, fixture_diff):
     before, after = sides
     for category in ("compute", "spin", "sync"):
         q = _row(fixture_diff, "category", category)["pct"]
-        b, a = before.report["totals"][f"{category}_pct"], after.report["totals"][f"{category}_pct"]
+        b, a = (getattr(side.report.totals, f"{category}_pct") for side in sides)
         assert (q["before"], q["after"]) == (b, a)
         assert q["delta"] == pytest.approx(a - b, abs=1e-3)
         assert q["ratio"] == (pytest.approx(a / b, abs=1e-3) if b else None)
@@ -113,7 +113,7 @@ def test_bad_gate_is_one_clear_error(expression, message):
 
 
 def test_report_from_json_round_trips(sides):
-    document = sides[0].report
+    document = sides[0].report.to_json()
     assert Report.from_json(document).to_json() == document
     with pytest.raises(InputError, match="not an ortprof.report/1 document"):
         Report.from_json(dict(document, schema="ortprof.report/2"))
@@ -124,7 +124,7 @@ def test_report_json_inputs_lose_intervals_and_go_on(sides, tmp_path):
     paths = []
     for side in sides:
         path = tmp_path / f"{side.label}.json"
-        path.write_text(json.dumps(side.report))
+        path.write_text(json.dumps(side.report.to_json()))
         paths.append(str(path))
     result = run_ortprof("diff", *paths, "--json", "--fail-on", "spin_pct<-5")
     assert result.returncode == 1, result.stderr       # the gate still trips: far above the noise floor
@@ -136,7 +136,7 @@ def test_report_json_inputs_lose_intervals_and_go_on(sides, tmp_path):
     assert folded.returncode == 3 and "needs run directories" in folded.stderr
     assert not (tmp_path / "x.folded").exists()
     wrong = tmp_path / "wrong.json"
-    wrong.write_text(json.dumps(dict(sides[0].report, schema="ortprof.report/0")))
+    wrong.write_text(json.dumps(dict(sides[0].report.to_json(), schema="ortprof.report/0")))
     result = run_ortprof("diff", str(wrong), paths[1])
     assert result.returncode == 3
     assert result.stderr.strip().count("\n") == 0 and "schema 'ortprof.report/0'" in result.stderr
@@ -147,7 +147,7 @@ def test_a_side_without_samples_resolves_nothing_it_cannot_see(sides):
     before, after = sides
     unsampled = copy.deepcopy(after)
     unsampled.profile = None
-    unsampled.report.update(samples=0, findings=[], hot_paths=[])
+    unsampled.report.samples, unsampled.report.findings, unsampled.report.hot_paths = 0, [], []
     diff = assert_valid_diff(compare(before, unsampled))
     assert "spin-wait" not in [f["id"] for f in diff["findings"]["resolved"]]
     assert "spin-wait" in diff["not_compared"]["findings"]

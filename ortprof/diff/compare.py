@@ -57,16 +57,14 @@ def compare(before, after, top=10):
     doc["hot_paths"], doc["functions"] = hot_paths(before, after, doc["per_inference"], top, doc["notes"], bins,
                                                    doc["not_compared"])
     for side in (before, after):
-        for section, why in (side.report.get("empty_sections") or {}).items():
+        for section, why in side.report.empty_sections.items():
             doc["notes"].append(f"{side.label}: {section} empty: {why}")
     return doc
 
 
 def _describe(side):
-    report = side.report
     return {"source": side.source, "kind": side.kind, "window_seconds": side.window_seconds,
-            "inferences": side.inferences, "samples": report.get("samples") or 0,
-            "status": report.get("status")}
+            "inferences": side.inferences, "samples": side.report.samples or 0, "status": side.report.status}
 
 
 # ---------------------------------------------------------------- what changed
@@ -82,9 +80,9 @@ def _flat_options(options):
 
 
 def _build_kind(ort):
-    if ort.get("build_config"):
-        return f"source build ({ort['build_config']})"
-    return "stock wheel" if ort.get("ort_version") else None
+    if ort.build_config:
+        return f"source build ({ort.build_config})"
+    return "stock wheel" if ort.ort_version else None
 
 
 def _machine(side):
@@ -105,22 +103,22 @@ def what_changed(before, after):
         if old != new:
             changes.append({"what": what, "before": _text(old), "after": _text(new)})
     b, a = before.report, after.report
-    for old, new in _pair_sessions(b.get("sessions", []), a.get("sessions", [])):
+    for old, new in _pair_sessions(b.sessions, a.sessions):
         if old is None or new is None:
             continue
-        options_b, options_a = _flat_options(old.get("options")), _flat_options(new.get("options"))
+        options_b, options_a = _flat_options(old.options), _flat_options(new.options)
         for key in sorted(set(options_b) | set(options_a)):
-            differ(f"session {new['session']} option {key}", options_b.get(key), options_a.get(key))
-        differ(f"session {new['session']} model", old.get("model"), new.get("model"))
-    ort_b, ort_a = b.get("ort") or {}, a.get("ort") or {}
-    differ("ORT version", ort_b.get("ort_version"), ort_a.get("ort_version"))
+            differ(f"session {new.session} option {key}", options_b.get(key), options_a.get(key))
+        differ(f"session {new.session} model", old.model, new.model)
+    ort_b, ort_a = b.ort, a.ort
+    differ("ORT version", ort_b.ort_version, ort_a.ort_version)
     differ("ORT build", _build_kind(ort_b), _build_kind(ort_a))
-    differ("ORT build-id", ort_b.get("build_id"), ort_a.get("build_id"))
-    differ("ORT symbols", ort_b.get("symbol_status"), ort_a.get("symbol_status"))
-    differ("ORT optimized", ort_b.get("optimized"), ort_a.get("optimized"))
-    differ("usable cores", ort_b.get("usable_cores"), ort_a.get("usable_cores"))
-    differ("CPU quota (cpus)", (b.get("cgroup") or {}).get("quota_cpus"), (a.get("cgroup") or {}).get("quota_cpus"))
-    differ("command", b.get("command"), a.get("command"))
+    differ("ORT build-id", ort_b.build_id, ort_a.build_id)
+    differ("ORT symbols", ort_b.symbol_status, ort_a.symbol_status)
+    differ("ORT optimized", ort_b.optimized, ort_a.optimized)
+    differ("usable cores", ort_b.usable_cores, ort_a.usable_cores)
+    differ("CPU quota (cpus)", b.cgroup.quota_cpus, a.cgroup.quota_cpus)
+    differ("command", b.command, a.command)
     warnings = []
     machine_b, machine_a = _machine(before), _machine(after)
     if machine_b and machine_a:
@@ -147,10 +145,10 @@ def _text(value):
 
 def _pair_sessions(sessions_b, sessions_a):
     """Sessions matched by id when both runs have the same ids, else in order."""
-    ids_b, ids_a = [s["session"] for s in sessions_b], [s["session"] for s in sessions_a]
+    ids_b, ids_a = [s.session for s in sessions_b], [s.session for s in sessions_a]
     if sorted(ids_b) == sorted(ids_a):
-        by_id = {s["session"]: s for s in sessions_a}
-        return [(s, by_id[s["session"]]) for s in sessions_b]
+        by_id = {s.session: s for s in sessions_a}
+        return [(s, by_id[s.session]) for s in sessions_b]
     pairs = list(zip(sessions_b, sessions_a))
     pairs += [(s, None) for s in sessions_b[len(pairs):]] + [(None, s) for s in sessions_a[len(pairs):]]
     return pairs
@@ -179,15 +177,15 @@ def _interval(bins, group, key, per_inference):
 
 def _role_pct(report):
     sums = defaultdict(float)
-    for row in report.get("threads", []):
-        if row.get("cpu_pct") is not None and row["role"] not in IDLE_ROLES:
-            sums[row["role"]] += row["cpu_pct"]
+    for row in report.threads:
+        if row.cpu_pct is not None and row.role not in IDLE_ROLES:
+            sums[row.role] += row.cpu_pct
     return sums
 
 
 def cpu_rows(before, after, bins, not_compared):
     """Rows {name, group, source, pct, ms_per_inference}: the process, each category, each role."""
-    totals_b, totals_a = before.report.get("totals") or {}, after.report.get("totals") or {}
+    totals_b, totals_a = before.report.totals, after.report.totals
     rows = []
 
     def add(name, group, source, pct_b, pct_a, series_b=None, series_a=None):
@@ -208,15 +206,16 @@ def cpu_rows(before, after, bins, not_compared):
         value = table.get(key)
         return value if value is not None else (None if group == "proc" else side_bins["seconds"] * 0)
     b_bins, a_bins = bins or (None, None)
-    if totals_b.get("proc_cpu_pct") is not None and totals_a.get("proc_cpu_pct") is not None:
-        add("process", "total", "/proc", totals_b["proc_cpu_pct"], totals_a["proc_cpu_pct"],
+    if totals_b.proc_cpu_pct is not None and totals_a.proc_cpu_pct is not None:
+        add("process", "total", "/proc", totals_b.proc_cpu_pct, totals_a.proc_cpu_pct,
             series(b_bins, "proc", None), series(a_bins, "proc", None))
-    if totals_b.get("cpu_pct") is not None and totals_a.get("cpu_pct") is not None:
+    if totals_b.cpu_pct is not None and totals_a.cpu_pct is not None:
         sampled = [sum(filter(lambda v: v is not None, (series(x, "category", c) for c in CATEGORIES)))
                    if x is not None else None for x in (b_bins, a_bins)]
-        add("process", "total", "perf", totals_b["cpu_pct"], totals_a["cpu_pct"], *sampled)
+        add("process", "total", "perf", totals_b.cpu_pct, totals_a.cpu_pct, *sampled)
         for category in CATEGORIES:
-            add(category, "category", "perf", totals_b.get(f"{category}_pct"), totals_a.get(f"{category}_pct"),
+            attribute = f"{category}_pct"
+            add(category, "category", "perf", getattr(totals_b, attribute), getattr(totals_a, attribute),
                 series(b_bins, "category", category), series(a_bins, "category", category))
         roles_b, roles_a = _role_pct(before.report), _role_pct(after.report)
         for role in sorted(set(roles_b) | set(roles_a), key=lambda r: -max(roles_b.get(r, 0), roles_a.get(r, 0))):
@@ -224,7 +223,7 @@ def cpu_rows(before, after, bins, not_compared):
                 series(b_bins, "role", role), series(a_bins, "role", role))
     else:
         missing = " and ".join(side.label for side, t in ((before, totals_b), (after, totals_a))
-                               if t.get("cpu_pct") is None)
+                               if t.cpu_pct is None)
         not_compared["cpu_categories"] = f"{missing} has no perf samples: CPU per category and role not compared"
     if not rows:
         not_compared["cpu"] = "neither perf samples nor /proc CPU on both sides"
@@ -238,20 +237,20 @@ def _per_inference(side, value):
 
 
 def futex(before, after, not_compared):
-    f_b, f_a = before.report.get("futex") or {}, after.report.get("futex") or {}
-    if not (f_b.get("recorded") and f_a.get("recorded")):
-        reasons = [f"{side.label}: {f.get('missing_reason') or 'no futex events'}"
-                   for side, f in ((before, f_b), (after, f_a)) if not f.get("recorded")]
+    f_b, f_a = before.report.futex, after.report.futex
+    if not (f_b.recorded and f_a.recorded):
+        reasons = [f"{side.label}: {f.missing_reason or 'no futex events'}"
+                   for side, f in ((before, f_b), (after, f_a)) if not f.recorded]
         not_compared["futex"] = "; ".join(reasons)
         return None
     per_inference = before.inferences and after.inferences
 
     def time_ms(side, f):
-        total = (f.get("time_ms_per_s") or 0) * side.window_seconds
-        return _per_inference(side, total) if per_inference else f.get("time_ms_per_s")
+        total = (f.time_ms_per_s or 0) * side.window_seconds
+        return _per_inference(side, total) if per_inference else f.time_ms_per_s
 
     def calls(side, f):
-        return _per_inference(side, f.get("calls") or 0) if per_inference else f.get("calls_per_s")
+        return _per_inference(side, f.calls or 0) if per_inference else f.calls_per_s
     kind = "ms_per_inference" if per_inference else "ms"
     return {"unit": "per inference" if per_inference else "per second",
             "calls": quantity(calls(before, f_b), calls(after, f_a), None, "count"),
@@ -260,14 +259,14 @@ def futex(before, after, not_compared):
 
 
 def throttling(before, after, not_compared):
-    c_b, c_a = before.report.get("cgroup") or {}, after.report.get("cgroup") or {}
-    if c_b.get("throttled_ms") is None or c_a.get("throttled_ms") is None:
+    c_b, c_a = before.report.cgroup, after.report.cgroup
+    if c_b.throttled_ms is None or c_a.throttled_ms is None:
         not_compared["throttling"] = "the cgroup's cpu.stat was not read on both sides"
         return None
-    return {"throttled_ms": quantity(c_b["throttled_ms"], c_a["throttled_ms"], None, "ms"),
-            "throttled_periods": quantity(c_b.get("throttled_periods"), c_a.get("throttled_periods"), None, "count"),
-            "throttled_ms_per_inference": quantity(_per_inference(before, c_b["throttled_ms"]),
-                                                   _per_inference(after, c_a["throttled_ms"]), None,
+    return {"throttled_ms": quantity(c_b.throttled_ms, c_a.throttled_ms, None, "ms"),
+            "throttled_periods": quantity(c_b.throttled_periods, c_a.throttled_periods, None, "count"),
+            "throttled_ms_per_inference": quantity(_per_inference(before, c_b.throttled_ms),
+                                                   _per_inference(after, c_a.throttled_ms), None,
                                                    "ms_per_inference", ms_floor(before))}
 
 
@@ -282,7 +281,7 @@ def _durations(side):
 
 
 def latency(before, after, with_intervals, not_compared):
-    sessions_b, sessions_a = before.report.get("sessions", []), after.report.get("sessions", [])
+    sessions_b, sessions_a = before.report.sessions, after.report.sessions
     missing = [side.label for side, s in ((before, sessions_b), (after, sessions_a)) if not s]
     if missing:
         not_compared["latency"] = (f"{' and '.join(missing)} has no run() records from the startup hook "
@@ -293,18 +292,17 @@ def latency(before, after, with_intervals, not_compared):
     for old, new in _pair_sessions(sessions_b, sessions_a):
         if old is None or new is None:
             only = old or new
-            not_compared[f"latency.session {only['session']}"] = (
-                f"session {only['session']} only in {'BEFORE' if old else 'AFTER'}")
+            not_compared[f"latency.session {only.session}"] = (
+                f"session {only.session} only in {'BEFORE' if old else 'AFTER'}")
             continue
-        row = {"session": new["session"], "model": new.get("model"), "runs": quantity(old["runs"], new["runs"],
-                                                                                       None, "count"),
-               "rate_per_s": quantity(old.get("rate_per_s"), new.get("rate_per_s"), None, "count")}
-        for name, q in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99)):
+        row = {"session": new.session, "model": new.model, "runs": quantity(old.runs, new.runs, None, "count"),
+               "rate_per_s": quantity(old.rate_per_s, new.rate_per_s, None, "count")}
+        for name, q in (("p50_ms", 50), ("p95_ms", 95), ("p99_ms", 99)):   # row keys are SessionSummary fields
             interval = None
             if with_intervals:
-                interval = percentile_delta_interval(durations_b.get(old["session"], []),
-                                                     durations_a.get(new["session"], []), q)
-            row[name] = quantity(old.get(name), new.get(name), interval, "latency_ms")
+                interval = percentile_delta_interval(durations_b.get(old.session, []),
+                                                     durations_a.get(new.session, []), q)
+            row[name] = quantity(getattr(old, name), getattr(new, name), interval, "latency_ms")
         rows.append(row)
     return rows
 
@@ -312,14 +310,14 @@ def latency(before, after, with_intervals, not_compared):
 # ---------------------------------------------------------------- findings
 
 def _sampled(side):
-    return bool(side.report.get("samples"))
+    return bool(side.report.samples)
 
 
 def findings(before, after, not_compared):
     """Resolved, new and persisting findings. A finding only perf samples can raise is left out when
     one side has no samples: there it is unknown, not gone."""
-    by_id_b = {f["id"]: f for f in before.report.get("findings", [])}
-    by_id_a = {f["id"]: f for f in after.report.get("findings", [])}
+    by_id_b = {f.id: f for f in before.report.findings}
+    by_id_a = {f.id: f for f in after.report.findings}
     unsampled = [side.label for side in (before, after) if not _sampled(side)]
     if unsampled:
         unknown = sorted(i for i in set(by_id_b) | set(by_id_a) if i in SAMPLE_FINDING_IDS)
@@ -331,10 +329,10 @@ def findings(before, after, not_compared):
                                         f"{', '.join(unknown)} cannot be compared")
 
     def brief(f):
-        return {"id": f["id"], "severity": f["severity"], "title": f["title"]}
+        return {"id": f.id, "severity": f.severity, "title": f.title}
     return {"resolved": [brief(by_id_b[i]) for i in by_id_b if i not in by_id_a],
             "new": [brief(by_id_a[i]) for i in by_id_a if i not in by_id_b],
-            "persisting": [dict(brief(by_id_a[i]), before_title=by_id_b[i]["title"])
+            "persisting": [dict(brief(by_id_a[i]), before_title=by_id_b[i].title)
                            for i in by_id_a if i in by_id_b]}
 
 
@@ -365,10 +363,10 @@ def _side_weights(side, use_profile):
         return ({k: v * scale for k, v in paths_ns.items()}, categories,
                 {k: v * scale for k, v in functions_ns.items()})
     paths, categories = Counter(), {}
-    for path in side.report.get("hot_paths", []):
-        paths[path["stack"]] += path["cpu_pct"]
-        categories.setdefault(path["stack"], path["category"])
-    functions = {f["function"]: f["cpu_pct"] for f in (side.report.get("top_functions") or {}).get("self", [])}
+    for path in side.report.hot_paths:
+        paths[path.stack] += path.cpu_pct
+        categories.setdefault(path.stack, path.category)
+    functions = {f.function: f.cpu_pct for f in side.report.top_functions.self}
     return paths, categories, functions
 
 

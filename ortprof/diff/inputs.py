@@ -17,17 +17,17 @@ class Side:
     label: str                          # BEFORE | AFTER
     source: str                         # the path given
     kind: str                           # "run" | "report-json"
-    report: dict                        # ortprof.report/1
+    report: Report                      # built from the run directory, or rebuilt from the JSON file
     profile: Optional[Profile] = None   # run directories only
     manifest: Optional[RunManifest] = None
 
     @property
     def inferences(self):
-        return sum(session.get("runs") or 0 for session in self.report.get("sessions", []))
+        return sum(session.runs or 0 for session in self.report.sessions)
 
     @property
     def window_seconds(self):
-        return self.report.get("window_seconds") or 0.0
+        return self.report.window_seconds or 0.0
 
     def ms_per_inference(self, pct):
         """% of a core over the window -> CPU-ms per inference (None without run() records)."""
@@ -52,7 +52,7 @@ def load_side(spec, label, with_ort_symbols=True):
     profile, report = build_report(run, with_ort_symbols=with_ort_symbols)
     if report.unreadable_perf_data:
         report.notes.append(f"{label}: {report.unreadable_perf_data}")
-    return Side(label, str(spec), "run", report.to_json(), profile, manifest)
+    return Side(label, str(spec), "run", report, profile, manifest)
 
 
 def _report_file(path, label):
@@ -64,10 +64,9 @@ def _report_file(path, label):
         report = Report.from_json(document)
     except InputError as exc:
         raise InputError(f"{label} {path}: {exc}")
-    return Side(label, str(path), "report-json", report.to_json())
+    return Side(label, str(path), "report-json", report)
 
 
 def side_of(label, source, profile, report, manifest=None):
     """A Side from an analysis already in memory (fixtures, tests)."""
-    return Side(label, str(source), "run" if profile is not None else "report-json", report.to_json(),
-                profile, manifest)
+    return Side(label, str(source), "run" if profile is not None else "report-json", report, profile, manifest)
