@@ -108,7 +108,7 @@ def load_run(run, samples=None, with_ort_symbols=True):
         raise InputError(f"{run.path}: nothing was profiled: {why}")
     notes = list(manifest.notes)
     context = ort_context(manifest, notes)
-    symbolizer = make_symbolizer(with_ort_symbols and not context.binary_missing)
+    symbolizer = make_symbolizer(with_ort_symbols and not context.binary_missing, notes=notes)
     if with_ort_symbols and context.binary_missing and context.build_id:
         symbolizer = _cached_symbolizer(context.build_id, notes) or symbolizer
     loaded = LoadedRun(manifest, Profile(window=manifest.window_span), context, symbolizer=symbolizer,

@@ -60,14 +60,28 @@ def short_name(name):
     return "".join(out)
 
 
-class StackSymbolizer:
-    """Names frames, using the ORT symbolizer for frames perf could not name."""
+# What is read from a binary, and which figures are lost when it cannot be.
+_SYMBOLS = ("its symbols", "its frames that perf did not name stay addresses and spin-wait in them "
+                           "is counted as compute")
+_LINES = ("its source lines", "its hot spots have no file:line")
+# perf's names for executable memory that is no ELF file (anonymous, JIT maps, memfd): no lines to read.
+_NOT_A_BINARY = re.compile(r"^//|^/memfd:|/perf-\d+\.map$")
 
-    def __init__(self, ort_symbols=None, source_lines=True):
+
+class StackSymbolizer:
+    """Names frames, using the ORT symbolizer for frames perf could not name.
+
+    A binary whose symbols or source lines cannot be read adds one line to
+    `notes` (the run's notes, when loading passes them) saying what is missing
+    and why: the figures it costs must not change silently."""
+
+    def __init__(self, ort_symbols=None, source_lines=True, notes=None):
         # ort_symbols: callable dso_path -> object with name(addr)/is_spin(addr), or None.
         # source_lines: off for perf text from another machine, whose binaries may differ from ours.
         self.ort_symbols = ort_symbols
         self.source_lines = source_lines
+        self.notes = notes if notes is not None else []
+        self.problems = {}      # dso -> its note (the first thing that failed on it)
         self._dso_cache = {}
         self._labels = {}
         self._lines_cache = {}
@@ -76,13 +90,28 @@ class StackSymbolizer:
         if dso not in self._dso_cache:
             symbols = None
             if self.ort_symbols is not None and module_kind(dso) == ORT:
-                try:
-                    symbols = self.ort_symbols(dso)
-                except Exception:
-                    symbols = None  # binary gone or unreadable: fall back to addresses
+                symbols = self._read(dso, _SYMBOLS, lambda: self.ort_symbols(dso))
             self._dso_cache[dso] = symbols
             self._labels[dso] = self._decoded_labels(symbols)
         return self._dso_cache[dso]
+
+    def _read(self, dso, reading, read):
+        """read(), or None when it fails; the failure becomes the DSO's note. Bad input (the file
+        gone, unreadable, not ELF) and a missing dependency say why; anything else is a bug in
+        ortprof.symbols, kept from failing the whole report but named as one."""
+        try:
+            return read()
+        except Exception as error:      # noqa: BLE001 - every failure is classified and noted below
+            from ..symbols.elfinfo import READ_ERRORS
+            what, cost = reading
+            if isinstance(error, READ_ERRORS + (ImportError,)):
+                problem = f"cannot read {what} ({_reason(error, dso)})"
+            else:
+                problem = f"internal error (a bug in ortprof) while reading {what}: {type(error).__name__}: {error}"
+            if dso not in self.problems:
+                self.problems[dso] = f"{dso}: {problem}; {cost}"
+                self.notes.append(self.problems[dso])
+            return None
 
     def frame_name(self, frame):
         if frame.symbol is not None:
@@ -105,28 +134,30 @@ class StackSymbolizer:
 
     def source_line(self, frame):
         """"file:line" of a frame where its DSO carries DWARF (or has a debug file), else None."""
-        if not self.source_lines or module_kind(frame.dso) == KERNEL or not frame.dso.startswith("/"):
+        dso = frame.dso
+        if not self.source_lines or module_kind(dso) == KERNEL or not dso.startswith("/") \
+                or _NOT_A_BINARY.search(dso):
             return None
-        symbols = self._line_symbols(frame.dso)
-        line = symbols.source_line(frame.addr) if symbols is not None else None
+        symbols = self._line_symbols(dso)
+        if symbols is None:
+            return None
+        line = self._read(dso, _LINES, lambda: symbols.source_line(frame.addr))
         return f"{line.file}:{line.line}" if line else None
 
     def _line_symbols(self, dso):
         if dso not in self._lines_cache:
-            self._lines_cache[dso] = None
-            try:
-                from ..symbols.debugfile import find_debug_file
-                from ..symbols.elfinfo import DWARF, read_elf_info
-                from ..symbols.resolver import Symbolizer
-                info = read_elf_info(dso)   # headers only: most DSOs have no lines, skip them cheaply
-                if info.symbol_status != DWARF and not find_debug_file(dso, info):
-                    return None
-                symbols = self._dso(dso) if module_kind(dso) == ORT else Symbolizer().for_dso(dso)
-                if symbols is not None and symbols.has_lines:
-                    self._lines_cache[dso] = symbols
-            except Exception:
-                pass  # gone, unreadable, not ELF: no source lines
+            self._lines_cache[dso] = self._read(dso, _LINES, lambda: self._symbols_with_lines(dso))
         return self._lines_cache[dso]
+
+    def _symbols_with_lines(self, dso):
+        from ..symbols.debugfile import find_debug_file
+        from ..symbols.elfinfo import DWARF, read_elf_info
+        from ..symbols.resolver import Symbolizer
+        info = read_elf_info(dso)   # headers only: most DSOs have no lines, skip them cheaply
+        if info.symbol_status != DWARF and not find_debug_file(dso, info):
+            return None
+        symbols = self._dso(dso) if module_kind(dso) == ORT else Symbolizer().for_dso(dso)
+        return symbols if symbols is not None and symbols.has_lines else None
 
     def is_spin_address(self, frame, caller=None):
         """Decoded spin site; the caller frame (same DSO) catches the spin loop's callees."""
@@ -135,6 +166,15 @@ class StackSymbolizer:
             return False
         caller_addr = caller.addr if caller is not None and caller.dso == frame.dso else None
         return bool(symbols.is_spin(frame.addr, caller=caller_addr))
+
+
+def _reason(error, dso):
+    """The error's message without the path it starts with: the note names the DSO already."""
+    message = str(error) or type(error).__name__
+    for path in (dso, os.path.realpath(dso)):
+        if message.startswith(f"{path}: "):
+            return message[len(path) + 2:]
+    return message
 
 
 def classify_stack(frames, names, symbolizer):

@@ -14,6 +14,10 @@ STRIPPED = "stripped"   # no .symtab and no DWARF: names come from .eh_frame onl
 SYMTAB = "symtab"       # function names, no line tables
 DWARF = "dwarf"         # names and file:line
 
+# What reading a binary raises when it is gone, unreadable or not ELF: bad input, not a bug.
+# ortprof.symbols wraps most of it in InputError; pyelftools and the OS may still raise their own.
+READ_ERRORS = (InputError, OSError, ELFError)
+
 
 @dataclass
 class ElfInfo:
