@@ -1,6 +1,7 @@
 """No silent fallbacks in symbolization: a binary whose symbols or source lines cannot be read,
 and a symbol cache that cannot be used, are notes in the report saying what is missing and why;
 the symbol cache's version follows the code that writes it."""
+import json
 import os
 import shutil
 import sys
@@ -15,6 +16,7 @@ from ortprof.analysis.report import report_from_perf_script
 from ortprof.analysis.sampling import build_profile
 from ortprof.analysis.stacks import StackSymbolizer
 from ortprof.errors import InputError
+from ortprof.symbols import cache
 from ortprof.symbols.resolver import Symbolizer
 
 STRIPPED_CAPTURE = FIXTURES / "stripped-1.31.1-matmul.perf-script.txt"
@@ -143,6 +145,63 @@ def test_report_and_its_json_carry_the_note(monkeypatch):
 
 def test_no_note_when_nothing_failed():
     assert report_from_perf_script(STRIPPED_CAPTURE)["notes"] == []
+
+
+# -- the symbol cache --------------------------------------------------------------------------
+
+def test_cache_version_follows_the_writers_source():
+    sources = cache.writer_sources()
+    assert set(sources) == set(cache.WRITER_MODULES) and all(sources.values())
+    assert cache.code_version(sources) == cache.CACHE_FORMAT
+    for module in cache.WRITER_MODULES:
+        changed = dict(sources, **{module: sources[module] + "\n# one more line\n"})
+        assert cache.code_version(changed) != cache.CACHE_FORMAT, module
+
+
+def stored_entry(directory, key, fmt):
+    path = directory / f"{key}.json"
+    entry = json.loads(path.read_text())
+    entry["format"] = fmt
+    path.write_text(json.dumps(entry))
+
+
+def test_entry_of_another_version_is_rebuilt_not_used(tmp_path):
+    true = shutil.which("true")
+    if not true:
+        pytest.skip("no `true` binary to symbolize")
+    directory = tmp_path / "symbols"
+    cold = Symbolizer(cache_dir=directory).for_dso(true)
+    key = cache.cache_key(cold.build_id, os.path.realpath(true))
+    assert Symbolizer(cache_dir=directory).for_dso(true).from_cache
+    stored_entry(directory, key, "0123456789ab")
+    entry, unusable = cache.load(key, directory)
+    assert entry is None and unusable.startswith("of another version of ortprof's symbolizer (version 0123456789ab")
+    rebuilt = Symbolizer(cache_dir=directory).for_dso(true)
+    assert not rebuilt.from_cache
+    assert json.loads((directory / f"{key}.json").read_text())["format"] == cache.CACHE_FORMAT
+
+
+def test_gone_binary_with_a_cache_of_another_version_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORTPROF_CACHE_DIR", str(tmp_path))
+    build_id = "ab" * 20
+    cache.store(build_id, {"build_id": build_id})
+    stored_entry(tmp_path / "symbols", build_id, 1)
+    notes = []
+    assert loading._cached_symbolizer(build_id, notes) is None
+    assert len(notes) == 1
+    assert notes[0].startswith(f"the symbol cache of build-id {build_id} is of another version of ortprof's "
+                               f"symbolizer (version 1; this one writes {cache.CACHE_FORMAT}): spin-wait cannot")
+    (tmp_path / "symbols" / f"{build_id}.json").write_text("{not json")
+    notes = []
+    loading._cached_symbolizer(build_id, notes)
+    assert notes[0].startswith(f"the symbol cache of build-id {build_id} is unreadable (")
+
+
+def test_gone_binary_without_a_cache_says_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORTPROF_CACHE_DIR", str(tmp_path))
+    notes = []
+    assert loading._cached_symbolizer("cd" * 20, notes) is None
+    assert notes[0].startswith(f"no symbol cache for build-id {'cd' * 20}: spin-wait cannot be told from compute")
 
 
 def test_symbolizer_that_cannot_be_loaded_is_a_note(monkeypatch):

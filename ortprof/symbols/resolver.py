@@ -186,7 +186,7 @@ class Symbolizer:
         key = cache.cache_key(info.build_id, real)
         symbols = None
         if self.use_cache:
-            entry = cache.load(key, self._cache_directory())
+            entry, _ = cache.load(key, self._cache_directory())   # one that cannot be used is rebuilt
             if entry is not None and entry.get("debug_file") == debug_file:
                 symbols = DsoSymbols.from_cache(entry, real)
         if symbols is None:
@@ -197,10 +197,19 @@ class Symbolizer:
         self._by_path[real] = symbols
         return symbols
 
-    def for_build_id(self, build_id) -> Optional[DsoSymbols]:
-        """Cached symbols of a binary that is no longer on disk (e.g. a run from another machine)."""
-        entry = cache.load(build_id, self._cache_directory()) if self.use_cache else None
-        return DsoSymbols.from_cache(entry) if entry is not None else None
+    def for_build_id(self, build_id) -> DsoSymbols:
+        """Cached symbols of a binary that is no longer on disk (e.g. a run from another machine).
+
+        Raises InputError saying why when the cache has no usable entry: none, or one that
+        cannot be rebuilt without the binary (unreadable, or written by another version)."""
+        if not self.use_cache:
+            raise InputError("the symbol cache is off")
+        entry, unusable = cache.load(build_id, self._cache_directory())
+        if unusable:
+            raise InputError(f"the symbol cache of build-id {build_id} is {unusable}")
+        if entry is None:
+            raise InputError(f"no symbol cache for build-id {build_id}")
+        return DsoSymbols.from_cache(entry)
 
     def close(self):
         for symbols in self._by_path.values():
