@@ -25,11 +25,13 @@ from functools import cached_property
 from . import cgroup, environment as env
 from .checks import FAIL, OK, WARNING, Check, failures
 from .errors import EnvironmentProblem, InputError, OrtprofError
+from .signals import SIGNALS
+from .signals.samples import SIGNAL as SAMPLES
 
 SCHEMA = "ortprof.doctor/1"
 
-# Subsets other commands run.
-RECORD_CHECKS = ("perf", "perf-permission", "perf-dwarf", "futex-tracepoints", "futex-bpf", "py-spy")
+# Subsets other commands run: record's are what its signals need of the machine.
+RECORD_CHECKS = tuple(check for signal in SIGNALS for check in signal.checks)
 BUILD_CHECKS = ("build-git", "build-cmake", "build-compiler", "build-ninja",
                 "build-python-headers", "build-disk")
 
@@ -699,7 +701,7 @@ def require_perf(futex=True):
     """What `record` runs before choosing perf: raises EnvironmentProblem unless
     perf may sample a child with dwarf call graphs; returns the checks, whose
     "futex-tracepoints" (when `futex`) is a warning when perf cannot record them."""
-    return require(["perf", "perf-permission", "perf-dwarf"] + (["futex-tracepoints"] if futex else []))
+    return require(list(SAMPLES.checks) + (["futex-tracepoints"] if futex else []))
 
 
 def require_pyspy():

@@ -28,6 +28,9 @@ from ..model.manifest import RunManifest, Window
 from ..recording import profilers, rundir
 from ..signals.cgroup import CgroupRecord
 from ..signals.futex import FutexProbe
+from ..signals.runs import HOOK_DIR
+from ..signals.samples import PERF_DATA
+from ..signals.threads import THREADS_CSV
 from ..recording.threadstats import HEADER, ThreadCpuSampler
 from .discovery import namespace_tids
 from .hooktail import HookTail
@@ -87,9 +90,9 @@ class ProcessWindow:
     def __init__(self, target, options, session: PerfSession, work_dir, tail: Optional[HookTail]):
         self.target, self.options, self.session, self.tail = target, options, session, tail
         self.run = rundir.RunDirectory(tempfile.mkdtemp(prefix=f"window-{target.pid}-", dir=work_dir))
-        (self.run.path / rundir.HOOK_DIR).mkdir()
-        self.sampler = ThreadCpuSampler(target.pid, self.run.file(rundir.THREADS_CSV))
-        self.csv_stream = open(self.run.file(rundir.THREADS_CSV), "w", newline="")
+        (self.run.path / HOOK_DIR).mkdir()
+        self.sampler = ThreadCpuSampler(target.pid, self.run.file(THREADS_CSV))
+        self.csv_stream = open(self.run.file(THREADS_CSV), "w", newline="")
         self.csv = csv.writer(self.csv_stream)
         self.csv.writerow(HEADER)
         self.cgroup_dir = None
@@ -173,18 +176,18 @@ class ProcessWindow:
         """Take the window's perf.data from perf; write the run.json and hook records the report reads."""
         window_file = self.session.cut()
         if window_file is not None:
-            os.replace(window_file, self.run.file(rundir.PERF_DATA))
+            os.replace(window_file, self.run.file(PERF_DATA))
         self.csv_stream.close()
         seconds = round(self.end_mono - self.start_mono, 3)
         self.manifest.window = Window(self.start_mono, self.end_mono, seconds)
         self.manifest.section("cgroup", CgroupRecord).stat_after = cpu_stat(self.cgroup_dir)
-        self.manifest.profilers = {"perf": self.session.describe(self.run.file(rundir.PERF_DATA))}
+        self.manifest.profilers = {"perf": self.session.describe(self.run.file(PERF_DATA))}
         self.manifest.status = "completed"
         if self.exited:
             self.manifest.notes.append("the process exited during the window")
         if self.tail is not None:
             self.tail.poll()
-            self.tail.write_window(self.run.file(rundir.HOOK_DIR), self.start_mono, self.end_mono,
+            self.tail.write_window(self.run.file(HOOK_DIR), self.start_mono, self.end_mono,
                                    self.target.ns_pid or self.target.pid,
                                    namespace_tids(self.target.pid) if self.target.ns_pid != self.target.pid else None)
         self.run.write_manifest(self.manifest)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from ..findings import Finding
-from ..model.report import OrtContext, Report, SessionSummary
+from ..model.report import OrtContext, Report
+from ..signals.runs import SessionSummary
 from . import roles
 
 # Thresholds (percent of one core unless said otherwise).

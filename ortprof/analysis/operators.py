@@ -17,7 +17,8 @@ from bisect import bisect_right
 from collections import Counter, defaultdict
 from statistics import median
 
-from ..model.report import ClockAlignment, FrameOps, OperatorRow, OperatorsSection, ParallelSections, PoolWorker
+from ..model.report import PoolWorker
+from ..signals.ort_profile import ClockAlignment, FrameOps, OperatorRow, OperatorsSection, ParallelSections
 from . import roles as roles_mod
 from .pipeline import stack_category
 from .stacks import ORT

@@ -13,10 +13,9 @@ from ..findings import Finding
 from .plain import from_plain, to_plain
 # Each signal's report section is defined with the signal; the Report composes them.
 from ..signals.cgroup import CgroupSection
-from ..signals.futex import FutexSection, FutexStack, FutexThreadRow  # noqa: F401 (re-exported)
-from ..signals.ort_profile import (ClockAlignment, FrameOps, OperatorRow, OperatorsSection,  # noqa: F401
-                                   ParallelSections)
-from ..signals.pyspy import PythonSection, PythonStack, PythonThread  # noqa: F401
+from ..signals.futex import FutexSection
+from ..signals.ort_profile import OperatorsSection
+from ..signals.pyspy import PythonSection
 from ..signals.runs import SessionSummary
 
 SCHEMA = "ortprof.report/1"

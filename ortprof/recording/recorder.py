@@ -1,10 +1,14 @@
 """`ortprof record`: launch (or attach to) a workload and record it into a run directory.
 
-Order of events (each step leaves the manifest consistent, so Ctrl+C, SIGTERM
-or a dying workload at any point keeps what was recorded):
-  run dir -> [bpftrace's futex counters] -> [cgroup] -> workload with hook -> thread CPU sampler
-  -> warm-up (hook's `warm`, --delay, or timeout) -> fingerprint + cgroup stats
-  -> profilers -> duration / exit / Ctrl+C -> stop profilers -> stop workload -> manifest
+What is recorded is the signals' business (ortprof.signals): each has a Capture
+the recorder drives through the same phases. Order of events (each step leaves
+the manifest consistent, so Ctrl+C, SIGTERM or a dying workload at any point
+keeps what was recorded):
+  run dir -> before_workload (bpftrace's futex counters, the --cpus group)
+  -> workload with the captures' environment (the hook) -> follow(pid) (thread CPU sampler)
+  -> warm-up (hook's `warm`, --delay, or timeout) -> fingerprint -> start (cgroup stats, perf)
+  -> window opens (futex mark, py-spy) -> duration / exit / Ctrl+C -> window closes
+  -> stop (profilers, ORT's profiles) -> stop workload -> finish (run.json sections) -> manifest
 """
 import os
 import sys
@@ -15,18 +19,14 @@ from typing import Optional
 import psutil
 
 from .. import __version__
-from ..checks import OK
 from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
-from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
-from ..hook import end_ort_profiles, hook_environment, read_hook_records, warm_event
+from ..hook import warm_event
 from ..model.manifest import RunManifest, Warmup, Window
-from ..signals.cgroup import CgroupRecord
-from ..signals.futex import BPF_METHOD, PERF_METHOD, FutexPlan, FutexProbe, choose_futex_method, \
-    futex_probe_outcome
-from ..signals.runs import HookSummary
-from ..signals.threads import ThreadsSummary
-from . import futex_bpf, profilers, rundir
-from .threadstats import ThreadCpuSampler, read_thread_cpu
+from ..signals import SIGNALS
+from ..signals.futex import BPF_METHOD, PERF_METHOD, FutexProbe, choose_futex_method, futex_probe_outcome
+from ..signals.runs import HOOK_DIR
+from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
+from . import profilers, rundir
 from .workload import Workload, resolve_executable
 
 PROFILER_CHOICES = ("auto", "perf", "py-spy", "both", "none")
@@ -95,14 +95,6 @@ def _ort_loaded(pid):
         return False
 
 
-def _copy_maps(pid, path):
-    try:
-        with open(f"/proc/{pid}/maps") as source, open(path, "w") as target:
-            target.write(source.read())
-    except OSError:
-        pass
-
-
 def default_run_name(options):
     if options.name:
         return options.name
@@ -118,34 +110,34 @@ def default_run_name(options):
 
 
 class Recorder:
+    """One recording: the run directory, the workload and the captures of the signals it records
+    (ortprof.signals: each signal's Capture is driven through the phases below)."""
+
     def __init__(self, options, console=None):
         self.options = options
         self.console = console
         self.manifest = RunManifest()
         self.run = None
         self.workload = None
-        self.sampler = None
-        self.profilers = {}
-        self.cgroup = None
-        self._cgroup_dir = None
+        self.chosen = {}        # profiler name -> executable (choose_profilers)
+        self.captures = []      # the signals' Captures, in SIGNALS order
 
     # -- manifest ---------------------------------------------------------
     def _save(self):
         self.manifest.files = self.run.file_sizes()
         self.run.write_manifest(self.manifest)
 
-    @property
-    def futex_plan(self) -> FutexPlan:
-        return self.manifest.section("futex", FutexPlan)
-
-    @property
-    def futex_probe(self) -> FutexProbe:
-        return self.manifest.section("futex_probe", FutexProbe)
-
-    def _note(self, text):
+    def note(self, text):
         self.manifest.notes.append(text)
         if self.console:
             self.console.print(f"[yellow]ortprof:[/] {text}")
+
+    def _each(self, phase, *args):
+        for capture in self.captures:
+            getattr(capture, phase)(*args)
+
+    def _processes(self):
+        return {name: process for capture in self.captures for name, process in capture.processes().items()}
 
     # -- main -------------------------------------------------------------
     def record(self):
@@ -156,13 +148,13 @@ class Recorder:
             raise InputError(f"--pid {options.pid}: no such process")
         elif not _ort_loaded(options.pid):
             raise InputError(f"--pid {options.pid}: onnxruntime is not loaded in that process")
-        chosen, fallback_notes, futex_check = choose_profilers(options.profiler, options.futex)
-        futex_probe = futex_probe_outcome(options, chosen, futex_check)
-        futex_plan = choose_futex_method(options, chosen, futex_probe)
+        self.chosen, fallback_notes, futex_check = choose_profilers(options.profiler, options.futex)
+        futex_probe = futex_probe_outcome(options, self.chosen, futex_check)
+        futex_plan = choose_futex_method(options, self.chosen, futex_probe)
         if futex_plan.method == BPF_METHOD and not futex_probe.usable:
             # Counted in BPF all the same; only the stacks are missing.
             futex_probe = FutexProbe(True, None, None)
-        if options.futex and "perf" in chosen and not futex_probe.usable:
+        if options.futex and "perf" in self.chosen and not futex_probe.usable:
             # One line on stderr, whatever -q says: the report will lack its futex figures.
             print(f"ortprof: warning: no futex events will be recorded: {futex_probe.reason}; "
                   f"fix: {futex_probe.fix}", file=sys.stderr, flush=True)
@@ -177,32 +169,33 @@ class Recorder:
         self.manifest.set_section("futex", futex_plan)
         self._save()
         for note in fallback_notes:
-            self._note(note)
+            self.note(note)
         if futex_plan.method == PERF_METHOD and futex_plan.bpf.usable is False:
-            self._note(f"futex calls are traced by perf, one event per call: {futex_plan.bpf.reason} "
-                       f"(fix: {futex_plan.bpf.fix})")
+            self.note(f"futex calls are traced by perf, one event per call: {futex_plan.bpf.reason} "
+                      f"(fix: {futex_plan.bpf.fix})")
         elif futex_plan.method == BPF_METHOD and futex_plan.stack_sample_period is None:
-            self._note("futex calls are counted in BPF, without stacks: perf cannot record the futex tracepoint")
+            self.note("futex calls are counted in BPF, without stacks: perf cannot record the futex tracepoint")
+        self.captures = [capture for capture in (signal.capture(self) for signal in SIGNALS if signal.capture)
+                         if capture is not None]
 
         with stop_signals_raise_interrupted():
-            return self._record(chosen)
+            return self._record()
 
-    def _record(self, chosen):
+    def _record(self):
         status = "completed"
         failure = None
         try:
             try:
-                if self.futex_plan.method == BPF_METHOD:
-                    self._start_futex_counter(self.futex_plan)
+                self._each("before_workload")
                 profiled_pid = self._start_workload()
                 profiled_pid = self._await_warmup(profiled_pid)
-                self._start_profiling(profiled_pid, chosen)
+                self._start_profiling(profiled_pid)
                 self._profile_for_duration()
             finally:
                 self._stop_profiling()
         except Interrupted as why:
             status = "interrupted"
-            self._note(f"interrupted by {why}; profilers stopped, everything recorded is kept")
+            self.note(f"interrupted by {why}; profilers stopped, everything recorded is kept")
         except WorkloadError as error:
             status = "workload-failed"
             failure = error
@@ -225,24 +218,18 @@ class Recorder:
         options = self.options
         if options.pid:
             self.manifest.profiled_pid = options.pid
-            self._count_futex_calls_of(options.pid)
-            self.sampler = ThreadCpuSampler(options.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
+            self._each("follow", options.pid)
             return options.pid
-        preexec = None
-        if options.cpus is not None:
-            from ..cgroup import LimitedCgroup
-            self.cgroup = LimitedCgroup(options.cpus, name=f"ortprof-{os.getpid()}")
-            self.cgroup.__enter__()
-            self.manifest.cgroup_created = self.cgroup.describe()
-            preexec = self.cgroup.add_self
-        env = hook_environment(os.environ, self.run.file(rundir.HOOK_DIR), options.warmup_runs,
-                               options.session_overrides, options.extra_python_paths, options.ort_profile)
+        env = dict(os.environ)
+        for capture in self.captures:
+            env = capture.workload_environment(env)
+        preexecs = [f for f in (capture.workload_preexec() for capture in self.captures) if f is not None]
+        preexec = (lambda: [f() for f in preexecs]) if preexecs else None
         self.workload = Workload(options.command, env, self.run.file(rundir.WORKLOAD_LOG), preexec,
                                  stdout_to_stderr=options.stdout_for_json)
         self.manifest.pid, self.manifest.status = self.workload.pid, "warming-up"
         self._save()
-        self._count_futex_calls_of(self.workload.pid)
-        self.sampler = ThreadCpuSampler(self.workload.pid, self.run.file(rundir.THREADS_CSV), options.thread_hz).start()
+        self._each("follow", self.workload.pid)
         return self.workload.pid
 
     def _await_warmup(self, pid):
@@ -257,21 +244,20 @@ class Recorder:
             self._wait_alive(options.delay, "during --delay")
         else:
             mode = "hook"
-            hook_dir = self.run.file(rundir.HOOK_DIR)
-            with self._status(f"waiting for {options.warmup_runs} run() calls (warm-up)"):
+            hook_dir = self.run.file(HOOK_DIR)
+            with self.status(f"waiting for {options.warmup_runs} run() calls (warm-up)"):
                 while True:
                     warm = warm_event(hook_dir)
                     if warm is not None:
                         if warm.get("pid") and warm["pid"] != pid and psutil.pid_exists(warm["pid"]):
-                            self._note(f"ORT runs in child process {warm['pid']}: profiling that one")
+                            self.note(f"ORT runs in child process {warm['pid']}: profiling that one")
                             pid = warm["pid"]
-                            self.sampler.retarget(pid)
-                            self._count_futex_calls_of(pid)
+                            self._each("follow", pid)
                         break
                     if time.monotonic() - started > options.warmup_timeout:
                         mode = "timeout"
-                        self._note(f"no ORT run() seen within {options.warmup_timeout:g}s "
-                                   "(not a Python/ORT workload, or the hook could not load); profiling from now")
+                        self.note(f"no ORT run() seen within {options.warmup_timeout:g}s "
+                                  "(not a Python/ORT workload, or the hook could not load); profiling from now")
                         break
                     self._wait_alive(0.05, "before warm-up ended")
         self.manifest.warmup = Warmup(mode, options.warmup_runs, round(time.monotonic() - started, 3))
@@ -288,92 +274,30 @@ class Recorder:
                                     f"its output is in {self.run.file(rundir.WORKLOAD_LOG)}")
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
-    def _start_profiling(self, pid, chosen):
+    def _start_profiling(self, pid):
+        """The window opens once every capture records (perf has its events open), not when
+        the profilers were launched: their start-up is not part of the window."""
         from ..environment import fingerprint
-        options = self.options
         self.manifest.environment = fingerprint(pid)
-        self.manifest.set_section("cgroup", self._cgroup_snapshot(pid, "before"))
-        _copy_maps(pid, self.run.file(rundir.MAPS))
         self.manifest.window = Window(start_mono=time.monotonic())
-        if "perf" in chosen:
-            period = self.futex_plan.stack_sample_period
-            argv = profilers.perf_command(chosen["perf"], pid, str(self.run.file(rundir.PERF_DATA)),
-                                          options.frequency, options.call_graph, options.stack_size,
-                                          futex=bool(period), futex_stack_period=period if period != 1 else None)
-            perf = profilers.ProfilerProcess("perf", argv, str(self.run.file(rundir.PERF_LOG)),
-                                             str(self.run.file(rundir.PERF_DATA))).start()
-            self.profilers["perf"] = perf
-            self._wait_until_attached(perf)
-            failed = perf.early_failure()
-            if failed is not None:
-                self._raise_if_workload_gone("perf")
-                raise profilers_error("perf", failed)
-        if "py-spy" in chosen:
-            argv = profilers.pyspy_command(chosen["py-spy"], pid, str(self.run.file(rundir.PYSPY_OUT)),
-                                           options.pyspy_rate)
-            pyspy = profilers.ProfilerProcess("py-spy", argv, str(self.run.file(rundir.PYSPY_LOG)),
-                                              str(self.run.file(rundir.PYSPY_OUT))).start()
-            self.profilers["py-spy"] = pyspy
-            failed = pyspy.early_failure()
-            if failed is not None:
-                self._raise_if_workload_gone("py-spy")
-                raise profilers_error("py-spy", failed)
+        self._each("start", pid)
+        self.manifest.window.start_mono = time.monotonic()
+        self._each("window_opened")
         self.manifest.status = "recording"
         self._save()
 
-    def _start_futex_counter(self, plan):
-        """bpftrace's counters, attached before the workload starts: compiling the program
-        takes ~0.4 s of CPU that would otherwise slow the workload's first requests on a
-        busy machine. When it does not attach, futex calls are traced by perf (or, with
-        --futex-method bpf, record stops)."""
-        from ..environment import bpftrace_info
-        try:
-            with self._status("attaching the futex counters (bpftrace)"):
-                counter, seconds = futex_bpf.start_futex_counter(
-                    (bpftrace_info() or {}).get("path") or "bpftrace", self.run.path)
-        except EnvironmentProblem as problem:
-            if plan.requested == "bpf":
-                raise
-            plan.bpf.usable, plan.bpf.reason = False, str(problem)
-            plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
-            usable = self.futex_probe.usable
-            plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
-            self._note(f"futex calls are traced by perf, one event per call: {problem}")
+    def check_started(self, process):
+        """Raise with the fix when a profiler a capture just launched died right away."""
+        failed = process.early_failure()
+        if failed is None:
             return
-        self.profilers["bpftrace"] = counter
-        plan.bpftrace_attach_seconds = round(seconds, 3)
-
-    def _count_futex_calls_of(self, pid):
-        if "bpftrace" in self.profilers:
-            futex_bpf.set_target(pid)
-
-    def _open_window(self):
-        self.manifest.window.start_mono = time.monotonic()
-        if "bpftrace" in self.profilers:
-            futex_bpf.mark_window(opening=True)
-
-    def _raise_if_workload_gone(self, profiler):
         pid = self.manifest.profiled_pid
         if (self.workload is not None and not self.workload.running()) or not psutil.pid_exists(pid):
             code = self.workload.finish() if self.workload is not None else None
             self.manifest.exit_code = code
-            raise WorkloadError(f"the workload exited (code {code}) right after warm-up, before {profiler} "
+            raise WorkloadError(f"the workload exited (code {code}) right after warm-up, before {process.name} "
                                 f"could attach; record a longer run (e.g. more requests)")
-
-    def _wait_until_attached(self, perf, timeout=2.0):
-        """Open the window when perf has its events open, not when it was launched:
-        perf's start-up (~0.1-0.2 s) would otherwise count as unsampled time."""
-        deadline = time.monotonic() + timeout
-        fd_dir = f"/proc/{perf.process.pid}/fd"
-        while time.monotonic() < deadline:
-            try:
-                if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
-                    time.sleep(0.05)   # the rest of perf's events open and are enabled in the same burst
-                    break
-            except OSError:
-                break
-            time.sleep(0.01)
-        self._open_window()
+        raise profilers_error(process.name, failed)
 
     def _profile_for_duration(self):
         options = self.options
@@ -382,11 +306,12 @@ class Recorder:
         with self._progress(options.duration) as tick:
             while time.monotonic() - start < options.duration:
                 if not psutil.pid_exists(pid) or (self.workload and not self.workload.running()):
-                    self._note("the workload exited during profiling")
+                    self.note("the workload exited during profiling")
                     break
-                if any(p.process.poll() is not None for p in self.profilers.values()):
-                    dead = [name for name, p in self.profilers.items() if p.process.poll() is not None]
-                    self._note(f"{', '.join(dead)} stopped early: {self.profilers[dead[0]].log_tail()}")
+                processes = self._processes()
+                dead = [name for name, p in processes.items() if p.process.poll() is not None]
+                if dead:
+                    self.note(f"{', '.join(dead)} stopped early: {processes[dead[0]].log_tail()}")
                     break
                 time.sleep(0.1)
                 tick(time.monotonic() - start)
@@ -395,26 +320,12 @@ class Recorder:
         # The window closes when the stop is signalled: perf's shutdown (build-id
         # collection) is not part of what it sampled.
         window = self.manifest.window
-        closing = window is not None and window.end_mono is None
-        if closing:
+        if window is not None and window.end_mono is None:
             window.end_mono = time.monotonic()
-            if "bpftrace" in self.profilers:
-                futex_bpf.mark_window(opening=False)
             window.seconds = round(window.end_mono - window.start_mono, 3)
-            after = self._cgroup_snapshot(self.manifest.profiled_pid, "after")
-            record = self.manifest.section("cgroup", CgroupRecord)
-            record.stat_after, record.error = after.stat_after, after.error or record.error
-        for profiler in self.profilers.values():
-            profiler.stop()
-        if closing and self.options.ort_profile and self.workload is not None:
-            self._end_ort_profiles()
-
-    def _end_ort_profiles(self):
-        """ORT's profiles end with the window: the hook writes them while the workload still runs."""
-        still_open = end_ort_profiles(self.run.file(rundir.HOOK_DIR))
-        if still_open:
-            self._note(f"ORT's profile of {len(still_open)} session(s) was not finished when the window closed "
-                       "(no run() since, or a long write); the hook ends it when the workload exits")
+            self._each("window_closing")
+        for capture in self.captures:
+            capture.stop()
 
     def _finish(self, status, failure):
         ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
@@ -427,71 +338,18 @@ class Recorder:
                     status = "workload-failed"
                     self.manifest.errors.append(f"the workload exited with code {code}")
         finally:
-            if self.sampler is not None:
-                self.sampler.stop()
-                if self.sampler.error:
-                    self.manifest.errors.append(self.sampler.error)
-            if self.cgroup is not None:
-                record = self.manifest.section("cgroup", CgroupRecord) or CgroupRecord()
-                record.group_final = self.cgroup.stat()
-                self.manifest.set_section("cgroup", record)
-                self.cgroup.__exit__(None, None, None)
-            if failure is not None:
-                self.manifest.errors.append(str(failure))
-            self.manifest.profilers = {name: p.describe() for name, p in self.profilers.items()}
-            threads = self._thread_summary()
-            if threads is not None:
-                self.manifest.set_section("threads", threads)
-            self.manifest.set_section("hook", self._hook_summary())
-            self.manifest.status = status
-            self._save()
-
-    # -- summaries --------------------------------------------------------
-    def _cgroup_snapshot(self, pid, when) -> CgroupRecord:
-        """The cgroup's limit ("before" only) and its cpu.stat now, as stat_<when>."""
-        from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
-        record, stat = CgroupRecord(), None
-        try:
-            if self.cgroup is not None:
-                stat = self.cgroup.stat()
-                record.limit = {"cpus": self.options.cpus, "source": "ortprof --cpus"}
-            elif pid:
-                # The group's path outlives the process: "after" still reads after an exit.
-                if when == "before":
-                    self._cgroup_dir = process_cgroup_dir(pid)
-                    record.limit = process_cpu_limit(pid)
-                stat = cpu_stat(self._cgroup_dir or pid)
-        except OrtprofError as error:
-            record.error = str(error)
-        except OSError:
-            pass
-        setattr(record, f"stat_{when}", stat)
-        return record
-
-    def _thread_summary(self) -> Optional[ThreadsSummary]:
-        window = self.manifest.window or Window()
-        if not self.sampler:
-            return None
-        used = read_thread_cpu(self.run.file(rundir.THREADS_CSV), window.start_mono, window.end_mono)
-        seconds = window.seconds
-        return ThreadsSummary(
-            sample_hz=self.sampler.hz, csv=rundir.THREADS_CSV,
-            window_cpu_pct={str(tid): round(100 * cpu / seconds, 2) for tid, cpu in sorted(used.items())}
-            if seconds else {},
-            process_cpu_pct=round(100 * sum(used.values()) / seconds, 2) if seconds else None,
-            names={str(tid): name for tid, name in self.sampler.thread_names.items()})
-
-    def _hook_summary(self) -> HookSummary:
-        summary = HookSummary(dir=rundir.HOOK_DIR)
-        for record in read_hook_records(self.run.file(rundir.HOOK_DIR)):
-            if record.get("event") == "session":
-                summary.sessions += 1
-            elif record.get("event") == "runs":
-                summary.runs += len(record.get("runs", ()))
-        return summary
+            try:
+                for capture in self.captures:
+                    capture.finish()
+            finally:
+                if failure is not None:
+                    self.manifest.errors.append(str(failure))
+                self.manifest.profilers = {name: p.describe() for name, p in self._processes().items()}
+                self.manifest.status = status
+                self._save()
 
     # -- terminal ---------------------------------------------------------
-    def _status(self, text):
+    def status(self, text):
         if self.console is None or not self.options.progress:
             import contextlib
             return contextlib.nullcontext()
@@ -505,7 +363,7 @@ class Recorder:
 
         @contextlib.contextmanager
         def bar():
-            names = "+".join(self.profilers) or "no profiler"
+            names = "+".join(self._processes()) or "no profiler"
             with Progress(TextColumn(f"recording ({names})"), BarColumn(),
                           TextColumn("{task.completed:.1f}/{task.total:g} s"), TimeRemainingColumn(),
                           console=self.console, transient=True) as progress:

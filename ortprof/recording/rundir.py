@@ -12,11 +12,8 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_ENVIRONMENT, InputError, OrtprofError
-from ..model.manifest import SCHEMA, RunManifest
-from ..signals.pyspy import PYSPY_LOG, PYSPY_OUT  # noqa: F401 (each signal names its files)
+from ..model.manifest import RunManifest
 from ..signals.runs import HOOK_DIR
-from ..signals.samples import MAPS, PERF_DATA, PERF_LOG  # noqa: F401
-from ..signals.threads import THREADS_CSV  # noqa: F401
 
 MANIFEST = "run.json"
 DEFAULT_ROOT = Path(".ortprof") / "runs"

@@ -5,6 +5,7 @@ from ..analysis.latency import session_latencies
 from ..hook import read_hook_records
 from ..recording import rundir
 from ..signals.cgroup import CgroupRecord
+from ..signals.runs import HOOK_DIR
 from ..signals.threads import ThreadsSummary
 
 
@@ -22,7 +23,7 @@ def print_record_summary(run, manifest, console):
     if threads.process_cpu_pct is not None:
         console.print(f"  process CPU: {threads.process_cpu_pct:.1f}% of one core "
                       f"({len(threads.window_cpu_pct)} thread(s))")
-    sessions = session_latencies(read_hook_records(run.file(rundir.HOOK_DIR)), manifest.window_span)
+    sessions = session_latencies(read_hook_records(run.file(HOOK_DIR)), manifest.window_span)
     if sessions:
         table = Table(box=None, pad_edge=False)
         for column in ("session", "runs", "p50 ms", "p95 ms", "intra threads", "spinning"):

@@ -1,10 +1,11 @@
 """What a signal is: one source of evidence, from the machine check to the report section.
 
 A signal module defines `SIGNAL`, a `Signal` naming what it owns: the checks
-`doctor` and `record` ask of the machine, its files in the run directory, its
-sections of run.json (dataclasses), how it loads into a LoadedRun (the Profile,
-the per-thread timeline, the run() spans), how it fills its report section, and
-why that section is empty when the run lacks it. Its report section's type is
+`doctor` and `record` ask of the machine, what it records (a `Capture` that
+`record` drives through the phases of a recording), its files in the run
+directory, its sections of run.json (dataclasses), how it loads into a
+LoadedRun (the Profile, the per-thread timeline, the run() spans), how it fills
+its report section, and why that section is empty when the run lacks it. Its report section's type is
 defined in the signal's module; ortprof.model.report.Report composes them.
 
 Signal modules import ortprof.analysis lazily (inside functions): the model
@@ -12,6 +13,58 @@ imports the signals' section types, and the analysis imports the model.
 """
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
+
+
+class Capture:
+    """A signal's part of one `ortprof record`, driven by the recorder in this order:
+    before_workload -> workload_environment / workload_preexec (launched workloads) ->
+    follow(pid) (again when ORT turns out to run in a child) -> start(pid) -> [the
+    window opens] -> window_opened -> ... -> window_closing -> stop -> finish, each
+    phase over every capture in SIGNALS order.
+    stop and finish run whatever happened before (Ctrl+C, a failure), and only once.
+    `recorder` (ortprof.recording.recorder.Recorder) gives the run directory, the
+    options, the manifest and notes."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def before_workload(self) -> None:
+        """Attach what must run before the workload starts."""
+
+    def workload_environment(self, env: dict) -> dict:
+        return env
+
+    def workload_preexec(self) -> Optional[Callable[[], None]]:
+        """A function the launched workload runs before exec (e.g. joining a cgroup)."""
+        return None
+
+    def follow(self, pid: int) -> None:
+        """Record process `pid` from now on."""
+
+    def perf_options(self) -> dict:
+        """Keyword arguments this signal adds to recording.profilers.perf_command: events it
+        records through the samples signal's perf (the futex tracepoints)."""
+        return {}
+
+    def start(self, pid: int) -> None:
+        """Start recording `pid`; return once recording really runs (the window opens then)."""
+
+    def window_opened(self) -> None:
+        """The window's start time is set."""
+
+    def window_closing(self) -> None:
+        """The window's end time is set; profilers still run."""
+
+    def processes(self) -> dict:
+        """name -> ProfilerProcess this capture runs (run.json "profilers", early-exit checks)."""
+        return {}
+
+    def stop(self) -> None:
+        for process in self.processes().values():
+            process.stop()
+
+    def finish(self) -> None:
+        """Write this signal's run.json sections (the recorder saves the manifest after)."""
 
 
 @dataclass(frozen=True)
@@ -25,3 +78,4 @@ class Signal:
     report: Optional[Callable[[Any, Any, int], None]] = None  # (LoadedRun, Report, top) -> None
     report_sections: Tuple[str, ...] = ()       # report keys it fills (empty_sections names)
     missing: Optional[Callable[[Any, Any], Optional[str]]] = None   # (LoadedRun, Report) -> why they are empty
+    capture: Optional[Callable[[Any], Optional[Capture]]] = None    # (Recorder) -> its Capture, None: not recorded

@@ -1,8 +1,9 @@
 """The process's cgroup: its CPU limit and throttling counters before and after the window."""
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from .base import Signal
+from .base import Capture, Signal
 
 
 @dataclass
@@ -23,6 +24,65 @@ class CgroupSection:
     periods: Optional[int] = None
 
 
+class CgroupCapture(Capture):
+    """The cgroup's CPU limit and cpu.stat at the window's start and end; with --cpus, a
+    CPU-limited group created for the launched workload and removed at the end."""
+
+    def __init__(self, recorder):
+        super().__init__(recorder)
+        self.group = None          # the --cpus LimitedCgroup
+        self.group_dir = None      # the process's group: its path outlives the process
+
+    def before_workload(self):
+        from ..cgroup import LimitedCgroup
+        options = self.recorder.options
+        if options.cpus is None or options.pid is not None:
+            return
+        self.group = LimitedCgroup(options.cpus, name=f"ortprof-{os.getpid()}")
+        self.group.__enter__()
+        self.recorder.manifest.cgroup_created = self.group.describe()
+
+    def workload_preexec(self):
+        return self.group.add_self if self.group is not None else None
+
+    def start(self, pid):
+        self.recorder.manifest.set_section("cgroup", self.snapshot(pid, "before"))
+
+    def window_closing(self):
+        record = self.recorder.manifest.section("cgroup", CgroupRecord)
+        after = self.snapshot(self.recorder.manifest.profiled_pid, "after")
+        record.stat_after, record.error = after.stat_after, after.error or record.error
+
+    def finish(self):
+        if self.group is None:
+            return
+        record = self.recorder.manifest.section("cgroup", CgroupRecord) or CgroupRecord()
+        record.group_final = self.group.stat()
+        self.recorder.manifest.set_section("cgroup", record)
+        self.group.__exit__(None, None, None)
+
+    def snapshot(self, pid, when) -> CgroupRecord:
+        """The limit ("before" only) and cpu.stat now, as stat_<when>."""
+        from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
+        from ..errors import OrtprofError
+        record, stat = CgroupRecord(), None
+        try:
+            if self.group is not None:
+                stat = self.group.stat()
+                record.limit = {"cpus": self.recorder.options.cpus, "source": "ortprof --cpus"}
+            elif pid:
+                if when == "before":
+                    self.group_dir = process_cgroup_dir(pid)
+                    record.limit = process_cpu_limit(pid)
+                stat = cpu_stat(self.group_dir or pid)
+        except OrtprofError as error:
+            record.error = str(error)
+        except OSError:
+            pass
+        setattr(record, f"stat_{when}", stat)
+        return record
+
+
 def cgroup_section(record: CgroupRecord) -> CgroupSection:
     """Throttling during the window: the difference of the two cpu.stat snapshots."""
     before, after = record.stat_before or {}, record.stat_after or {}
@@ -40,4 +100,4 @@ def report(loaded, report, top):
 
 
 SIGNAL = Signal(name="cgroup", description="CPU quota and throttling of the process's cgroup (v1 and v2)",
-                sections={"cgroup": CgroupRecord}, report=report)
+                sections={"cgroup": CgroupRecord}, report=report, capture=CgroupCapture)

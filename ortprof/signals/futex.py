@@ -5,7 +5,7 @@ from typing import List, Optional
 from ..checks import OK
 from ..errors import EnvironmentProblem
 from ..recording.futex_bpf import FUTEX_BPF_LOG, FUTEX_BPF_OUT, FUTEX_BPF_SCRIPT
-from .base import Signal
+from .base import Capture, Signal
 
 BPF_METHOD, PERF_METHOD = "bpftrace", "perf-tracepoints"
 
@@ -181,8 +181,72 @@ def missing_reason(loaded, report) -> Optional[str]:
     return None
 
 
+class FutexCapture(Capture):
+    """Futex calls of the followed process: counted by a bpftrace program (attached before the
+    workload starts: its ~0.4 s of compiling would otherwise slow the first requests on a busy
+    machine), with perf sampling one stack in `stack_sample_period`; or every call traced by perf."""
+
+    def __init__(self, recorder):
+        super().__init__(recorder)
+        self.counter = None      # the bpftrace ProfilerProcess
+
+    @property
+    def plan(self) -> FutexPlan:
+        return self.recorder.manifest.section("futex", FutexPlan)
+
+    def before_workload(self):
+        """When bpftrace does not attach, calls are traced by perf (or, with --futex-method bpf,
+        record stops)."""
+        from ..environment import bpftrace_info
+        from ..recording import futex_bpf
+        plan = self.plan
+        if plan.method != BPF_METHOD:
+            return
+        try:
+            with self.recorder.status("attaching the futex counters (bpftrace)"):
+                self.counter, seconds = futex_bpf.start_futex_counter(
+                    (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path)
+        except EnvironmentProblem as problem:
+            if plan.requested == "bpf":
+                raise
+            plan.bpf.usable, plan.bpf.reason = False, str(problem)
+            plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
+            usable = self.recorder.manifest.section("futex_probe", FutexProbe).usable
+            plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
+            self.recorder.note(f"futex calls are traced by perf, one event per call: {problem}")
+            return
+        plan.bpftrace_attach_seconds = round(seconds, 3)
+
+    def follow(self, pid):
+        if self.counter is not None:
+            from ..recording import futex_bpf
+            futex_bpf.set_target(pid)
+
+    def perf_options(self):
+        period = self.plan.stack_sample_period
+        return {"futex": bool(period), "futex_stack_period": period if period != 1 else None}
+
+    def window_opened(self):
+        if self.counter is not None:
+            from ..recording import futex_bpf
+            futex_bpf.mark_window(opening=True)
+
+    def window_closing(self):
+        if self.counter is not None:
+            from ..recording import futex_bpf
+            futex_bpf.mark_window(opening=False)
+
+    def processes(self):
+        return {"bpftrace": self.counter} if self.counter is not None else {}
+
+
+def capture(recorder):
+    plan = recorder.manifest.section("futex", FutexPlan)
+    return FutexCapture(recorder) if plan is not None and plan.method is not None else None
+
+
 SIGNAL = Signal(
     name="futex", description="futex calls per thread: counts, time blocked, the stacks that make them",
     sections={"futex_probe": FutexProbe, "futex": FutexPlan}, files=(FUTEX_BPF_OUT, FUTEX_BPF_LOG, FUTEX_BPF_SCRIPT),
     checks=("futex-tracepoints", "futex-bpf"), load=load, report=report, report_sections=("futex",),
-    missing=lambda loaded, report: report.futex.missing_reason)
+    missing=lambda loaded, report: report.futex.missing_reason, capture=capture)

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .base import Signal
+from .base import Capture, Signal
 
 
 @dataclass
@@ -73,6 +73,32 @@ class OperatorsSection:
     notes: List[str] = field(default_factory=list)
 
 
+class OrtProfileCapture(Capture):
+    """ORT's profiler, turned on in every session by the hook (record --ort-profile); its files
+    end with the window: the hook writes them while the workload still runs."""
+
+    def __init__(self, recorder):
+        super().__init__(recorder)
+        self.window_closed = False
+
+    def window_closing(self):
+        self.window_closed = True
+
+    def stop(self):
+        from ..hook import end_ort_profiles
+        from .runs import HOOK_DIR
+        if not self.window_closed or self.recorder.workload is None:
+            return
+        still_open = end_ort_profiles(self.recorder.run.file(HOOK_DIR))
+        if still_open:
+            self.recorder.note(f"ORT's profile of {len(still_open)} session(s) was not finished when the window "
+                               "closed (no run() since, or a long write); the hook ends it when the workload exits")
+
+
+def capture(recorder):
+    return OrtProfileCapture(recorder) if recorder.options.ort_profile else None
+
+
 def load(run, loaded):
     """ORT's profile files the hook names, limited to the window (after the runs signal: its records)."""
     from ..analysis.ort_profile import load_ort_profiles
@@ -89,4 +115,4 @@ def report(loaded, report, top):
 
 
 SIGNAL = Signal(name="ort_profile", description="ORT's own per-node profile: operators, nodes, parallel sections",
-                load=load, report=report)
+                load=load, report=report, capture=capture)

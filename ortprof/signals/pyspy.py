@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .base import Signal
+from .base import Capture, Signal
 
 PYSPY_OUT = "py-spy.txt"
 PYSPY_LOG = "py-spy.log"
@@ -45,6 +45,36 @@ def pyspy_rate_hz(manifest) -> Optional[float]:
     return None
 
 
+class PySpyCapture(Capture):
+    """`py-spy record` of the profiled process's Python stacks, from the window's start."""
+
+    def __init__(self, recorder, pyspy_path):
+        super().__init__(recorder)
+        self.pyspy_path = pyspy_path
+        self.process = None
+        self.pid = None
+
+    def start(self, pid):
+        self.pid = pid
+
+    def window_opened(self):
+        from ..recording import profilers
+        run = self.recorder.run
+        argv = profilers.pyspy_command(self.pyspy_path, self.pid, str(run.file(PYSPY_OUT)),
+                                       self.recorder.options.pyspy_rate)
+        self.process = profilers.ProfilerProcess("py-spy", argv, str(run.file(PYSPY_LOG)),
+                                                 str(run.file(PYSPY_OUT))).start()
+        self.recorder.check_started(self.process)
+
+    def processes(self):
+        return {"py-spy": self.process} if self.process is not None else {}
+
+
+def capture(recorder):
+    pyspy = recorder.chosen.get("py-spy")
+    return PySpyCapture(recorder, pyspy) if pyspy else None
+
+
 def load(run, loaded):
     from ..analysis.pyspy import read_pyspy
     from ..errors import InputError
@@ -79,4 +109,4 @@ def report(loaded, report, top):
 
 
 SIGNAL = Signal(name="pyspy", description="Python stacks of every thread (py-spy): time inside and outside run()",
-                files=(PYSPY_OUT, PYSPY_LOG), checks=("py-spy",), load=load, report=report)
+                files=(PYSPY_OUT, PYSPY_LOG), checks=("py-spy",), load=load, report=report, capture=capture)

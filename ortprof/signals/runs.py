@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .base import Signal
+from .base import Capture, Signal
 
 HOOK_DIR = "hook"
 
@@ -32,6 +32,27 @@ class SessionSummary:
     max_ms: Optional[float]
     variance_p99_p50: Optional[float]
     caller_tids: List[int]
+
+
+class HookCapture(Capture):
+    """The startup hook, injected into a launched Python workload through its environment:
+    it writes each session's options and every run()'s span into hook/."""
+
+    def workload_environment(self, env):
+        from ..hook import hook_environment
+        options = self.recorder.options
+        return hook_environment(env, self.recorder.run.file(HOOK_DIR), options.warmup_runs,
+                                options.session_overrides, options.extra_python_paths, options.ort_profile)
+
+    def finish(self):
+        from ..hook import read_hook_records
+        summary = HookSummary(dir=HOOK_DIR)
+        for record in read_hook_records(self.recorder.run.file(HOOK_DIR)):
+            if record.get("event") == "session":
+                summary.sessions += 1
+            elif record.get("event") == "runs":
+                summary.runs += len(record.get("runs", ()))
+        self.recorder.manifest.set_section("hook", summary)
 
 
 def load(run, loaded):
@@ -72,4 +93,4 @@ def missing_reason(loaded, report) -> Optional[str]:
 
 SIGNAL = Signal(name="runs", description="sessions, options and per-run latency from the injected startup hook",
                 sections={"hook": HookSummary}, files=(HOOK_DIR,), load=load, report=report,
-                report_sections=("sessions",), missing=missing_reason)
+                report_sections=("sessions",), missing=missing_reason, capture=HookCapture)

@@ -1,6 +1,6 @@
 """perf's cpu-clock samples with DWARF call stacks: the Profile, and from it the thread table,
 CPU categories, totals, hot paths and hot spots."""
-from .base import Signal
+from .base import Capture, Signal
 
 PERF_DATA = "perf.data"
 PERF_LOG = "perf.log"
@@ -17,6 +17,63 @@ def _perf_complaint(warnings):
         if "incompatible" in lowered or "truncated" in lowered or "corrupt" in lowered or "invalid" in lowered:
             return f"truncated or corrupt ({warning})"
     return warnings[-1] if warnings else "perf script produced no samples"
+
+
+def copy_maps(pid, path):
+    """The process's mappings as profiling begins (which file each address range was)."""
+    try:
+        with open(f"/proc/{pid}/maps") as source, open(path, "w") as target:
+            target.write(source.read())
+    except OSError:
+        pass
+
+
+class PerfCapture(Capture):
+    """`perf record` of the profiled process: cpu-clock samples with DWARF stacks, plus the
+    events other signals record through it (perf_options)."""
+
+    def __init__(self, recorder, perf_path):
+        super().__init__(recorder)
+        self.perf_path = perf_path
+        self.process = None
+
+    def start(self, pid):
+        from ..recording import profilers
+        recorder, options = self.recorder, self.recorder.options
+        copy_maps(pid, recorder.run.file(MAPS))
+        extra = {"futex": False}   # unless the futex signal asks perf for its tracepoints
+        for other in recorder.captures:
+            extra.update(other.perf_options())
+        argv = profilers.perf_command(self.perf_path, pid, str(recorder.run.file(PERF_DATA)), options.frequency,
+                                      options.call_graph, options.stack_size, **extra)
+        self.process = profilers.ProfilerProcess("perf", argv, str(recorder.run.file(PERF_LOG)),
+                                                 str(recorder.run.file(PERF_DATA))).start()
+        self._wait_until_attached()
+        recorder.check_started(self.process)
+
+    def _wait_until_attached(self, timeout=2.0):
+        """Return when perf has its events open, not when it was launched: perf's start-up
+        (~0.1-0.2 s) would otherwise count as unsampled time in the window."""
+        import os
+        import time
+        deadline = time.monotonic() + timeout
+        fd_dir = f"/proc/{self.process.process.pid}/fd"
+        while time.monotonic() < deadline:
+            try:
+                if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
+                    time.sleep(0.05)   # the rest of perf's events open and are enabled in the same burst
+                    return
+            except OSError:
+                return
+            time.sleep(0.01)
+
+    def processes(self):
+        return {"perf": self.process} if self.process is not None else {}
+
+
+def capture(recorder):
+    perf = recorder.chosen.get("perf")
+    return PerfCapture(recorder, perf) if perf else None
 
 
 def load(run, loaded):
@@ -78,5 +135,5 @@ def missing_reason(loaded, report):
 
 
 SIGNAL = Signal(name="samples", description="perf cpu-clock samples with DWARF call stacks of every thread",
-                files=(PERF_DATA, PERF_LOG, MAPS), checks=("perf", "perf-permission"), load=load, report=report,
-                report_sections=SECTIONS, missing=missing_reason)
+                files=(PERF_DATA, PERF_LOG, MAPS), checks=("perf", "perf-permission", "perf-dwarf"), load=load, report=report,
+                report_sections=SECTIONS, missing=missing_reason, capture=capture)
