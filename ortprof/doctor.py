@@ -361,8 +361,8 @@ def check_futex_bpf(facts, thorough):
 
 def _count_child_futex_calls(bpftrace):
     """(futex calls the counting program saw from a child's thread hand-offs, attach seconds)."""
-    from .analysis.futex_counts import load_futex_counts
-    from .recording import futex_bpf
+    from .signals.futex import bpf as futex_bpf
+    from .signals.futex.counts import load_futex_counts
     child = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + _FUTEX_CHILD],
                              stdin=subprocess.PIPE)
     try:

@@ -1,4 +1,4 @@
-"""Reading the bpftrace counters' output (analysis.futex_counts) on a captured real run.
+"""Reading the bpftrace counters' output (signals/futex/counts.py) on a captured real run.
 
 The fixture is futex-bpf.jsonl of `ortprof record` of the demo at 20 requests/s
 with spinning off (onnxruntime 1.31.1): five 1 s snapshots, then END and the final
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from conftest import FIXTURES
-from ortprof.analysis.futex_counts import read_futex_counts
+from ortprof.signals.futex.counts import read_futex_counts
 
 CAPTURE = FIXTURES / "futex-bpf-nospin-1.31.1.jsonl"
 

@@ -8,7 +8,7 @@ import os
 
 from ..model.profile import FrameInfo, Mapping, Profile, StackInfo, ThreadSamples
 from . import roles as roles_mod
-from .futex import caller_path
+from ..signals.futex.accumulator import caller_path
 from .stacks import classify_stack, module_kind
 
 FUTEX_PATH_CACHE_LIMIT = 200_000   # futex entries repeat a handful of stacks thousands of times

@@ -14,7 +14,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..analysis.futex import FutexAccumulator
+from ..signals.futex.accumulator import FutexAccumulator
 from ..analysis.roles import UNKNOWN, StackEvidence, ThreadEvidence
 
 

@@ -23,7 +23,7 @@ DEFAULT_STACK_SIZE = 8192
 # 2 KiB reaches them and costs a quarter of a CPU sample's copy (with spinning off
 # a service makes thousands of futex calls a second).
 FUTEX_STACK_SIZE = 2048
-# With exact counts from the in-kernel counters (futex_bpf), perf copies the stack
+# With exact counts from the in-kernel counters (signals/futex/bpf.py), perf copies the stack
 # of one futex call in this many: enough for the top caller paths (see
 # scripts/bench_record.py for the cost).
 FUTEX_STACK_PERIOD = 16

@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from ..errors import EnvironmentProblem
+from ...errors import EnvironmentProblem
 
 FUTEX_BPF_OUT = "futex-bpf.jsonl"    # bpftrace -f json output, one JSON object a line
 FUTEX_BPF_LOG = "futex-bpf.log"
@@ -28,7 +28,7 @@ TARGET_MARK = WINDOW_MARK + 1        # getpriority(which=TARGET_MARK, who=pid): 
 ATTACHED_LINE = "ortprof-futex-attached"
 END_LINE = "ortprof-futex-end"
 ATTACH_TIMEOUT = 30.0                # compiles in ~0.3-0.5 s on an idle 2-core machine
-WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as analysis.futex)
+WAIT_OPS = (0, 9, 6, 11)             # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI (as accumulator.py)
 
 # $1: the recorder's pid (who may name the target and mark the window).
 # @target: the counted process (tgid) in its low 32 bits, bit 32 set while the
@@ -106,7 +106,7 @@ def start_futex_counter(bpftrace, directory, timeout=ATTACH_TIMEOUT):
     set_target() names a process. Returns (ProfilerProcess named "bpftrace", seconds
     it took to attach). Raises EnvironmentProblem with bpftrace's own words when it
     does not attach."""
-    from .profilers import ProfilerProcess
+    from ...recording.profilers import ProfilerProcess
     directory = Path(directory)
     script = write_script(directory / FUTEX_BPF_SCRIPT)
     output = directory / FUTEX_BPF_OUT

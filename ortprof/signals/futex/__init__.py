@@ -1,13 +1,17 @@
-"""Futex calls of the profiled process: counted in BPF (bpftrace) or traced by perf."""
+"""Futex calls of the profiled process: counted in BPF (bpftrace) or traced by perf.
+
+bpf.py is the bpftrace program and its driver, counts.py reads what it printed,
+accumulator.py turns perf's futex events (and those counts) into per-thread
+figures and the stacks that make the calls."""
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from ..checks import OK
-from ..errors import EnvironmentProblem
-from ..recording.futex_bpf import FUTEX_BPF_LOG, FUTEX_BPF_OUT, FUTEX_BPF_SCRIPT
-from .base import Capture, Signal
-
-BPF_METHOD, PERF_METHOD = "bpftrace", "perf-tracepoints"
+from ...checks import OK
+from ...errors import EnvironmentProblem
+from ..base import Capture, Signal
+from .accumulator import BPF_METHOD, PERF_METHOD
+from . import bpf
+from .bpf import FUTEX_BPF_LOG, FUTEX_BPF_OUT, FUTEX_BPF_SCRIPT
 
 
 @dataclass
@@ -61,7 +65,7 @@ def choose_futex_method(options, chosen, probe: FutexProbe) -> FutexPlan:
     if options.futex_method == "perf":
         plan.bpf.reason = "not tried: --futex-method perf"
     else:
-        from ..doctor import run_checks
+        from ...doctor import run_checks
         check = run_checks(["futex-bpf"], thorough=False)[0]
         usable = check.status == OK
         plan.bpf = BpfUse(usable, None if usable else check.detail, None if usable else check.fix)
@@ -114,8 +118,8 @@ class FutexSection:
 def load(run, loaded):
     """Exact futex counts of the in-kernel counters, when the run has them (method "bpftrace");
     perf's futex events (per call, or sampled stacks) arrive with the samples."""
-    from ..analysis.futex_counts import load_futex_counts
-    from ..errors import InputError
+    from .counts import load_futex_counts
+    from ...errors import InputError
     plan = loaded.manifest.section("futex", FutexPlan) or FutexPlan()
     path = run.file(FUTEX_BPF_OUT)
     if plan.method != BPF_METHOD or not path.exists():
@@ -131,7 +135,7 @@ def load(run, loaded):
 
 
 def futex_section(profile, window_seconds, inferences, roles_by_tid, top=8) -> FutexSection:
-    from ..analysis.roles import UNKNOWN
+    from ...analysis.roles import UNKNOWN
     futex = profile.futex
     threads = []
     total_calls, total_seconds = 0, 0.0
@@ -197,14 +201,13 @@ class FutexCapture(Capture):
     def before_workload(self):
         """When bpftrace does not attach, calls are traced by perf (or, with --futex-method bpf,
         record stops)."""
-        from ..environment import bpftrace_info
-        from ..recording import futex_bpf
+        from ...environment import bpftrace_info
         plan = self.plan
         if plan.method != BPF_METHOD:
             return
         try:
             with self.recorder.status("attaching the futex counters (bpftrace)"):
-                self.counter, seconds = futex_bpf.start_futex_counter(
+                self.counter, seconds = bpf.start_futex_counter(
                     (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path)
         except EnvironmentProblem as problem:
             if plan.requested == "bpf":
@@ -219,8 +222,7 @@ class FutexCapture(Capture):
 
     def follow(self, pid):
         if self.counter is not None:
-            from ..recording import futex_bpf
-            futex_bpf.set_target(pid)
+                bpf.set_target(pid)
 
     def perf_options(self):
         period = self.plan.stack_sample_period
@@ -228,13 +230,11 @@ class FutexCapture(Capture):
 
     def window_opened(self):
         if self.counter is not None:
-            from ..recording import futex_bpf
-            futex_bpf.mark_window(opening=True)
+                bpf.mark_window(opening=True)
 
     def window_closing(self):
         if self.counter is not None:
-            from ..recording import futex_bpf
-            futex_bpf.mark_window(opening=False)
+                bpf.mark_window(opening=False)
 
     def processes(self):
         return {"bpftrace": self.counter} if self.counter is not None else {}

@@ -3,14 +3,15 @@
 Two sources fill the same accumulator: perf's per-call tracepoints (every call,
 with its stack: method "perf-tracepoints"), or a bpftrace program's in-kernel
 counters (exact counts and times) plus perf's tracepoint sampled every Nth call
-for the stacks (method "bpftrace", see recording.futex_bpf).
+for the stacks (method "bpftrace", see bpf.py).
 """
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from ..signals.futex import BPF_METHOD, PERF_METHOD
-from .stacks import KERNEL, SYSLIB, module_kind
+from ...analysis.stacks import KERNEL, SYSLIB, module_kind
+
+BPF_METHOD, PERF_METHOD = "bpftrace", "perf-tracepoints"   # what filled the accumulator
 
 _OP = re.compile(r"op:\s*(0x[0-9a-f]+|\d+)")
 WAIT_OPS = {0: "wait", 9: "wait", 6: "lock", 11: "wait"}  # FUTEX_WAIT, WAIT_BITSET, LOCK_PI, WAIT_REQUEUE_PI

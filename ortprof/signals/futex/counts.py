@@ -1,4 +1,4 @@
-"""The futex counters a run's bpftrace program printed (recording.futex_bpf).
+"""The futex counters a run's bpftrace program printed (bpf.py).
 
 bpftrace -f json writes one object a line; the maps are cumulative and printed
 every second and at exit, so the last print of each map is the most complete.
@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from ..errors import InputError
-from .futex import FutexThreadStats
+from ...errors import InputError
+from .accumulator import FutexThreadStats
 
 WAIT_KIND = "1"
 
