@@ -455,7 +455,8 @@ def test_only_what_a_cpu_build_fetches_is_needed_on_the_real_deps_txt(ort_tree):
     needed = sorted(dep.name for dep in in_deps_txt if dep.name in NEEDED)
     assert needed == ["abseil_cpp", "date", "flatbuffers", "google_nsync", "json", "microsoft_gsl", "microsoft_wil",
                       "mp11", "onnx", "protobuf", "pybind11", "pytorch_cpuinfo", "re2", "safeint"]
-    # eigen is no deps.txt entry in 1.15.1: found in cmake/external/eigen.cmake
+    # eigen is no deps.txt entry in 1.15.1: found in cmake/external/eigen.cmake, declared twice, one download
+    assert (ort_tree / "cmake/external/eigen.cmake").read_text().count("FetchContent_Declare(") == 2
     outside = deps_mirror.cmake_downloads(ort_tree)
     assert [(dep.name, dep.where(ort_tree), dep.algorithm) for dep in outside] == \
         [("eigen", "cmake/external/eigen.cmake", "sha1")]
@@ -489,8 +490,10 @@ def test_partial_mirror_on_the_real_deps_txt(ort_tree, tmp_path):
     assert lines["cutlass"].url.startswith("https://github.com/NVIDIA/cutlass/")      # left at its URL
     eigen_cmake = (ort_tree / "cmake/external/eigen.cmake").read_text()
     eigen_archive = deps_mirror.find_archive(downloads[-1], mirror)
-    assert f"URL {eigen_archive}\n" in eigen_cmake and "gitlab.com" not in eigen_cmake
-    assert f"URL_HASH SHA1={deps_mirror.file_digest(eigen_archive)}" in eigen_cmake    # --trust-mirror
+    # both of eigen.cmake's declarations (with the ACL patch and without) point at the one archive
+    assert eigen_cmake.count(f"URL {eigen_archive}\n") == 2 and "gitlab.com" not in eigen_cmake
+    assert eigen_cmake.count(f"URL_HASH SHA1={deps_mirror.file_digest(eigen_archive)}") == 2   # --trust-mirror
+    assert f"cmake/deps.txt, cmake/external/eigen.cmake: 15 downloads from {mirror}" in rewrite.summary()
     assert "26 this build does not fetch stay at their URLs" in rewrite.summary()
 
     restored = deps_mirror.restore(ort_tree)
@@ -635,7 +638,8 @@ def test_fetch_deps_fills_a_mirror_and_resumes(ort_tree, http_host, tmp_path):
     assert fetched["schema"] == "ortprof.deps-mirror/1"
     assert {dep["status"] for dep in fetched["dependencies"]} == {"fetched"}
     in_tree = {dep.name for dep in deps_mirror.checkout_downloads(ort_tree)}
-    assert sorted(dep["name"] for dep in fetched["dependencies"]) == sorted(in_tree & NEEDED)
+    assert sorted(dep["name"] for dep in fetched["dependencies"]) == sorted(in_tree & NEEDED)   # each once
+    assert f"{len(in_tree & NEEDED)} dependencies of ONNX Runtime 1.15.1" in result.stderr
     assert next(dep for dep in fetched["dependencies"] if dep["name"] == "eigen")["declared_in"] == \
         "cmake/external/eigen.cmake"
     assert "--all for every platform and option" in result.stderr

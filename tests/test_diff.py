@@ -117,6 +117,9 @@ def test_report_from_json_round_trips(sides):
     assert Report.from_json(document).to_json() == document
     with pytest.raises(InputError, match="not an ortprof.report/1 document"):
         Report.from_json(dict(document, schema="ortprof.report/2"))
+    for section in ("totals", "futex"):   # null where every report has one: one clear error, not a crash later
+        with pytest.raises(InputError, match=f"malformed ortprof.report/1 document: no {section}"):
+            Report.from_json(dict(document, **{section: None}))
 
 
 @pytest.mark.live

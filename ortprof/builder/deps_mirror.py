@@ -50,6 +50,7 @@ class Dependency:
     digest: Optional[str]                 # hex; None when the cmake file declares no hash
     algorithm: str = "sha1"
     declared_in: Optional[Path] = None    # a cmake file, for URLs outside deps.txt
+    also_declared_in: List[Path] = field(default_factory=list)   # cmake files declaring this URL again
 
     @property
     def extension(self):
@@ -112,11 +113,12 @@ def _call_text(text, start):
 
 
 def cmake_downloads(source_dir):
-    """URLs the checkout's cmake files download themselves, not through deps.txt.
+    """URLs the checkout's cmake files download themselves, not through deps.txt, one per name.
 
     FetchContent_Declare / ExternalProject_Add blocks with a literal https URL in
     cmake/**/*.cmake and CMakeLists.txt (URLs built from ${DEP_URL_x} come from
-    deps.txt). 1.15.1 has eigen in cmake/external/eigen.cmake.
+    deps.txt). 1.15.1 has eigen in cmake/external/eigen.cmake, declared twice
+    (with a patch for ACL builds, and without): one download.
     """
     cmake_dir = Path(source_dir) / "cmake"
     files = sorted(set(cmake_dir.rglob("*.cmake")) | set(cmake_dir.rglob("CMakeLists.txt")))
@@ -134,7 +136,21 @@ def cmake_downloads(source_dir):
             digest = _URL_HASH.search(call)
             found.append(Dependency(match.group(2), url.group(1), digest.group(2).lower() if digest else None,
                                     digest.group(1).lower() if digest else "sha1", declared_in=path))
-    return found
+    return unique_downloads(found)
+
+
+def unique_downloads(downloads):
+    """One Dependency per name, the first declaration's. Another declaration of the same URL is the
+    same download: its cmake file is noted, so the mirror rewrite covers it too. One of another
+    URL under the same name is left out (the first is what the build's main branch uses)."""
+    by_name = {}
+    for dep in downloads:
+        first = by_name.setdefault(dep.name, dep)
+        if first is dep or dep.url != first.url or dep.declared_in is None:
+            continue
+        if dep.declared_in != first.declared_in and dep.declared_in not in first.also_declared_in:
+            first.also_declared_in.append(dep.declared_in)
+    return list(by_name.values())
 
 
 def backup_path(deps_file):
@@ -173,9 +189,9 @@ def find_archive(dep, mirror):
 
 
 def checkout_downloads(source_dir):
-    """Every download of the checkout: deps.txt entries, then URLs hard-coded in cmake files."""
+    """Every download of the checkout, once each: deps.txt entries, then URLs hard-coded in cmake files."""
     deps_file = Path(source_dir) / "cmake" / "deps.txt"
-    return parse_deps(original_text(deps_file)) + cmake_downloads(source_dir)
+    return unique_downloads(parse_deps(original_text(deps_file)) + cmake_downloads(source_dir))
 
 
 @dataclass
@@ -253,8 +269,8 @@ def plan_rewrite(source_dir, mirror, trust_mirror=False, needed=None):
     if in_deps:
         new_texts[deps_file] = _rewrite_deps_txt(original_text(deps_file), in_deps)
     for match in matches:
-        if match.dep.declared_in is not None:
-            path = match.dep.declared_in
+        cmake_files = [match.dep.declared_in] if match.dep.declared_in is not None else []
+        for path in cmake_files + match.dep.also_declared_in:
             text = new_texts.get(path, original_file_text(path))
             text = text.replace(match.dep.url, str(match.archive))
             if match.dep.digest and match.actual != match.dep.digest:

@@ -145,7 +145,7 @@ def _plan_json(plan, checks):
 @click.argument("mirror", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--only-needed/--all", "only_needed", default=True, show_default=True,
               help="Only what a Linux CPU build with Python bindings fetches (15 archives for 1.15.1), or "
-                   "every deps.txt entry (all platforms and options: 41 for 1.15.1).")
+                   "every deps.txt entry and cmake-file URL (all platforms and options: 43 for 1.15.1).")
 @click.option("--with-tests", is_flag=True, help="Also what `ortprof build --with-tests` fetches (googletest).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was fetched as JSON.")
 def fetch_deps_command(source, mirror, only_needed, with_tests, as_json):

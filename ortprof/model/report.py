@@ -106,6 +106,8 @@ class PoolWorker:
 
 # Sections only present when the run has them (omitted from the JSON otherwise).
 OPTIONAL_SECTIONS = ("gates", "operators", "pool_workers")
+# Sections every report has (empty when the run lacks them): a document without one is not a report.
+REQUIRED_SECTIONS = ("ort", "totals", "futex", "cgroup", "top_functions", "python")
 
 
 @dataclass
@@ -155,6 +157,9 @@ class Report:
         if schema != SCHEMA:
             raise InputError(f"not an {SCHEMA} document (schema {schema!r}): write it with a matching "
                              "`ortprof report --json`, or pass the run directory instead")
+        missing = [name for name in REQUIRED_SECTIONS if document.get(name) is None]
+        if missing:
+            raise InputError(f"malformed {SCHEMA} document: no {', '.join(missing)}")
         try:
             return from_plain(cls, {key: value for key, value in document.items() if key != "schema"})
         except (TypeError, ValueError, AttributeError) as exc:

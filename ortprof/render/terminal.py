@@ -21,7 +21,7 @@ def _pct(value):
 def render_report(report, console, top=8):
     """Print `report` (a Report) on the rich `console`; tables list at most `top` rows."""
     ort, totals = report.ort, report.totals
-    header = Text.assemble(("ortprof report ", "bold"), (report.run, "cyan"),
+    header = Text.assemble(("ortprof report ", "bold"), (report.run or "", "cyan"),
                            f"  window {report.window_seconds:.1f} s")
     if ort.ort_version:
         header.append(f"  ORT {ort.ort_version}")
