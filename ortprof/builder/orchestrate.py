@@ -82,7 +82,8 @@ def run_build(options, console):
         rewrite = plan_mirror_rewrite(plan)
     with build_lock(plan.build_root, plan.config):
         plan.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(plan.log_path, "w") as log:
+        # line-buffered: someone tailing the log, or opening it on a failure, sees every line written so far
+        with open(plan.log_path, "w", buffering=1) as log:
             runner = Runner(plan, options, console, log, rewrite)
             return runner.run()
 

@@ -25,6 +25,9 @@ Failure knobs (environment), step numbers counted over the whole build:
   FAKE_ORT_FAIL_AT=K        a compile error at step K
   FAKE_ORT_OOM_AT=K         the compiler is killed (out of memory) at step K
   FAKE_ORT_INTERRUPT_AT=K   SIGINT to the process group at step K (Ctrl-C)
+  FAKE_ORT_HOLD_AT=K        after step K's output (its line, or its failure), wait until the
+                            file FAKE_ORT_RELEASE exists (at most 60 s), having created
+                            FAKE_ORT_RELEASE.held: like ninja waiting for its other jobs
 """
 import argparse
 import base64
@@ -216,6 +219,17 @@ def knob(name):
     return int(value) if value else None
 
 
+def hold(number):
+    """FAKE_ORT_HOLD_AT: stay at this point until the test releases the build."""
+    release = os.environ.get("FAKE_ORT_RELEASE")
+    if number != knob("FAKE_ORT_HOLD_AT") or not release:
+        return
+    Path(release + ".held").touch()
+    deadline = time.monotonic() + 60
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def compile_native_module(config, defines, output):
     compiler = shutil.which("cc")
     if compiler is None:
@@ -253,6 +267,7 @@ def compile_all(args, config_dir, defines):
             log(f"/usr/bin/c++ {OPT_FLAGS[args.config[0]]} -std=gnu++17 -c {SOURCE_ROOT}/{source}")
             log(f"{SOURCE_ROOT}/{source}:42:10: error: 'SpinPauseTypo' was not declared in this scope")
             log("   42 |   SpinPauseTypo();")
+            hold(number)
             log("ninja: build stopped: subcommand failed.")
             fail("Failed to build: cmake --build returned 1")
         if number == knob("FAKE_ORT_OOM_AT"):
@@ -267,6 +282,7 @@ def compile_all(args, config_dir, defines):
         time.sleep(delay)
         with open(done_file, "a") as stream:
             stream.write(step + "\n")
+        hold(number)
 
 
 def wheel_tag():
