@@ -1,5 +1,6 @@
 """Runs a build plan end to end: preflight, clone, venvs, deps mirror, build.sh, install, manifest."""
 import fcntl
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,26 +175,35 @@ class Runner:
         self.say(f"building ONNX Runtime {plan.ort_version} {plan.config} with {plan.jobs} jobs "
                  f"({plan.jobs_reason}); log: {plan.log_path}")
         title = f"ORT {plan.ort_version} {plan.config}"
-        with BuildProgress(self.console, title, verbose=self.options.verbose) as progress:
+        with BuildProgress(self.console, title, verbose=self.options.verbose, build_dir=plan.build_dir,
+                           jobs=plan.jobs, kept_log=plan.step_times_path) as progress:
             def on_line(line):
                 progress.line(line)
                 position = progress.scanner.position()
                 if position and position != self.position:
                     self.position = position
-                    self._note_progress()
+                    self._note_progress(progress.eta_text())
 
             result = run_logged(step.command, self.log, cwd=step.cwd, env=step.env, on_line=on_line)
         if not result.ok:
             self._raise_build_failure(progress.scanner, result.returncode)
+        self._keep_step_times()
         self.wheel = self._find_wheel()
         self.say(f"compiled in {format_duration(progress.elapsed())}; wheel {self.wheel}")
 
-    def _note_progress(self):
-        """Keep the state file's step current (for `ortprof builds`), at most every few seconds."""
+    def _note_progress(self, eta):
+        """Keep the state file's step and ETA current (for `ortprof builds`), at most every few seconds."""
         now = time.monotonic()
         if now - self._state_written >= STATE_EVERY_SECONDS:
             self._state_written = now
-            write_state(self.plan, "running", step=self.position)
+            write_state(self.plan, "running", step=self.position, eta=eta)
+
+    def _keep_step_times(self):
+        """Keep ninja's log of this complete compile: the next build of this version and config times
+        its steps by it, even in a fresh build directory."""
+        ninja_log = self.plan.build_dir / ".ninja_log"
+        if ninja_log.is_file() and self.plan.step_times_path is not None:
+            shutil.copyfile(ninja_log, self.plan.step_times_path)
 
     def _raise_build_failure(self, scanner, returncode):
         plan = self.plan

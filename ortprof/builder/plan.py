@@ -97,6 +97,14 @@ class BuildPlan:
     def build_python(self):
         return venvs.venv_python(self.build_venv)
 
+    @property
+    def step_times_path(self):
+        """Where ortprof keeps ninja's log of the last complete compile of this version and config
+        (None when the version is unknown: another tree's times would mislead)."""
+        if not self.ort_version:
+            return None
+        return self.build_root / f"step-times-{self.config.lower()}-{self.ort_version}.ninja_log"
+
 
 def default_jobs(config, cores=None, available_bytes=None):
     """Parallel compile jobs that fit both the CPUs and the free memory: (jobs, reason)."""

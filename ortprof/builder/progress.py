@@ -10,6 +10,8 @@ import re
 import time
 from collections import deque
 
+from .eta import CompileEta, earlier_build, format_duration, read_build_plan
+
 NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s")
 MAKE_STEP = re.compile(r"^\[\s*(\d+)%\]\s")            # when CMake generated Makefiles instead
 SUBBUILD_STEP = re.compile(r"'([\w.+-]+)-populate'")      # a FetchContent sub-build's step
@@ -62,6 +64,7 @@ class OutputScanner:
         self._cmake_error = None     # a "CMake Error at ...:" line waiting for its message line
         self.oom = False
         self.steps_seen = 0
+        self.step_description = ""   # what ninja's last [x/N] line says it finished
         self.tail = deque(maxlen=20)
 
     def feed(self, line):
@@ -72,6 +75,7 @@ class OutputScanner:
         if step:
             if self.configured and not SUBBUILD_STEP.search(line) and int(step.group(1)) > 0:
                 self.done, self.total = int(step.group(1)), int(step.group(2))
+                self.step_description = line[step.end():].strip()
                 self.phase = "compile"
                 self.steps_seen += 1
             return
@@ -161,70 +165,54 @@ class OutputScanner:
         return next((line.strip() for line in reversed(self.tail) if line.strip()), "no output")
 
 
-def format_duration(seconds):
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-class EtaClock:
-    """ETA from the steps done since this ninja run started.
-
-    Restarts when the total changes (ninja re-ran CMake and now counts the real
-    build) or the count goes back, so neither that nor a resumed build skews it.
-    """
-
-    def __init__(self, clock=time.monotonic):
-        self.clock = clock
-        self.start = None
-        self.start_done = 0
-        self.total = None
-
-    def update(self, done, total):
-        now = self.clock()
-        if self.start is None or done < self.start_done or total != self.total:
-            self.start, self.start_done, self.total = now, done, total
-            return None
-        progressed = done - self.start_done
-        if progressed <= 0:
-            return None
-        return (now - self.start) / progressed * (total - done)
+ETA_SOURCES = {
+    "ninja-log": "ETA from the step times of an earlier build of this tree (ninja's log)",
+    "step-kind": "ETA by step kind (no earlier build of this tree to time it by), so a range",
+}
 
 
 class BuildProgress:
-    """A rich progress bar on a terminal; otherwise (CI logs, a pipe) one line per 5% and per phase."""
+    """A rich progress bar on a terminal; otherwise (CI logs, a pipe) one line per 5% and per phase.
+
+    `build_dir`: ORT's build directory (its build.ninja and .ninja_log weigh the ETA);
+    `kept_log`: the .ninja_log ortprof kept of an earlier complete build of this version.
+    """
 
     PLAIN_EVERY = 0.05
 
-    def __init__(self, console, title, verbose=False):
+    def __init__(self, console, title, verbose=False, build_dir=None, jobs=1, kept_log=None, clock=time.monotonic):
         self.console = console
         self.title = title
         self.verbose = verbose
         self.scanner = OutputScanner()
-        self.eta = EtaClock()
-        self.started = time.monotonic()
+        self.clock = clock
+        if build_dir is not None:
+            # read before the build starts: the build directory's log then holds earlier runs only
+            costs, built_before = earlier_build(build_dir, kept_log)
+            self.eta = CompileEta(lambda: read_build_plan(build_dir), costs, built_before, jobs, clock)
+        else:
+            self.eta = CompileEta(jobs=jobs, clock=clock)
+        self.estimate = None
+        self.started = clock()
         self.interactive = console.is_terminal
         self._progress = None
         self._task = None
         self._last_plain = None
         self._phase = None
         self._shown = None            # (done, total) last shown
+        self._eta_source = None
 
     def __enter__(self):
         if self.interactive:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+                                       TimeElapsedColumn)
+            # rich's own remaining time is a linear count of steps: the weighted estimate instead
             self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                       MofNCompleteColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-                                      TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+                                      TextColumn("ETA {task.fields[eta]}"), console=self.console,
                                       transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(f"{self.title}: configure", total=None)
+            self._task = self._progress.add_task(f"{self.title}: configure", total=None, eta="unknown")
         return self
 
     def __exit__(self, *exc):
@@ -253,30 +241,45 @@ class BuildProgress:
         if scanner.total:
             done, total = scanner.done, scanner.total
         elif scanner.percent is not None:
-            done, total = scanner.percent, 100
+            done, total = scanner.percent, 100   # make's percentage says nothing of what the steps cost
         else:
             return
         if (done, total) == self._shown:
             return
         self._shown = (done, total)
-        eta = self.eta.update(done, total)
+        if scanner.total and not final:
+            self.estimate = self.eta.update(done, total, scanner.step_description)
+            self._say_eta_source()
+        eta_text = self.eta_text() if done < total else ""
         if self._progress is not None:
             if self._progress.tasks[0].total != total:
-                self._progress.reset(self._task, total=total, completed=done)   # fresh rate for the ETA
+                self._progress.reset(self._task, total=total, completed=done, eta=eta_text)
             else:
-                self._progress.update(self._task, completed=done)
+                self._progress.update(self._task, completed=done, eta=eta_text)
             return
         fraction = done / total
         if self.verbose or not (final or self._last_plain is None or fraction < self._last_plain or
                                 fraction - self._last_plain >= self.PLAIN_EVERY or done == total):
             return
         self._last_plain = fraction
-        eta_text = f", ETA {format_duration(eta)}" if eta is not None and done < total else ""
         self.console.print(f"{self.title}: {done}/{total} steps ({_percent(fraction)}), elapsed "
-                           f"{format_duration(self.elapsed())}{eta_text}", highlight=False)
+                           f"{format_duration(self.elapsed())}" + (f", ETA {eta_text}" if eta_text else ""),
+                           highlight=False)
+
+    def eta_text(self):
+        """'26m32s', '17m-31m' (by step kind), or 'unknown'."""
+        return self.estimate.text() if self.estimate is not None else "unknown"
+
+    def _say_eta_source(self):
+        """Once per ninja run: what the ETA rests on (a range, one number, or nothing)."""
+        source = self.eta.source or self.eta.unknown_because
+        if source == self._eta_source or self.verbose:
+            return
+        self._eta_source = source
+        self.console.print(f"{self.title}: {ETA_SOURCES.get(source) or f'ETA unknown: {source}'}", highlight=False)
 
     def elapsed(self):
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
 
 def _percent(fraction):

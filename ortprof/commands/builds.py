@@ -49,7 +49,8 @@ def command(build_root, as_json):
     for state in listing["unfinished"]:
         where = f" at step {state['step']}" if state.get("step") else ""
         if state["status"] == "running":
-            then = f"in progress (pid {state.get('pid')})"
+            eta = f", ETA {state['eta']}" if state.get("eta") else ""
+            then = f"in progress (pid {state.get('pid')}{eta})"
         else:
             then = f"`ortprof build --config {state['config']}` resumes it"
         console.print(f"{state['config']}: {state['status']}{where} (ORT {state.get('ort_version')}, log "

@@ -12,10 +12,12 @@ It behaves like the real script wherever `ortprof build` depends on it:
   --use_preinstalled_eigen) with FetchContent-style [x/9] sub-build lines: a
   local archive must exist and match its SHA1; a URL "downloads" unless
   FAKE_ORT_OFFLINE=1, when it fails the way CMake reports it;
+- configure writes a CMake-style build.ninja listing the compile's steps;
 - --build prints ninja-style `[x/N] Building CXX object ...` lines, records
-  finished steps in the build directory and, when run again, does only the
-  remaining ones (N counts what is left, as ninja does); the last step
-  compiles a small native module with the C compiler and the configured flags;
+  finished steps in the build directory (and in a .ninja_log, as ninja does)
+  and, when run again, does only the remaining ones (N counts what is left,
+  as ninja does); the last step compiles a small native module with the C
+  compiler and the configured flags;
 - --build_wheel writes build/Linux/<config>/dist/onnxruntime-<version>-*.whl,
   a wheel of a tiny pure-Python `onnxruntime` package plus that module.
 
@@ -190,11 +192,42 @@ def read_defines(args):
     return defines
 
 
+def step_output(step):
+    """What a step builds: the path its ninja description ends with."""
+    return step.rsplit(" ", 1)[1]
+
+
+def write_build_ninja(config, config_dir, defines):
+    """build.ninja as CMake's Ninja generator writes it: rules in an included file, one build
+    statement per object, the module's link, `all` and its default."""
+    rules = config_dir / "CMakeFiles" / "rules.ninja"
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(f"rule CXX_COMPILER__onnxruntime_unscanned_{config}\n  command = c++ -c $in -o $out\n"
+                     f"  description = Building CXX object $out\n\n"
+                     f"rule CXX_MODULE_LIBRARY_LINKER__onnxruntime_pybind11_state_{config}\n"
+                     f"  command = c++ -shared $in -o $out\n  description = Linking CXX shared module $out\n")
+    lines = ["# CMAKE generated file: DO NOT EDIT!", "include CMakeFiles/rules.ninja", ""]
+    steps = build_steps(defines)
+    objects = [step_output(step) for step in steps[:-1]]
+    for step, output in zip(steps[:-1], objects):
+        source = SOURCE_ROOT / step.split(".dir/", 1)[-1].rsplit(".", 2)[0]
+        lines += [f"build {output}: CXX_COMPILER__onnxruntime_unscanned_{config} {source} || "
+                  f"cmake_object_order_depends_target_onnxruntime",
+                  f"  FLAGS = {OPT_FLAGS[config]} $", "      -std=gnu++17", ""]
+    module = step_output(steps[-1])
+    lines += [f"build {module}: CXX_MODULE_LIBRARY_LINKER__onnxruntime_pybind11_state_{config} $",
+              *[f"    {output} $" for output in objects], "    ", "",
+              "build cmake_object_order_depends_target_onnxruntime: phony", "",
+              f"build all: phony {module}", "", "default all", ""]
+    (config_dir / "build.ninja").write_text("\n".join(lines))
+
+
 def configure(args, config_dir, defines):
     check_cmake(args.cmake_path)
     config_dir.mkdir(parents=True, exist_ok=True)
     for name, url, sha1 in downloads(args, defines):
         populate(name, url, sha1, config_dir)
+    write_build_ninja(args.config[0], config_dir, defines)
     cache = [f"CMAKE_BUILD_TYPE={args.config[0]}", f"CMAKE_GENERATOR={args.cmake_generator}"]
     cache += [f"{key}={value}" for key, value in defines.items()]
     (config_dir / "CMakeCache.txt").write_text("\n".join(cache) + "\n")
@@ -256,7 +289,12 @@ def compile_all(args, config_dir, defines):
         log("ninja: no work to do.")
         return
     delay = float(os.environ.get("FAKE_ORT_STEP_SECONDS", "0.002"))
+    ninja_log = config_dir / ".ninja_log"
+    if not ninja_log.exists():
+        ninja_log.write_text("# ninja log v5\n")
+    started = time.monotonic()
     for index, (number, step) in enumerate(remaining, 1):
+        step_started = int((time.monotonic() - started) * 1000)
         if number == knob("FAKE_ORT_INTERRUPT_AT"):
             os.killpg(os.getpgrp(), signal.SIGINT)
             time.sleep(5)
@@ -282,6 +320,9 @@ def compile_all(args, config_dir, defines):
         time.sleep(delay)
         with open(done_file, "a") as stream:
             stream.write(step + "\n")
+        with open(ninja_log, "a") as stream:
+            end = int((time.monotonic() - started) * 1000)
+            stream.write(f"{step_started}\t{end}\t0\t{step_output(step)}\t{hashlib.md5(step.encode()).hexdigest()[:16]}\n")
         hold(number)
 
 
