@@ -15,7 +15,9 @@ in, set on the Profile's frames so every exporter shows it.
 import re
 from bisect import bisect_right
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from statistics import median
+from typing import DefaultDict, Dict, Set, Tuple
 
 from ..model.report import PoolWorker
 from ..signals.ort_profile import ClockAlignment, FrameOps, OperatorRow, OperatorsSection, ParallelSections
@@ -91,13 +93,13 @@ class _Join:
         self.nodes = nodes
         self.run_ends = run_ends         # node run index -> end of the run() it belongs to
         self.between_ns = 0              # spin + sync after the last node of a run(), before the next
-        self.cpu_ns = Counter()          # (session, node) -> ns during its runs
-        self.wait_ns = Counter()         # (session, node) -> spin + sync ns during or after its runs
-        self.wait_by_run = Counter()     # node run index -> spin + sync ns
-        self.frame_ops = defaultdict(Counter)   # frame id -> op -> ns
+        self.cpu_ns: Counter[Tuple[int, str]] = Counter()    # (session, node) -> ns during its runs
+        self.wait_ns: Counter[Tuple[int, str]] = Counter()   # (session, node) -> spin + sync ns in or after its runs
+        self.wait_by_run: Counter[int] = Counter()           # node run index -> spin + sync ns
+        self.frame_ops: DefaultDict[int, Counter[str]] = defaultdict(Counter)   # frame id -> op -> ns
         self.joined_ns = 0
         self.during_ns = 0
-        self._unnamed = {}
+        self._unnamed: Dict[int, Tuple[int, ...]] = {}       # stack id -> its stripped frames' ids
         spans = _thread_spans(profile, nodes, pools)
         for tid, thread_spans in spans.items():
             self._thread(profile.threads[tid], thread_spans)
@@ -112,7 +114,7 @@ class _Join:
         return frames
 
     def _thread(self, thread, spans):
-        categories = {}
+        categories: Dict[int, str] = {}     # stack id -> category
         nodes = self.nodes
         for time, stack_id, ns in zip(thread.times, thread.stack_ids, thread.weights_ns):
             category = categories.get(stack_id)
@@ -149,7 +151,7 @@ def frame_label(ns_by_op):
 
 def _label_frames(profile, join, scale):
     """One label per function: its frames (one per sampled address) share it."""
-    by_function = defaultdict(Counter)
+    by_function: DefaultDict[Tuple[str, int], Counter[str]] = defaultdict(Counter)   # (name, mapping) -> op -> ns
     frame_ids = defaultdict(list)
     for frame_id, ns_by_op in join.frame_ops.items():
         frame = profile.frames[frame_id]
@@ -164,34 +166,49 @@ def _label_frames(profile, join, scale):
     return sorted((row for row in rows if row.cpu_pct >= LABEL_LIST_MIN_PCT), key=lambda row: (-row.cpu_pct, row.function))
 
 
+@dataclass
+class _Group:
+    """The node runs of one row of _rows."""
+    op: str                   # of the last node run added (an op-type row: its op type)
+    provider: str             # of the last node run added
+    calls: int = 0
+    seconds: float = 0.0
+    stats: int = 0            # runs with scheduling stats
+    parallel: int = 0         # runs that opened parallel sections
+    workers: int = 0          # pool workers that took part, summed over those runs
+    keys: Set[Tuple[int, str]] = field(default_factory=set)   # (session, node)
+
+
 def _rows(nodes, join, scale, inferences, run_seconds, by_node):
     """OperatorRow per (session, node) when `by_node`, else per (session, op type); by time."""
-    groups = defaultdict(lambda: {"calls": 0, "seconds": 0.0, "stats": 0, "parallel": 0, "workers": 0,
-                                  "keys": set(), "op": None, "provider": None})
+    groups: Dict[Tuple[int, str], _Group] = {}
     for node in nodes:
-        group = groups[(node.session, node.node if by_node else node.op)]
-        group["calls"] += 1
-        group["seconds"] += node.seconds
-        group["op"], group["provider"] = node.op, node.provider
-        group["keys"].add((node.session, node.node))
+        key = (node.session, node.node if by_node else node.op)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(node.op, node.provider)
+        group.calls += 1
+        group.seconds += node.seconds
+        group.op, group.provider = node.op, node.provider
+        group.keys.add((node.session, node.node))
         if node.sections is not None:
-            group["stats"] += 1
+            group.stats += 1
             if node.sections:
-                group["parallel"] += 1
-                group["workers"] += node.workers
+                group.parallel += 1
+                group.workers += node.workers
     rows = []
     for (session, name), group in groups.items():
         runs, run_s = inferences.get(session), run_seconds.get(session)
-        cpu = sum(join.cpu_ns[key] for key in group["keys"]) if join else None
-        wait = sum(join.wait_ns[key] for key in group["keys"]) if join else None
+        cpu = sum(join.cpu_ns[key] for key in group.keys) if join else None
+        wait = sum(join.wait_ns[key] for key in group.keys) if join else None
         rows.append(OperatorRow(
-            session=session, op=group["op"], node=name if by_node else None, provider=group["provider"],
-            calls=group["calls"], total_ms=round(group["seconds"] * 1000, 3),
-            ms_per_inference=round(group["seconds"] * 1000 / runs, 4) if runs else None,
-            run_share_pct=round(100 * group["seconds"] / run_s, 2) if run_s else None,
-            mean_us=round(group["seconds"] * 1e6 / group["calls"], 1),
-            parallel_calls_pct=round(100 * group["parallel"] / group["stats"], 1) if group["stats"] else None,
-            workers_mean=round(group["workers"] / group["parallel"], 2) if group["parallel"] else None,
+            session=session, op=group.op, node=name if by_node else None, provider=group.provider,
+            calls=group.calls, total_ms=round(group.seconds * 1000, 3),
+            ms_per_inference=round(group.seconds * 1000 / runs, 4) if runs else None,
+            run_share_pct=round(100 * group.seconds / run_s, 2) if run_s else None,
+            mean_us=round(group.seconds * 1e6 / group.calls, 1),
+            parallel_calls_pct=round(100 * group.parallel / group.stats, 1) if group.stats else None,
+            workers_mean=round(group.workers / group.parallel, 2) if group.parallel else None,
             cpu_pct=round(cpu * scale, 2) if cpu is not None else None,
             spin_sync_pct=round(wait * scale, 2) if wait is not None else None))
     return sorted(rows, key=lambda row: (-row.total_ms, row.session, row.op, row.node or ""))
@@ -278,7 +295,7 @@ def operators_section(profile, data, pools, window_seconds, top=15):
     nodes = data.nodes
     profiled = set(data.files)
     hook_runs = [run for run in profile.runs if run.session in profiled]
-    run_seconds = Counter()
+    run_seconds: DefaultDict[int, float] = defaultdict(float)   # session -> the hook's run() seconds
     for run in hook_runs:
         run_seconds[run.session] += run.seconds
     inferences = Counter(session for session, _tid, _start, _seconds in data.model_runs)
