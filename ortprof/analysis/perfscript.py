@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Dict, List, Literal, NamedTuple, Optional, Union
 
 from ..errors import EnvironmentProblem, InputError
 
@@ -60,7 +60,7 @@ class Sample:
         return self.event.endswith("sys_exit_futex")
 
 
-def parse_frame(line):
+def parse_frame(line) -> Optional[Frame]:
     match = _FRAME.match(line)
     if not match:
         return None
@@ -93,13 +93,13 @@ def parse_samples(lines):
     Frame lines repeat (the same call paths are sampled again and again), so each
     distinct line is parsed once: the hot loop is a dict lookup per frame."""
     header = None
-    frames = []
-    parsed = {}
+    frames: List[Frame] = []
+    parsed: Dict[str, Optional[Frame]] = {}   # frame line -> its Frame (None: not a frame)
     for line in lines:
         if line.startswith("\t") or (header is not None and line.startswith(" ") and _FRAME.match(line)
                                      and not _HEADER.match(line)):
             if header is not None:
-                frame = parsed.get(line, False)
+                frame: Union[Frame, None, Literal[False]] = parsed.get(line, False)   # False: not parsed yet
                 if frame is False:
                     if len(parsed) >= FRAME_CACHE_LIMIT:
                         parsed.clear()
@@ -153,7 +153,7 @@ class PerfScriptStream:
         if self.perf is None:
             raise EnvironmentProblem("perf is not installed; `apt-get install linux-perf` to decode perf.data")
         self.data_path = data_path
-        self.process = None
+        self.process: Optional["subprocess.Popen[str]"] = None
         self.stderr = ""
         self.returncode = None
 
@@ -164,12 +164,15 @@ class PerfScriptStream:
         return parse_samples(self.process.stdout)
 
     def __exit__(self, exc_type, exc, tb):
-        if self.process.poll() is None and exc_type is not None:
-            self.process.kill()
-        self.process.stdout.close()
-        self.stderr = self.process.stderr.read()
-        self.process.stderr.close()
-        self.returncode = self.process.wait()
+        process = self.process
+        # __enter__ started it, with both pipes
+        assert process is not None and process.stdout is not None and process.stderr is not None
+        if process.poll() is None and exc_type is not None:
+            process.kill()
+        process.stdout.close()
+        self.stderr = process.stderr.read()
+        process.stderr.close()
+        self.returncode = process.wait()
         return False
 
     def warnings(self):

@@ -40,20 +40,20 @@ class ThreadCpuCapture(Capture):
 
     def finish(self):
         if self.sampler is not None:
-            self.recorder.manifest.set_section("threads", self.summary())
+            self.recorder.manifest.set_section("threads", self.summary(self.sampler))
 
-    def summary(self) -> ThreadsSummary:
+    def summary(self, sampler) -> ThreadsSummary:
         from ..model.manifest import Window
         from ..recording.threadstats import read_thread_cpu
         window = self.recorder.manifest.window or Window()
         used = read_thread_cpu(self.recorder.run.file(THREADS_CSV), window.start_mono, window.end_mono)
         seconds = window.seconds
         return ThreadsSummary(
-            sample_hz=self.sampler.hz, csv=THREADS_CSV,
+            sample_hz=sampler.hz, csv=THREADS_CSV,
             window_cpu_pct={str(tid): round(100 * cpu / seconds, 2) for tid, cpu in sorted(used.items())}
             if seconds else {},
             process_cpu_pct=round(100 * sum(used.values()) / seconds, 2) if seconds else None,
-            names={str(tid): name for tid, name in self.sampler.thread_names.items()})
+            names={str(tid): name for tid, name in sampler.thread_names.items()})
 
 
 def load(run, loaded):
