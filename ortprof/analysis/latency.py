@@ -1,5 +1,6 @@
 """Per-session latency from the hook's run() records."""
 from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
 
 
 def percentile(sorted_values, q):
@@ -14,9 +15,9 @@ def percentile(sorted_values, q):
 class SessionLatency:
     session: int
     pid: int
-    model: str = None
-    providers: list = None
-    ort_version: str = None
+    model: Optional[str] = None
+    providers: Optional[list] = None
+    ort_version: Optional[str] = None
     options: dict = field(default_factory=dict)
     durations_ms: list = field(default_factory=list)
     starts: list = field(default_factory=list)
@@ -46,7 +47,7 @@ def _round(value):
 
 def session_latencies(records, window=None):
     """SessionLatency per (pid, session) from hook records; runs limited to `window` (start, end) if given."""
-    sessions = {}
+    sessions: Dict[Tuple[Optional[int], Optional[int]], SessionLatency] = {}   # (pid, session) -> its latency
     for record in records:
         event = record.get("event")
         if event == "session":

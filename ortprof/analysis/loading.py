@@ -147,7 +147,7 @@ def load_perf_script(path):
     """A LoadedRun straight from saved `perf script` text (e.g. captures from another machine)."""
     import lzma
     opener = lzma.open if str(path).endswith(".xz") else open
-    notes = []
+    notes: List[str] = []
     symbolizer = make_symbolizer(False, source_lines=False, notes=notes)
     try:
         with opener(path, "rt", errors="replace") as stream:

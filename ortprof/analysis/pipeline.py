@@ -4,6 +4,7 @@ arithmetic over the model; the decisions it applies (role rules, raw classes)
 live in roles.py and stacks.py.
 """
 from collections import Counter
+from typing import Tuple
 
 from ..model.report import CATEGORIES, FunctionShare, HotPath, HotSpot, ThreadRow, TopFunctions, Totals
 from . import roles as roles_mod
@@ -77,13 +78,14 @@ def totals(threads, proc_process_cpu):
 def hot_paths(profile, window_seconds, top=15):
     """(top call paths per role and category, top functions by self and total time)."""
     scale = 100.0 / (window_seconds * 1e9)
-    paths = Counter()
-    stack_ns = Counter()
+    paths: Counter[Tuple[str, str, str]] = Counter()   # (role, category, folded stack) -> ns
+    stack_ns: Counter[int] = Counter()                 # stack id -> ns
     for thread in profile.threads.values():
         for stack_id, ns in thread.ns_by_stack.items():
             paths[(thread.role, stack_category(profile, stack_id, thread.role), profile.folded(stack_id))] += ns
             stack_ns[stack_id] += ns
-    self_ns, total_ns = Counter(), Counter()
+    self_ns: Counter[str] = Counter()      # function -> ns as the leaf
+    total_ns: Counter[str] = Counter()     # function -> ns anywhere in the stack
     for stack_id, ns in stack_ns.items():
         names = profile.names(stack_id)
         if names:
@@ -102,7 +104,7 @@ def hot_spots(profile, window_seconds, symbolizer, top=10):
     """The hottest sampled instructions, with file:line where the DSO has DWARF (a few lookups only).
     The source line is also kept on the profile's frame, for the exporters."""
     scale = 100.0 / (window_seconds * 1e9)
-    leaf_ns = Counter()
+    leaf_ns: Counter[int] = Counter()      # frame id -> ns as the leaf
     for thread in profile.threads.values():
         for stack_id, ns in thread.ns_by_stack.items():
             frame_ids = profile.stacks[stack_id].frames

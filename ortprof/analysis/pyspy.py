@@ -17,7 +17,7 @@ threads.csv to find busy threads Python does not know).
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import DefaultDict, Dict, List, Optional, Tuple
 
 from ..errors import InputError
 from .stacks import _SYNC_NAMES, ORT, PYTHON, SYSLIB, module_kind
@@ -215,8 +215,8 @@ def read_pyspy(path, rate_hz) -> PySpyProfile:
         raise InputError(f"{path}: cannot read py-spy output: {error.strerror}")
     if text and not text.endswith("\n"):
         raise InputError(f"{path}: py-spy output ends mid-line (truncated): record again")
-    per_thread = defaultdict(Counter)
-    names = {}
+    per_thread: DefaultDict[str, Counter[Tuple[PyFrame, ...]]] = defaultdict(Counter)   # raw id -> stack -> samples
+    names: Dict[str, Tuple[str, Optional[int], Optional[str]]] = {}   # raw thread id -> (raw, tid, name)
     for number, line in enumerate(text.splitlines(), 1):
         match = _LINE.match(line)
         if not match:
@@ -237,7 +237,7 @@ def read_pyspy(path, rate_hz) -> PySpyProfile:
 def fold_unnamed(frames) -> tuple:
     """Runs of raw-address frames of one library as a single frame: the stripped ORT wheel
     gives every sampled instruction its own stack otherwise."""
-    folded = []
+    folded: List[PyFrame] = []
     for frame in frames:
         if frame.native and frame.function.startswith("0x"):
             frame = PyFrame(UNNAMED, frame.file)
@@ -249,9 +249,9 @@ def fold_unnamed(frames) -> tuple:
 
 def _thread_profile(key, stacks) -> PythonThreadProfile:
     raw, tid, name = key
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     gil = 0
-    folded = Counter()
+    folded: Counter[Tuple[tuple, str]] = Counter()   # (folded frames, kind) -> samples
     for frames, count in stacks.items():
         kind = classify(frames)
         kinds[kind] += count

@@ -5,10 +5,12 @@ raw CPU class, role evidence) is computed once per distinct stack: the per
 sample work is two dict lookups and three array appends.
 """
 import os
+from typing import Dict, Tuple
 
 from ..model.profile import FrameInfo, Mapping, Profile, StackInfo, ThreadSamples
 from . import roles as roles_mod
 from ..signals.futex.accumulator import caller_path
+from .perfscript import Frame
 from .stacks import classify_stack, module_kind
 
 FUTEX_PATH_CACHE_LIMIT = 200_000   # futex entries repeat a handful of stacks thousands of times
@@ -49,8 +51,8 @@ def build_profile(samples, symbolizer, window=None):
     """Profile of the decoded `samples` (perfscript.Sample, frames leaf first) inside `window`."""
     profile = Profile(window=window)
     interner = _Interner(profile, symbolizer)
-    stack_ids = {}       # perf frames tuple -> stack id
-    futex_path_of = {}
+    stack_ids: Dict[Tuple[Frame, ...], int] = {}       # perf frames tuple -> stack id
+    futex_path_of: Dict[Tuple[Frame, ...], str] = {}   # perf frames tuple -> caller path
     threads = profile.threads
     stacks = profile.stacks
     for sample in samples:

@@ -29,7 +29,7 @@ def from_plain(tp: Any, value: Any) -> Any:
     if origin is typing.Union:
         inner = [arg for arg in args if arg is not type(None)]
         return from_plain(inner[0], value) if len(inner) == 1 else value
-    if is_dataclass(tp):
+    if isinstance(tp, type) and is_dataclass(tp):   # a dataclass (tp is a type, never an instance)
         if not isinstance(value, dict):
             raise TypeError(f"{tp.__name__} must be an object, not {type(value).__name__}")
         hints = typing.get_type_hints(tp)

@@ -6,7 +6,7 @@ CPU figures are % of one core over the window; None where the run has no data
 for them (no perf samples), never 0 standing in for "unknown".
 """
 from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import InputError
 from ..findings import Finding
@@ -138,7 +138,7 @@ class Report:
     pool_workers: Optional[List[PoolWorker]] = None  # when the hook saw sessions start their pools
 
     def to_json(self):
-        data = {"schema": SCHEMA}
+        data: Dict[str, Any] = {"schema": SCHEMA}
         for item in fields(self):
             value = getattr(self, item.name)
             if item.name == "findings":

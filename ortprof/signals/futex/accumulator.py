@@ -8,6 +8,7 @@ for the stacks (method "bpftrace", see bpf.py).
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ...analysis.stacks import KERNEL, SYSLIB, module_kind
 
@@ -33,7 +34,7 @@ class FutexThreadStats:
     wakes: int = 0
     seconds: float = 0.0
     wait_seconds: float = 0.0     # time blocked: inside wait calls
-    pending_enter: float = None
+    pending_enter: Optional[float] = None
     pending_wait: bool = False
 
 

@@ -7,7 +7,7 @@ Runs recorded before the program counted calls at their exit have @calls and @ns
 """
 import json
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from ...errors import InputError
 from .accumulator import FutexThreadStats
@@ -29,7 +29,8 @@ class FutexCounts:
 
 
 def _latest_maps(lines):
-    maps, complete = {}, False
+    maps: Dict[str, Any] = {}     # map name -> its last print
+    complete = False
     for line in lines:
         line = line.strip()
         if not line.startswith("{"):
@@ -45,7 +46,7 @@ def _latest_maps(lines):
     return maps, complete
 
 
-def _split_key(key):
+def _split_key(key) -> Tuple[int, str]:
     tid, _, kind = str(key).partition(",")
     return int(tid), kind.strip()
 
