@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 OLD_ORT := $(VENV)/ort-1.15.1/.installed
 NODE_TOOLS := tests/js/node_modules/.installed
 
-.PHONY: setup perf test-tools demo test test-fast bench clean
+.PHONY: setup perf test-tools demo typecheck test test-fast bench clean
 
 setup: $(STAMP) $(OLD_ORT) perf
 
@@ -40,13 +40,17 @@ $(NODE_TOOLS): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --silent
 	touch $(NODE_TOOLS)
 
-# Everything: the fast layer and the live tests (perf, ORT sessions, sweeps, go, node, chromium).
-test: setup test-tools
+# mypy over model/, signals/ and analysis/ (pyproject.toml [tool.mypy]). docs/testing.md
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Everything: the type check, the fast layer and the live tests (perf, ORT sessions, sweeps, go, node, chromium).
+test: setup test-tools typecheck
 	$(BIN)/python -m pytest -q -rs
 
 # The fast layer, to run after every change: unit and golden tests, no subprocess, no ORT
-# session (tests/conftest.py fails any test not marked live that starts one). docs/testing.md
-test-fast: setup test-tools
+# session (tests/conftest.py fails any test not marked live that starts one), after the type check. docs/testing.md
+test-fast: setup test-tools typecheck
 	$(BIN)/python -m pytest -q -m "not live"
 
 bench: setup
