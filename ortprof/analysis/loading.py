@@ -38,6 +38,7 @@ class LoadedRun:
     hook_sessions: List[dict] = field(default_factory=list)   # the hook's `session` records
     ort_profiles: Optional[Any] = None      # analysis.ort_profile.OrtProfileData (record --ort-profile)
     given_samples: Optional[Any] = None     # decoded samples given instead of perf.data (tests, fixtures)
+    unreadable_signals: Dict[str, str] = field(default_factory=dict)   # signal name -> why it did not load
     # derived from several signals once all are loaded (derive(), the analysis' first step)
     window_seconds: float = 1.0
     proc_cpu_pct: Dict[int, float] = field(default_factory=dict)    # tid -> % of one core, from /proc
@@ -115,8 +116,20 @@ def load_run(run, samples=None, with_ort_symbols=True):
                        notes=notes, run_path=str(run.path), given_samples=samples)
     for signal in SIGNALS:
         if signal.load is not None:
-            signal.load(run, loaded)
+            _load_signal(signal, run, loaded)
     return loaded
+
+
+def _load_signal(signal, run, loaded):
+    """A signal whose files cannot be read (unreadable, not text, torn in a way its reader does
+    not skip) leaves its figures out, with a note saying which and why; the others still load."""
+    try:
+        signal.load(run, loaded)
+    except (InputError, OSError, ValueError) as error:
+        why = f"{type(error).__name__}: {error}" if not isinstance(error, InputError) else str(error)
+        loaded.unreadable_signals[signal.name] = f"its files could not be read ({why})"
+        loaded.notes.append(f"the {signal.name} signal's files could not be read ({why}): the report has none of "
+                            f"its figures ({signal.description})")
 
 
 def derive(loaded):

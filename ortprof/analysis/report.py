@@ -46,6 +46,8 @@ def analyze(loaded, top=15):
         signal.report(loaded, report, top)
     for signal in SIGNALS:
         why = signal.missing(loaded, report) if signal.missing is not None else None
+        if why and signal.name in loaded.unreadable_signals:
+            why = loaded.unreadable_signals[signal.name]
         if why:
             report.empty_sections.update(dict.fromkeys(signal.report_sections, why))
     report.pool_workers = pool_workers(loaded.pools, report.threads) if loaded.pools else None
