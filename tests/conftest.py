@@ -91,9 +91,10 @@ class NoProcesses:
         elif what == "playwright":
             message = f"this test starts a subprocess: {LIVE_HINT} (playwright: its driver and a browser)"
         else:
-            argv = args[0] if what == "subprocess" and args else args
-            command = " ".join(map(str, argv)) if isinstance(argv, (list, tuple)) else str(argv)
-            message = f"this test starts a subprocess: {LIVE_HINT} ({what}: {command[:300]})"
+            argv = args[0] if what in ("subprocess", "fork_exec") and args else args
+            if isinstance(argv, (list, tuple)):
+                argv = " ".join(os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in argv)
+            message = f"this test starts a subprocess: {LIVE_HINT} ({what}{': ' if argv else ''}{str(argv)[:300]})"
         self.attempts.append(message)
         raise StartsAProcess(message)
 
