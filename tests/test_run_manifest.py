@@ -10,7 +10,8 @@ from ortprof.recording.rundir import RunDirectory
 from ortprof.schemas.generate import stale_schemas
 from ortprof.signals import manifest_section_keys
 from ortprof.signals.cgroup import CgroupRecord
-from ortprof.signals.futex import BPF_METHOD, FutexPlan, FutexProbe
+from ortprof.signals.base import Usability
+from ortprof.signals.futex import BPF_METHOD, FutexPlan
 from ortprof.signals.threads import ThreadsSummary
 from schema_check import assert_valid_run
 
@@ -32,7 +33,7 @@ def test_a_run_recorded_before_the_typed_manifest_is_read_with_its_sections():
     assert manifest.profilers["perf"].command[0].endswith("perf")
     plan = manifest.section("futex", FutexPlan)
     assert plan.method == BPF_METHOD and plan.bpf.usable is True
-    assert manifest.section("futex_probe", FutexProbe).usable is True
+    assert manifest.section("futex_probe", Usability).usable is True
     threads = manifest.section("threads", ThreadsSummary)
     assert threads.process_cpu_pct == document["threads"]["process_cpu_pct"]
     assert manifest.section("cgroup", CgroupRecord).stat_before == document["cgroup"]["stat_before"]
@@ -51,14 +52,14 @@ def test_written_and_read_back_is_the_same_manifest(tmp_path):
     manifest = RunManifest(name="roundtrip", mode="attach", pid=42, profiled_pid=42, status="completed",
                            window=Window(1.0, 3.5, 2.5),
                            profilers={"perf": ProfilerRun(["perf", "record"], "perf.data", 0, 10, [])})
-    manifest.set_section("futex_probe", FutexProbe(False, "tracefs is not mounted", "mount -t tracefs ..."))
+    manifest.set_section("futex_probe", Usability(False, "tracefs is not mounted", "mount -t tracefs ..."))
     manifest.set_section("cgroup", CgroupRecord(limit={"cpus": 0.5}, stat_before={"nr_throttled": 1}))
     run.write_manifest(manifest)
     document = json.loads((run.path / "run.json").read_text())
     assert_valid_run(document)
     again = run.read_manifest()
     assert again.to_json() == manifest.to_json()
-    assert again.section("futex_probe", FutexProbe).reason == "tracefs is not mounted"
+    assert again.section("futex_probe", Usability).reason == "tracefs is not mounted"
     assert again.window_span == (1.0, 3.5)
 
 

@@ -27,7 +27,7 @@ from ..errors import OrtprofError
 from ..model.manifest import RunManifest, Window
 from ..recording import profilers, rundir
 from ..signals.cgroup import CgroupRecord
-from ..signals.futex import FutexProbe
+from ..signals.base import Usability
 from ..signals.runs import HOOK_DIR
 from ..signals.samples import PERF_DATA
 from ..signals.threads import THREADS_CSV
@@ -48,7 +48,7 @@ class WindowOptions:
     frequency: int = AGENT_FREQUENCY
     stack_size: int = profilers.DEFAULT_STACK_SIZE
     futex: bool = False
-    futex_probe: Optional[FutexProbe] = None   # when futex tracing was asked for
+    futex_probe: Optional[Usability] = None   # when futex tracing was asked for
 
 
 @dataclass
@@ -124,11 +124,11 @@ class ProcessWindow:
         return {"cpu": _cpu_info(), "affinity": affinity, "ort": _module_facts(self.target.ort_module),
                 "process": {"pid": self.target.pid, "container": self.target.container, "pod": self.target.pod}}
 
-    def _futex_probe(self) -> FutexProbe:
+    def _futex_probe(self) -> Usability:
         if not self.options.futex:
-            return FutexProbe(False, "the agent does not trace futex calls by default (their cost "
+            return Usability(False, "the agent does not trace futex calls by default (their cost "
                               "grows with the workload's futex rate)", "ortprof agent --futex")
-        return self.options.futex_probe or FutexProbe(False, "not probed", None)
+        return self.options.futex_probe or Usability(False, "not probed", None)
 
     def begin(self):
         """Enable perf's events; False when perf is gone (or never came up)."""

@@ -23,7 +23,8 @@ from ..errors import EnvironmentProblem, InputError, OrtprofError, WorkloadError
 from ..hook import warm_event
 from ..model.manifest import RunManifest, Warmup, Window
 from ..signals import SIGNALS
-from ..signals.futex import BPF_METHOD, PERF_METHOD, FutexProbe, choose_futex_method, futex_probe_outcome
+from ..signals.base import Usability
+from ..signals.futex import BPF_METHOD, PERF_METHOD, choose_futex_method, futex_probe_outcome
 from ..signals.runs import HOOK_DIR
 from ..stopping import Interrupted, ignore_stop_signals, stop_signals_raise_interrupted
 from . import profilers, rundir
@@ -153,7 +154,7 @@ class Recorder:
         futex_plan = choose_futex_method(options, self.chosen, futex_probe)
         if futex_plan.method == BPF_METHOD and not futex_probe.usable:
             # Counted in BPF all the same; only the stacks are missing.
-            futex_probe = FutexProbe(True, None, None)
+            futex_probe = Usability(True, None, None)
         if options.futex and "perf" in self.chosen and not futex_probe.usable:
             # One line on stderr, whatever -q says: the report will lack its futex figures.
             print(f"ortprof: warning: no futex events will be recorded: {futex_probe.reason}; "

@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
 
+@dataclass
+class Usability:
+    """Whether a way of recording could be used; if not, why and the fix (e.g. run.json "futex_probe")."""
+    usable: Optional[bool] = None
+    reason: Optional[str] = None
+    fix: Optional[str] = None
+
+
 class Capture:
     """A signal's part of one `ortprof record`, driven by the recorder in this order:
     before_workload -> workload_environment / workload_preexec (launched workloads) ->

@@ -8,26 +8,10 @@ from typing import List, Optional
 
 from ...checks import OK
 from ...errors import EnvironmentProblem
-from ..base import Capture, Signal
+from ..base import Capture, Signal, Usability
 from .accumulator import BPF_METHOD, PERF_METHOD
 from . import bpf
 from .bpf import FUTEX_BPF_LOG, FUTEX_BPF_OUT, FUTEX_BPF_SCRIPT
-
-
-@dataclass
-class FutexProbe:
-    """run.json "futex_probe": whether this run could record futex events; if not, why and the fix."""
-    usable: Optional[bool] = None
-    reason: Optional[str] = None
-    fix: Optional[str] = None
-
-
-@dataclass
-class BpfUse:
-    """Whether the futex counters run in BPF; if not, why and the fix."""
-    usable: Optional[bool] = None
-    reason: Optional[str] = None
-    fix: Optional[str] = None
 
 
 @dataclass
@@ -39,25 +23,25 @@ class FutexPlan:
     requested: Optional[str] = None         # --futex-method: auto | bpf | perf
     method: Optional[str] = None
     stack_sample_period: Optional[int] = None
-    bpf: BpfUse = field(default_factory=BpfUse)
+    bpf: Usability = field(default_factory=Usability)   # whether the counters run in BPF
     bpftrace_attach_seconds: Optional[float] = None
 
 
-def futex_probe_outcome(options, chosen, futex_check) -> FutexProbe:
+def futex_probe_outcome(options, chosen, futex_check) -> Usability:
     """Whether this run can record futex events, and if not, why and what fixes it
     (the report explains missing futex figures from exactly this). `chosen`: the
     profilers record runs; `futex_check`: doctor's "futex-tracepoints" check."""
     if not options.futex:
-        return FutexProbe(False, "futex tracing was turned off with --no-futex", "record without --no-futex")
+        return Usability(False, "futex tracing was turned off with --no-futex", "record without --no-futex")
     if "perf" not in chosen:
-        return FutexProbe(False, "futex events are recorded by perf, which this run does not use",
+        return Usability(False, "futex events are recorded by perf, which this run does not use",
                           "ortprof doctor --check perf --check perf-permission" if options.profiler == "auto"
                           else "record with --profiler perf or --profiler both")
     usable = futex_check.status == OK
-    return FutexProbe(usable, None if usable else futex_check.detail, (futex_check.fix or None) if not usable else None)
+    return Usability(usable, None if usable else futex_check.detail, (futex_check.fix or None) if not usable else None)
 
 
-def choose_futex_method(options, chosen, probe: FutexProbe) -> FutexPlan:
+def choose_futex_method(options, chosen, probe: Usability) -> FutexPlan:
     """How futex calls are recorded (FutexPlan); `bpf` says why BPF is or is not used, with the fix."""
     plan = FutexPlan(requested=options.futex_method)
     if not options.futex or "perf" not in chosen:
@@ -68,7 +52,7 @@ def choose_futex_method(options, chosen, probe: FutexProbe) -> FutexPlan:
         from ...doctor import run_checks
         check = run_checks(["futex-bpf"], thorough=False)[0]
         usable = check.status == OK
-        plan.bpf = BpfUse(usable, None if usable else check.detail, None if usable else check.fix)
+        plan.bpf = Usability(usable, None if usable else check.detail, None if usable else check.fix)
         if usable:
             plan.method = BPF_METHOD
             plan.stack_sample_period = options.futex_stack_period if probe.usable else None
@@ -174,7 +158,7 @@ def report(loaded, report, top):
 
 def missing_reason(loaded, report) -> Optional[str]:
     """Why the report has no futex figures, with the fix; None when it has them."""
-    probe = loaded.manifest.section("futex_probe", FutexProbe)
+    probe = loaded.manifest.section("futex_probe", Usability)
     if probe is not None and probe.usable is False:
         reason = f"futex tracepoints were not usable when recording: {probe.reason or 'unknown reason'}"
         return reason + (f" (fix: {probe.fix})" if probe.fix else "")
@@ -214,7 +198,7 @@ class FutexCapture(Capture):
                 raise
             plan.bpf.usable, plan.bpf.reason = False, str(problem)
             plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
-            usable = self.recorder.manifest.section("futex_probe", FutexProbe).usable
+            usable = self.recorder.manifest.section("futex_probe", Usability).usable
             plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
             self.recorder.note(f"futex calls are traced by perf, one event per call: {problem}")
             return
@@ -247,6 +231,6 @@ def capture(recorder):
 
 SIGNAL = Signal(
     name="futex", description="futex calls per thread: counts, time blocked, the stacks that make them",
-    sections={"futex_probe": FutexProbe, "futex": FutexPlan}, files=(FUTEX_BPF_OUT, FUTEX_BPF_LOG, FUTEX_BPF_SCRIPT),
+    sections={"futex_probe": Usability, "futex": FutexPlan}, files=(FUTEX_BPF_OUT, FUTEX_BPF_LOG, FUTEX_BPF_SCRIPT),
     checks=("futex-tracepoints", "futex-bpf"), load=load, report=report, report_sections=("futex",),
     missing=lambda loaded, report: report.futex.missing_reason, capture=capture)
