@@ -8,7 +8,6 @@ perf itself is not started per window: each process has one `perf record` for as
 long as the agent follows it (perfsession.PerfSession), enabled for the window and
 cut at its end.
 """
-import csv
 import functools
 import gzip
 import os
@@ -21,18 +20,13 @@ from typing import Optional
 import psutil
 
 from .. import __version__
-from ..cgroup import cpu_stat, process_cgroup_dir, process_cpu_limit
 from ..environment import cpu_info, ort_module_info
 from ..errors import OrtprofError
 from ..model.manifest import RunManifest, Window
 from ..recording import profilers, rundir
-from ..signals.cgroup import CgroupRecord
 from ..signals.base import Usability
 from ..signals.runs import HOOK_DIR
-from ..signals.samples import PERF_DATA
-from ..signals.threads import THREADS_CSV
-from ..recording.threadstats import HEADER, ThreadCpuSampler
-from .discovery import namespace_tids
+from .captures import window_captures
 from .hooktail import HookTail
 from .perfsession import PerfSession
 
@@ -85,26 +79,30 @@ def _module_facts(path):
 
 
 class ProcessWindow:
-    """One process's part of a window."""
+    """One process's part of a window: a temporary run directory its captures (captures.py)
+    fill, then analysed like a recording."""
 
     def __init__(self, target, options, session: PerfSession, work_dir, tail: Optional[HookTail]):
-        self.target, self.options, self.session, self.tail = target, options, session, tail
+        self.target, self.options, self.session = target, options, session
         self.run = rundir.RunDirectory(tempfile.mkdtemp(prefix=f"window-{target.pid}-", dir=work_dir))
         (self.run.path / HOOK_DIR).mkdir()
-        self.sampler = ThreadCpuSampler(target.pid, self.run.file(THREADS_CSV))
-        self.csv_stream = open(self.run.file(THREADS_CSV), "w", newline="")
-        self.csv = csv.writer(self.csv_stream)
-        self.csv.writerow(HEADER)
-        self.cgroup_dir = None
         self.manifest = RunManifest()
         self.start_mono = self.end_mono = None
         self.start_unix = None
         self.exited = False         # the process is gone
         self.perf_died = False      # perf stopped on its own while the process lives
+        self.captures = window_captures(self, session, tail)
+        self.perf = self.captures[0]
+
+    def note(self, text):
+        self.manifest.notes.append(text)
+
+    def _each(self, phase, *args):
+        for capture in self.captures:
+            getattr(capture, phase)(*args)
 
     def start(self):
         pid = self.target.pid
-        self.cgroup_dir = process_cgroup_dir(pid)
         self.manifest = RunManifest(
             ortprof_version=__version__, name=self.target.service, mode="attach", command=self.target.cmdline,
             pid=pid, profiled_pid=pid, started_unix=time.time(), status="recording",
@@ -112,8 +110,6 @@ class ProcessWindow:
                      "futex": futex_usable(self.options), "profiler": "perf"},
             environment=self._environment())
         self.manifest.set_section("futex_probe", self._futex_probe())
-        self.manifest.set_section("cgroup", CgroupRecord(limit=process_cpu_limit(pid),
-                                                         stat_before=cpu_stat(self.cgroup_dir)))
         return self
 
     def _environment(self):
@@ -127,28 +123,21 @@ class ProcessWindow:
     def _futex_probe(self) -> Usability:
         if not self.options.futex:
             return Usability(False, "the agent does not trace futex calls by default (their cost "
-                              "grows with the workload's futex rate)", "ortprof agent --futex")
+                             "grows with the workload's futex rate)", "ortprof agent --futex")
         return self.options.futex_probe or Usability(False, "not probed", None)
 
     def begin(self):
-        """Enable perf's events; False when perf is gone (or never came up)."""
-        if self.session.begin():
-            return True
-        if psutil.pid_exists(self.target.pid) and not self._zombie():
-            self.perf_died = True
-        else:
-            self.exited = True
-        return False
+        """The captures start (perf's events on); False when perf is gone (or never came up)."""
+        self._each("start", self.target.pid)
+        return not (self.exited or self.perf_died)
 
     def open_window(self):
         self.start_mono = time.monotonic()
         self.start_unix = time.time()
-        self.snapshot()
+        self._each("window_opened")
 
     def snapshot(self):
-        if not self.exited and not self.sampler.sample_once(self.csv):
-            self.exited = True
-        self.csv_stream.flush()
+        self._each("tick")
 
     def alive(self):
         """Whether the window of this process goes on."""
@@ -156,12 +145,12 @@ class ProcessWindow:
             return False
         if not psutil.pid_exists(self.target.pid):
             self.exited = True
-        elif not self.session.running():
-            self.perf_died = not self._zombie()
+        elif not self.perf.running():
+            self.perf_died = not self.zombie()
             self.exited = not self.perf_died
         return not (self.exited or self.perf_died)
 
-    def _zombie(self):
+    def zombie(self):
         try:
             return psutil.Process(self.target.pid).status() == psutil.STATUS_ZOMBIE
         except psutil.Error:
@@ -169,27 +158,16 @@ class ProcessWindow:
 
     def close_window(self):
         self.end_mono = time.monotonic()
-        self.snapshot()
-        self.session.end()
+        self._each("window_closing")
 
     def finish(self):
-        """Take the window's perf.data from perf; write the run.json and hook records the report reads."""
-        window_file = self.session.cut()
-        if window_file is not None:
-            os.replace(window_file, self.run.file(PERF_DATA))
-        self.csv_stream.close()
-        seconds = round(self.end_mono - self.start_mono, 3)
-        self.manifest.window = Window(self.start_mono, self.end_mono, seconds)
-        self.manifest.section("cgroup", CgroupRecord).stat_after = cpu_stat(self.cgroup_dir)
-        self.manifest.profilers = {"perf": self.session.describe(self.run.file(PERF_DATA))}
+        """The captures write their files (perf.data, threads.csv, the hook's records of the
+        window) and run.json sections; then run.json, which the report reads."""
+        self.manifest.window = Window(self.start_mono, self.end_mono, round(self.end_mono - self.start_mono, 3))
+        self._each("finish")
         self.manifest.status = "completed"
         if self.exited:
             self.manifest.notes.append("the process exited during the window")
-        if self.tail is not None:
-            self.tail.poll()
-            self.tail.write_window(self.run.file(HOOK_DIR), self.start_mono, self.end_mono,
-                                   self.target.ns_pid or self.target.pid,
-                                   namespace_tids(self.target.pid) if self.target.ns_pid != self.target.pid else None)
         self.run.write_manifest(self.manifest)
 
     def result(self):
@@ -212,8 +190,7 @@ class ProcessWindow:
         return result
 
     def discard(self):
-        if not self.csv_stream.closed:
-            self.csv_stream.close()
+        self._each("stop")
         shutil.rmtree(self.run.path, ignore_errors=True)
 
 

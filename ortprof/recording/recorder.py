@@ -137,6 +137,18 @@ class Recorder:
         for capture in self.captures:
             getattr(capture, phase)(*args)
 
+    def _each_to_the_end(self, phase):
+        """`phase` of every capture even when one raises (stopping and saving must reach them
+        all: a bpftrace or perf left running would outlive ortprof); the first error is raised after."""
+        error = None
+        for capture in self.captures:
+            try:
+                getattr(capture, phase)()
+            except BaseException as exc:   # noqa: B902 - re-raised below, once the others ran
+                error = error or exc
+        if error is not None:
+            raise error
+
     def _processes(self):
         return {name: process for capture in self.captures for name, process in capture.processes().items()}
 
@@ -321,12 +333,13 @@ class Recorder:
         # The window closes when the stop is signalled: perf's shutdown (build-id
         # collection) is not part of what it sampled.
         window = self.manifest.window
-        if window is not None and window.end_mono is None:
-            window.end_mono = time.monotonic()
-            window.seconds = round(window.end_mono - window.start_mono, 3)
-            self._each("window_closing")
-        for capture in self.captures:
-            capture.stop()
+        try:
+            if window is not None and window.end_mono is None:
+                window.end_mono = time.monotonic()
+                window.seconds = round(window.end_mono - window.start_mono, 3)
+                self._each_to_the_end("window_closing")
+        finally:
+            self._each_to_the_end("stop")
 
     def _finish(self, status, failure):
         ignore_stop_signals()   # cleanup runs to the end; record() restores the handlers
@@ -340,8 +353,7 @@ class Recorder:
                     self.manifest.errors.append(f"the workload exited with code {code}")
         finally:
             try:
-                for capture in self.captures:
-                    capture.finish()
+                self._each_to_the_end("finish")
             finally:
                 if failure is not None:
                     self.manifest.errors.append(str(failure))

@@ -30,8 +30,9 @@ class Capture:
     window opens] -> window_opened -> ... -> window_closing -> stop -> finish, each
     phase over every capture in SIGNALS order.
     stop and finish run whatever happened before (Ctrl+C, a failure), and only once.
-    `recorder` (ortprof.recording.recorder.Recorder) gives the run directory, the
-    options, the manifest and notes."""
+    `recorder` is what drives the capture: `record`'s Recorder, or one process's window
+    of the agent (agent/window.py, which drives its own captures, agent/captures.py, and
+    this module's shared ones, e.g. the cgroup's); both give `run`, `manifest` and `note`."""
 
     def __init__(self, recorder):
         self.recorder = recorder
@@ -59,6 +60,9 @@ class Capture:
 
     def window_opened(self) -> None:
         """The window's start time is set."""
+
+    def tick(self) -> None:
+        """About once a second while the window is open (the agent's /proc snapshots)."""
 
     def window_closing(self) -> None:
         """The window's end time is set; profilers still run."""

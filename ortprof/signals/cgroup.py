@@ -25,20 +25,21 @@ class CgroupSection:
 
 
 class CgroupCapture(Capture):
-    """The cgroup's CPU limit and cpu.stat at the window's start and end; with --cpus, a
-    CPU-limited group created for the launched workload and removed at the end."""
+    """The cgroup's CPU limit and cpu.stat at the window's start and end; with `cpus` (record's
+    --cpus), a CPU-limited group created for the launched workload and removed at the end."""
 
-    def __init__(self, recorder):
+    def __init__(self, recorder, cpus=None):
         super().__init__(recorder)
+        self.cpus = cpus
         self.group = None          # the --cpus LimitedCgroup
         self.group_dir = None      # the process's group: its path outlives the process
+        self.pid = None
 
     def before_workload(self):
         from ..cgroup import LimitedCgroup
-        options = self.recorder.options
-        if options.cpus is None or options.pid is not None:
+        if self.cpus is None:
             return
-        self.group = LimitedCgroup(options.cpus, name=f"ortprof-{os.getpid()}")
+        self.group = LimitedCgroup(self.cpus, name=f"ortprof-{os.getpid()}")
         self.group.__enter__()
         self.recorder.manifest.cgroup_created = self.group.describe()
 
@@ -46,11 +47,12 @@ class CgroupCapture(Capture):
         return self.group.add_self if self.group is not None else None
 
     def start(self, pid):
+        self.pid = pid
         self.recorder.manifest.set_section("cgroup", self.snapshot(pid, "before"))
 
     def window_closing(self):
         record = self.recorder.manifest.section("cgroup", CgroupRecord)
-        after = self.snapshot(self.recorder.manifest.profiled_pid, "after")
+        after = self.snapshot(self.pid, "after")
         record.stat_after, record.error = after.stat_after, after.error or record.error
 
     def finish(self):
@@ -69,7 +71,7 @@ class CgroupCapture(Capture):
         try:
             if self.group is not None:
                 stat = self.group.stat()
-                record.limit = {"cpus": self.recorder.options.cpus, "source": "ortprof --cpus"}
+                record.limit = {"cpus": self.cpus, "source": "ortprof --cpus"}
             elif pid:
                 if when == "before":
                     self.group_dir = process_cgroup_dir(pid)
@@ -81,6 +83,12 @@ class CgroupCapture(Capture):
             pass
         setattr(record, f"stat_{when}", stat)
         return record
+
+
+def capture(recorder):
+    """record's: a --cpus group only for a workload it launches."""
+    options = recorder.options
+    return CgroupCapture(recorder, options.cpus if options.pid is None else None)
 
 
 def cgroup_section(record: CgroupRecord) -> CgroupSection:
@@ -100,4 +108,4 @@ def report(loaded, report, top):
 
 
 SIGNAL = Signal(name="cgroup", description="CPU quota and throttling of the process's cgroup (v1 and v2)",
-                sections={"cgroup": CgroupRecord}, report=report, capture=CgroupCapture)
+                sections={"cgroup": CgroupRecord}, report=report, capture=capture)
