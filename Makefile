@@ -37,7 +37,7 @@ test-tools: $(NODE_TOOLS)
 
 $(NODE_TOOLS): tests/js/package.json tests/js/package-lock.json
 	@bash scripts/ensure-test-tools.sh
-	cd tests/js && npm ci --no-audit --no-fund --silent
+	cd tests/js && npm ci --ignore-scripts --no-audit --no-fund --silent
 	touch $(NODE_TOOLS)
 
 # mypy over model/, signals/ and analysis/ (pyproject.toml [tool.mypy]). docs/testing.md
