@@ -383,6 +383,76 @@ def _count_child_futex_calls(bpftrace):
     return sum(stats.calls for stats in counts.threads.values()), attach_seconds
 
 
+# -- uprobes --------------------------------------------------------------------------
+UPROBE_CONSEQUENCE = "calls into ORT's C API (C, C++, C#, Java, Node, Rust clients) cannot be timed"
+
+
+def _entry_point_offset(path):
+    """File offset of an ELF executable's entry point (where `perf probe -x` places a probe)."""
+    from elftools.elf.elffile import ELFFile
+    with open(path, "rb") as stream:
+        elf = ELFFile(stream)
+        entry = elf["e_entry"]
+        for segment in elf.iter_segments():
+            if segment["p_type"] == "PT_LOAD" and segment["p_vaddr"] <= entry < segment["p_vaddr"] + segment["p_filesz"]:
+                return entry - segment["p_vaddr"] + segment["p_offset"]
+    raise InputError(f"{path}: its entry point {entry:#x} is in no loadable segment")
+
+
+def _count_probe_hits(perf, event):
+    """How often `event` fired while a child Python started and exited (perf stat)."""
+    done = subprocess.run([perf, "stat", "-x", ",", "-e", event, "--", sys.executable, "-c", ""],
+                          capture_output=True, text=True, timeout=60)
+    for line in done.stderr.splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == event:
+            return int(fields[0]) if fields[0].isdigit() else 0
+    raise OrtprofError(f"perf stat -e {event} failed: {_last_line(done.stderr) or done.returncode}")
+
+
+def check_uprobes(facts, thorough):
+    """Whether perf can add uprobes at user-space addresses (tracefs' uprobe_events, as root);
+    removes the probes of ortprof processes that died before removing theirs."""
+    from .signals.capi import probes
+    blocker = facts.perf_blocker()
+    if blocker:
+        return Check("uprobes", WARNING, *blocker)
+    if not facts.root:
+        return Check("uprobes", WARNING, f"adding uprobes needs root (tracefs' uprobe_events): {UPROBE_CONSEQUENCE}",
+                     "run ortprof as root")
+    perf = facts.perf["path"]
+    try:
+        stale = probes.remove_stale(perf)   # `perf probe -l` first: as root, perf mounts tracefs if needed
+    except OrtprofError as exc:
+        return Check("uprobes", WARNING, f"{exc}: {UPROBE_CONSEQUENCE}",
+                     "mount -t tracefs nodev /sys/kernel/tracing, then run `ortprof doctor --check uprobes` again")
+    tracefs = next((root for root in env.TRACEFS_ROOTS if os.path.exists(os.path.join(root, "uprobe_events"))), None)
+    if tracefs is None:
+        return Check("uprobes", WARNING, f"the kernel offers no uprobe_events in tracefs: {UPROBE_CONSEQUENCE}",
+                     "use a kernel built with CONFIG_UPROBES=y and CONFIG_UPROBE_EVENTS=y")
+    python = os.path.realpath(sys.executable)
+    added = probes.Uprobes(perf)
+    try:
+        try:
+            added.add_at(python, _entry_point_offset(python), "doctor_entry")
+            hits = _count_probe_hits(perf, added.events[0]) if thorough and added.events else None
+        finally:
+            added.remove()
+    except OrtprofError as exc:
+        fix = ("start the container with `--privileged` and `-v /sys/kernel/tracing:/sys/kernel/tracing`"
+               if facts.container["in_container"] else "run ortprof as root, on a kernel with CONFIG_UPROBE_EVENTS=y")
+        return Check("uprobes", WARNING, f"{exc}: {UPROBE_CONSEQUENCE}", fix)
+    detail = f"perf probe added and removed an entry uprobe on {python} ({tracefs}/uprobe_events)"
+    if hits is not None:
+        if hits < 1:
+            return Check("uprobes", WARNING, f"{detail}, but it did not fire when a child Python started: "
+                                             f"{UPROBE_CONSEQUENCE}", "use a kernel built with CONFIG_UPROBES=y")
+        detail += f"; it fired {hits} time(s) as a child Python started"
+    if stale:
+        detail += f"; removed the probes of ortprof processes that are gone: {', '.join(stale)}"
+    return Check("uprobes", OK, detail)
+
+
 # -- py-spy ----------------------------------------------------------------------------
 def _ptrace_refusal(facts):
     """(detail, fix) when py-spy will not be allowed to read the workload's memory, else None."""
@@ -643,6 +713,7 @@ CHECKS = {
     "perf-dwarf": ("perf dwarf sampling", check_perf_dwarf, True),
     "futex-tracepoints": ("futex tracepoints", check_futex_tracepoints, True),
     "futex-bpf": ("futex counting in BPF", check_futex_bpf, True),
+    "uprobes": ("uprobes (C API calls)", check_uprobes, True),
     "py-spy": ("py-spy attach", check_pyspy, True),
     "container": ("container", check_container, False),
     "cgroup": ("cgroup / --cpus", check_cgroup, False),
