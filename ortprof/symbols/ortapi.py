@@ -10,9 +10,9 @@ from the table itself:
 1. OrtGetApiBase (a `.dynsym` function) is decoded with capstone: it returns
    the address of the OrtApiBase struct {GetApi, GetVersionString}.
 2. The struct's slots are read through their dynamic relocations: with RELA
-   the addend is the pointer (the file's slot holds the same unrelocated value
-   in ORT's builds, 0 with some linkers); a slot without a RELA relocation is
-   read from the file (RELR relocations keep the addend in place).
+   the addend is the pointer (ORT's builds also leave it in the file's slot;
+   lld leaves 0 there unless --apply-dynamic-relocs); a slot without a RELA
+   relocation is read from the file (RELR relocations keep the addend in place).
 3. GetApi is decoded along its paths to each `ret`: the path returning a
    table records the comparison of the requested version against
    ORT_API_VERSION (`lea edx,[rdi-1]; cmp edx,0x1e; ja fail` accepts 1..31),
