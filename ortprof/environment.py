@@ -448,8 +448,8 @@ def ort_version_of_module(path):
     name = _python_string(info, "package_name")
     version = _python_string(info, "__version__") or _python_string(
         read_text(os.path.join(package, "__init__.py")) or "", "__version__")
-    if version is None and os.path.basename(path).startswith("libonnxruntime.so."):
-        version = os.path.basename(path)[len("libonnxruntime.so."):] or None
+    if version is None and os.path.basename(path).startswith("libonnxruntime.so"):
+        version = _c_api_library_version(path)
     if name is None and version is not None:
         # older wheels lack build_and_package_info.py: the dist-info names the package
         pattern = os.path.join(os.path.dirname(package), f"onnxruntime*-{version}.dist-info", "METADATA")
@@ -459,6 +459,17 @@ def ort_version_of_module(path):
                 name = match.group(1)
                 break
     return name, version
+
+
+def _c_api_library_version(path):
+    """A libonnxruntime.so's version: the string its GetVersionString returns, read from the file
+    (the name's suffix is often only the soname's major, "libonnxruntime.so.1")."""
+    from .symbols.ortapi import read_ort_api
+    try:
+        return read_ort_api(path).ort_version
+    except (InputError, OSError):
+        suffix = os.path.basename(path)[len("libonnxruntime.so."):]
+        return suffix if suffix.count(".") >= 2 else None
 
 
 def ort_module_info(path):

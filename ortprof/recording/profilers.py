@@ -75,6 +75,19 @@ class ProfilerProcess:
             time.sleep(0.05)
         return None
 
+    def wait_until_recording(self, timeout=2.0):
+        """Return once perf has its events open (or it died, or `timeout`)."""
+        deadline = time.monotonic() + timeout
+        fd_dir = f"/proc/{self.process.pid}/fd"
+        while time.monotonic() < deadline:
+            try:
+                if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
+                    time.sleep(0.05)   # the rest of perf's events open and are enabled in the same burst
+                    return
+            except OSError:
+                return
+            time.sleep(0.01)
+
     def stop(self, timeout=60):
         if self.process is None:
             return None

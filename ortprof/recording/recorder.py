@@ -267,6 +267,10 @@ class Recorder:
                             pid = warm["pid"]
                             self._each("follow", pid)
                         break
+                    seen = [runs for runs in (c.warm_runs() for c in self.captures) if runs is not None]
+                    if seen and max(seen) >= options.warmup_runs:
+                        mode = "capi"     # a native client: its C API Run calls, counted by uprobes
+                        break
                     if time.monotonic() - started > options.warmup_timeout:
                         mode = "timeout"
                         self.note(f"no ORT run() seen within {options.warmup_timeout:g}s "

@@ -100,11 +100,16 @@ def _threads(report, console):
     console.print(table)
 
 
+SESSION_SOURCES = {"hook": "the startup hook", "attach": "the hook attached to the running process",
+                   "capi": "uprobes on ORT's C API"}
+
+
 def _sessions(report, console):
     sessions = report.sessions
     if not sessions:
         return
-    table = Table(title="Inference latency (from the startup hook)", title_justify="left")
+    sources = ", ".join(dict.fromkeys(SESSION_SOURCES.get(s.source, s.source) for s in sessions))
+    table = Table(title=f"Inference latency (run() timed by {sources})", title_justify="left")
     for column in ("session", "model", "runs", "rate/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99/p50", "threads", "spinning"):
         table.add_column(column, justify="right" if column not in ("model",) else "left")
     for s in sessions:

@@ -2,16 +2,17 @@
 
 SIGNALS is the registry, in load order: the samples build the Profile the
 others add to (futex counts, run() spans, /proc CPU series); ort_profile reads
-the hook records the runs signal loaded. REPORT_ORDER is the order their report
+the hook records the runs signal loaded (the capi signal writes its calls as such records
+while recording). REPORT_ORDER is the order their report
 sections are filled in: ORT's profile labels stripped frames before the samples'
 hot paths show them, and the futex table takes each thread's role from the
 samples' thread table.
 """
-from . import cgroup, futex, ort_profile, pyspy, runs, samples, threads
+from . import capi, cgroup, futex, ort_profile, pyspy, runs, samples, threads
 from .base import Signal
 
-SIGNALS = (samples.SIGNAL, futex.SIGNAL, runs.SIGNAL, ort_profile.SIGNAL, threads.SIGNAL, pyspy.SIGNAL,
-           cgroup.SIGNAL)
+SIGNALS = (samples.SIGNAL, futex.SIGNAL, runs.SIGNAL, capi.SIGNAL, ort_profile.SIGNAL, threads.SIGNAL,
+           pyspy.SIGNAL, cgroup.SIGNAL)
 REPORT_ORDER = ("runs", "cgroup", "ort_profile", "samples", "futex", "pyspy")
 BY_NAME = {signal.name: signal for signal in SIGNALS}
 

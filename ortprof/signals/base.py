@@ -50,6 +50,11 @@ class Capture:
     def follow(self, pid: int) -> None:
         """Record process `pid` from now on."""
 
+    def warm_runs(self) -> Optional[int]:
+        """run() calls this capture has seen so far, while the recorder waits for warm-up (None:
+        it cannot tell); the hook's own `warm` record ends the wait as well."""
+        return None
+
     def perf_options(self) -> dict:
         """Keyword arguments this signal adds to recording.profilers.perf_command: events it
         records through the samples signal's perf (the futex tracepoints)."""

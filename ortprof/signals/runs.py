@@ -32,6 +32,9 @@ class SessionSummary:
     max_ms: Optional[float]
     variance_p99_p50: Optional[float]
     caller_tids: List[int]
+    source: str = "hook"                 # what timed its runs: hook (startup hook) | attach | capi (C API uprobes)
+    handle: Optional[str] = None         # the OrtSession* of a C API client
+    options_known: bool = True           # False: created before ortprof looked, its options are unknown
 
 
 class HookCapture(Capture):
@@ -86,9 +89,13 @@ def report(loaded, report, top):
 
 
 def missing_reason(loaded, report) -> Optional[str]:
+    from .capi import CapiRecord
     if report.sessions:
         return None
-    return "no run() records from the startup hook (a workload that is not Python, or --pid without the hook)"
+    capi = loaded.manifest.section("capi", CapiRecord)
+    why_not_capi = f"; C API calls: {capi.not_timed}" if capi is not None and capi.not_timed else ""
+    return ("no run() records from the startup hook (a workload that is not Python, or --pid without the hook)"
+            + why_not_capi)
 
 
 SIGNAL = Signal(name="runs", description="sessions, options and per-run latency from the injected startup hook",

@@ -48,24 +48,10 @@ class PerfCapture(Capture):
                                       options.call_graph, options.stack_size, **extra)
         self.process = profilers.ProfilerProcess("perf", argv, str(recorder.run.file(PERF_LOG)),
                                                  str(recorder.run.file(PERF_DATA))).start()
-        self._wait_until_attached(self.process.process.pid)
+        # the window opens when perf has its events open, not when it was launched: perf's
+        # start-up (~0.1-0.2 s) would otherwise count as unsampled time in the window
+        self.process.wait_until_recording()
         recorder.check_started(self.process)
-
-    def _wait_until_attached(self, perf_pid, timeout=2.0):
-        """Return when perf has its events open, not when it was launched: perf's start-up
-        (~0.1-0.2 s) would otherwise count as unsampled time in the window."""
-        import os
-        import time
-        deadline = time.monotonic() + timeout
-        fd_dir = f"/proc/{perf_pid}/fd"
-        while time.monotonic() < deadline:
-            try:
-                if any(os.readlink(os.path.join(fd_dir, fd)) == "anon_inode:[perf_event]" for fd in os.listdir(fd_dir)):
-                    time.sleep(0.05)   # the rest of perf's events open and are enabled in the same burst
-                    return
-            except OSError:
-                return
-            time.sleep(0.01)
 
     def processes(self):
         return {"perf": self.process} if self.process is not None else {}
