@@ -12,6 +12,11 @@ it (end_profiling) at exit or when `ortprof record` closes its window.
 Records go as JSON lines to $ORTPROF_HOOK_DIR/hook-<pid>.jsonl. run() timings
 are buffered and flushed in batches so the per-call cost stays a few
 microseconds; `warm` is flushed at once, it tells `ortprof record` to start.
+
+The recording itself (the recorder, the session class's patch, the options'
+description) is ortprof/attach/hookcore.py, loaded by its path: `ortprof.attach`
+runs the same code in processes that already run. Both files are standard
+library only.
 """
 import json
 import os
@@ -21,22 +26,9 @@ import time
 
 _HOOK_DIR = os.environ.get("ORTPROF_HOOK_DIR")
 _WARMUP_RUNS = int(os.environ.get("ORTPROF_WARMUP_RUNS", "5") or 5)
-_FLUSH_EVERY = 512          # run() records per batch
-_FLUSH_SECONDS = 1.0        # or at least this often
 _MODULE = "onnxruntime.capi.onnxruntime_inference_collection"
 _ORT_PROFILE = os.environ.get("ORTPROF_ORT_PROFILE") == "1"
 _ORT_PROFILE_STOP = "ort-profile.stop"   # written by `ortprof record` when its window closes
-
-# Keys probed on the effective SessionOptions (entries set in code are caught too).
-_KNOWN_CONFIG_KEYS = (
-    "session.intra_op.allow_spinning", "session.inter_op.allow_spinning",
-    "session.intra_op.spin_duration_us", "session.inter_op.spin_duration_us",
-    "session.intra_op.spin_backoff_max", "session.inter_op.spin_backoff_max",
-    "session.force_spinning_stop", "session.dynamic_block_base",
-    "session.intra_op_thread_affinities", "session.use_env_allocators",
-    "session.set_denormal_as_zero", "session.disable_prepacking",
-    "session.use_device_allocator_for_initializers", "session.x64quantprecision",
-)
 
 
 def _chain_existing_sitecustomize():
@@ -54,62 +46,6 @@ def _chain_existing_sitecustomize():
     except Exception as exc:  # the user's sitecustomize failing must look as it would without us
         print(f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n{type(exc).__name__}: {exc}",
               file=sys.stderr)
-
-
-class _Recorder:
-    def __init__(self, directory):
-        self.path = os.path.join(directory, f"hook-{os.getpid()}.jsonl")
-        self.broken = False
-        self.lock = threading.Lock()
-        self.pending = []
-        self.last_flush = time.monotonic()
-        self.sessions = 0
-        self.warm_sent = False
-        self.run_count = 0
-        self.ort_profiles = None     # _OrtProfiles with ORTPROF_ORT_PROFILE=1
-        self.write({"event": "hello", "pid": os.getpid(), "ppid": os.getppid(),
-                    "argv": sys.argv, "python": sys.version.split()[0],
-                    "mono": time.monotonic(), "unix": time.time()})
-
-    def write(self, record):
-        if self.broken:
-            return
-        line = json.dumps(record, default=str) + "\n"
-        try:
-            with self.lock, open(self.path, "a") as stream:
-                stream.write(line)
-        except OSError as exc:  # disk full, directory gone: never break the workload's run()
-            self.broken = True
-            print(f"ortprof hook: stopped recording ({exc})", file=sys.stderr)
-
-    def add_run(self, session_id, start, duration, kind):
-        # Called on the hot path: append a tuple, flush rarely.
-        self.pending.append((session_id, start, duration, threading.get_native_id(), kind))
-        self.run_count += 1
-        if not self.warm_sent and self.run_count >= _WARMUP_RUNS:
-            self.warm_sent = True
-            self.flush()
-            self.write({"event": "warm", "pid": os.getpid(), "runs": self.run_count,
-                        "mono": time.monotonic()})
-        elif len(self.pending) >= _FLUSH_EVERY or start - self.last_flush >= _FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self):
-        with self.lock:
-            batch, self.pending = self.pending, []
-            self.last_flush = time.monotonic()
-        if batch:
-            self.write({"event": "runs", "pid": os.getpid(),
-                        "fields": ["session", "start_mono", "duration_s", "tid", "kind"],
-                        "runs": batch})
-
-
-def _task_tids():
-    """Kernel thread ids of this process (pool workers started by a session show up here)."""
-    try:
-        return {int(name) for name in os.listdir("/proc/self/task")}
-    except OSError:
-        return set()
 
 
 def _clock_pair():
@@ -208,104 +144,23 @@ def _apply_overrides(ort, options, overrides):
         options.add_session_config_entry(key, str(value))
 
 
-def _describe_options(options, entries_seen):
-    described = {}
-    for attribute in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode",
-                      "graph_optimization_level", "enable_profiling", "use_deterministic_compute",
-                      "enable_cpu_mem_arena", "enable_mem_pattern", "log_severity_level"):
-        try:
-            value = getattr(options, attribute)
-        except Exception:
-            continue
-        described[attribute] = getattr(value, "name", value)
-    config = {}
-    for key in set(_KNOWN_CONFIG_KEYS) | set(entries_seen):
-        try:
-            value = options.get_session_config_entry(key)
-        except Exception:
-            continue  # not set: ORT raises for absent keys
-        config[key] = value
-    described["config"] = dict(sorted(config.items()))
-    return described
+def _load_core():
+    """ortprof/attach/hookcore.py: the recording logic this hook shares with `ortprof.attach`."""
+    import importlib.util
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.normpath(os.path.join(here, os.pardir, os.pardir, "attach", "hookcore.py"))
+    spec = importlib.util.spec_from_file_location("_ortprof_hookcore", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_core = None    # hookcore, loaded by _install
 
 
 def _patch(module, recorder):
-    import onnxruntime as ort
-    session_class = module.InferenceSession
-    if getattr(session_class, "_ortprof_patched", False):
-        return
-    entries_seen = set()
-    original_add_entry = ort.SessionOptions.add_session_config_entry
-
-    def add_session_config_entry(self, key, value):
-        entries_seen.add(key)
-        return original_add_entry(self, key, value)
-
-    try:
-        ort.SessionOptions.add_session_config_entry = add_session_config_entry
-    except (AttributeError, TypeError):
-        pass  # a build whose pybind class refuses attributes: probe known keys only
-
-    original_init = session_class.__init__
-    original_run = session_class.run
-    original_run_iobinding = getattr(session_class, "run_with_iobinding", None)
-    counter = iter(range(1, 1 << 30))
-    overrides = _overrides()
-    profiles = recorder.ort_profiles
-
-    def __init__(self, path_or_bytes, sess_options=None, *args, **kwargs):
-        if overrides:
-            if sess_options is None:
-                sess_options = ort.SessionOptions()
-            _apply_overrides(ort, sess_options, overrides)
-        session_number = next(counter)
-        if profiles is not None:
-            sess_options = profiles.prepare(ort, sess_options, session_number)
-            self._ortprof_prefix = sess_options.profile_file_prefix
-        threads_before = _task_tids()
-        created = time.monotonic()
-        original_init(self, path_or_bytes, sess_options, *args, **kwargs)
-        load_seconds = time.monotonic() - created
-        # Threads that appeared while the session was created: its pools' workers, intra-op pool first.
-        new_threads = sorted(_task_tids() - threads_before)
-        self._ortprof_session = session_number
-        ort_profile = profiles.started(self) if profiles is not None else None
-        try:
-            effective = self.get_session_options()
-        except Exception:
-            effective = sess_options
-        model = path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else f"<{len(path_or_bytes)} bytes>"
-        recorder.write({
-            "event": "session", "session": self._ortprof_session, "pid": os.getpid(),
-            "tid": threading.get_native_id(), "model": str(model),
-            "providers": self.get_providers(), "ort_version": ort.__version__,
-            "ort_file": getattr(ort, "__file__", None),
-            "options": _describe_options(effective, entries_seen) if effective is not None else {},
-            "overrides": overrides or None,
-            "load_seconds": load_seconds, "mono": created, "new_threads": new_threads,
-            "ort_profile": ort_profile,
-        })
-
-    def timed(original, kind):
-        def wrapper(self, *args, **kwargs):
-            # monotonic: the clock ortprof's windows and perf -k mono use (ns resolution on Linux)
-            start = time.monotonic()
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                recorder.add_run(getattr(self, "_ortprof_session", 0), start,
-                                 time.monotonic() - start, kind)
-        if profiles is not None:
-            wrapper = _ending_profile(wrapper, profiles)
-        wrapper.__name__ = original.__name__
-        wrapper.__doc__ = original.__doc__
-        return wrapper
-
-    session_class.__init__ = __init__
-    session_class.run = timed(original_run, "run")
-    if original_run_iobinding is not None:
-        session_class.run_with_iobinding = timed(original_run_iobinding, "run_with_iobinding")
-    session_class._ortprof_patched = True
+    _core.patch_session_class(module, recorder, overrides=_overrides(), apply_overrides=_apply_overrides,
+                              ending_profile=_ending_profile)
 
 
 def _ending_profile(timed_run, profiles):
@@ -357,9 +212,11 @@ class _PatchOnImport:
 
 
 def _install():
+    global _core
     if not _HOOK_DIR or not os.path.isdir(_HOOK_DIR):
         return
-    recorder = _Recorder(_HOOK_DIR)
+    _core = _load_core()
+    recorder = _core.FileRecorder(_HOOK_DIR, _WARMUP_RUNS)
     import atexit
     atexit.register(recorder.flush)
     recorder.ort_profiles = _OrtProfiles(recorder) if _ORT_PROFILE else None
