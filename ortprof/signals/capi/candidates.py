@@ -6,6 +6,7 @@ see it).
 - An ELF executable that links libonnxruntime.so: its DT_NEEDED entry resolved as the
   dynamic linker would (RPATH/RUNPATH with $ORIGIN, LD_LIBRARY_PATH, the usual directories);
   nothing of the program runs.
+- A library path on the command line (a program that dlopens the library it is given).
 - node: the onnxruntime-node package's Linux x64 libraries in the node_modules directories
   Node would search from the script's directory and the working directory (and NODE_PATH).
 Other runtimes (Java, .NET) unpack or load their library from places found only at run time:
@@ -34,6 +35,8 @@ def candidate_libraries(argv: List[str], cwd: Optional[str] = None, env: Optiona
         return []
     executable = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH")) or argv[0]
     found: List[str] = list(_needed_libraries(executable, env))
+    # a program told which library to load (dlopen of a path given on its command line)
+    found += [arg for arg in argv[1:] if _is_library_name(os.path.basename(arg)) and os.path.isfile(arg)]
     if os.path.basename(executable).startswith("node"):
         script = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
         starts = [os.path.dirname(os.path.abspath(os.path.join(cwd, script)))] if script else []
@@ -44,6 +47,10 @@ def candidate_libraries(argv: List[str], cwd: Optional[str] = None, env: Optiona
         if os.path.isfile(real) and real not in unique:
             unique.append(real)
     return unique
+
+
+def _is_library_name(name: str) -> bool:
+    return name.startswith(LIBRARY_PREFIX)
 
 
 def _needed_libraries(executable: str, env: Mapping[str, str]) -> Iterable[str]:
