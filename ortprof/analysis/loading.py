@@ -47,12 +47,14 @@ class LoadedRun:
     pools: Optional[Any] = None             # roles.pool_threads(): workers tied to their session's pool
 
 
-def ort_context(manifest, notes):
-    """Facts about the ORT module that was profiled; notes when it is gone or changed."""
+def ort_context(manifest, notes, run=None):
+    """Facts about the ORT module that was profiled, and which client loaded it (from `run`'s
+    maps.txt and the process's executable); notes when the module is gone or changed."""
     ort = manifest.ort
     context = OrtContext(ort_version=ort.get("version"), ort_module=manifest.ort_module,
                          build_id=ort.get("build_id"), symbol_status=ort.get("symbol_status"),
-                         build_config=manifest.build_config, usable_cores=manifest.usable_cores)
+                         build_config=manifest.build_config, usable_cores=manifest.usable_cores,
+                         client=_client(manifest, run))
     module = context.ort_module
     if module and not os.path.exists(module):
         notes.append(f"the profiled ORT module {module} is gone (another machine or a removed venv): "
@@ -70,6 +72,22 @@ def ort_context(manifest, notes):
     if module and not context.binary_missing:
         _add_optimization(context, module)
     return context
+
+
+def _client(manifest, run):
+    """remedies.detect_client on what the profiled process had mapped and its executable."""
+    from ..signals.samples import MAPS
+    from .remedies import detect_client
+    maps = None
+    if run is not None:
+        try:
+            maps = run.file(MAPS).read_text(errors="replace")
+        except OSError:
+            pass
+    exe = (manifest.environment.get("process") or {}).get("exe")
+    # "installed": the module this Python would import, not one the process loaded
+    module = manifest.ort_module if manifest.ort.get("source") != "installed" else None
+    return detect_client(maps, exe, module)
 
 
 def _add_optimization(context, module):
@@ -108,7 +126,7 @@ def load_run(run, samples=None, with_ort_symbols=True):
         why = (manifest.errors or [f"status {manifest.status}"])[0]
         raise InputError(f"{run.path}: nothing was profiled: {why}")
     notes = list(manifest.notes)
-    context = ort_context(manifest, notes)
+    context = ort_context(manifest, notes, run)
     symbolizer = make_symbolizer(with_ort_symbols and not context.binary_missing, notes=notes)
     if with_ort_symbols and context.binary_missing and context.build_id:
         symbolizer = _cached_symbolizer(context.build_id, notes) or symbolizer

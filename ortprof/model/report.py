@@ -36,6 +36,7 @@ class OrtContext:
     binary_missing: bool = False             # gone or changed since the recording
     optimized: Optional[bool] = None         # from the module's DWARF producer; None: unknown
     producer: Optional[str] = None
+    client: Optional[str] = None             # python | native | csharp | java | node (what the process loaded); None: unknown
 
 
 @dataclass
