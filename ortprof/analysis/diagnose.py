@@ -12,6 +12,7 @@ from ..findings import Finding
 from ..model.report import OrtContext, Report
 from ..signals.runs import SessionSummary
 from . import roles
+from .remedies import Line, Note, Remedy, config_entry, execution_mode, intra_op_threads, render
 
 # Thresholds (percent of one core unless said otherwise).
 SPIN_MIN_PCT = 5.0
@@ -33,20 +34,40 @@ SEED_TRADEOFF = ("seed measurement (MiniLM, 1 request/s): defaults 47% CPU / 2.5
                  "allow_spinning=0: 3% / 6 ms (2.4x latency); intra_op_num_threads=1: 0.5% / 4.6 ms (1.84x)")
 
 
+UNKNOWN_REASON = "the session was created before ortprof attached"
+UNKNOWN_OPTION = f"unknown ({UNKNOWN_REASON})"
+
+
 def _current(sessions: List[SessionSummary], key, default):
-    """What the hook saw for a session option (first session), as text for remedies."""
+    """What the hook saw for a session option (first session that set it), as text for remedies;
+    unknown, not the default, when a session's options were set before ortprof looked."""
     for session in sessions:
         options = session.options or {}
         if key in options:
             return options[key]
         if key in options.get("config", {}):
             return options["config"][key]
-    return default
+    return UNKNOWN_OPTION if any(not session.options_known for session in sessions) else default
 
 
-def _snippet(lines):
-    return "\n".join(["import onnxruntime as ort", "opts = ort.SessionOptions()", *lines,
-                      'session = ort.InferenceSession("model.onnx", opts, providers=["CPUExecutionProvider"])'])
+def _now(*values):
+    """The remedy's "now:" note from (name, current value) pairs, the unknown reason said once."""
+    unknown = any(value == UNKNOWN_OPTION for _name, value in values)
+    shown = ", ".join(f"{name}={'unknown' if value == UNKNOWN_OPTION else value}" for name, value in values)
+    return f"now: {shown}" + (f" ({UNKNOWN_REASON})" if unknown else "")
+
+
+def _model_file(report: Report, session=None):
+    """The model file remedies name: `session`'s, else the one every session loaded; None if unknown
+    (no model, several, or one in memory: "<N bytes>")."""
+    names = {(s.model or "<>").rsplit("/", 1)[-1] for s in report.sessions if session in (None, s.session)}
+    name = names.pop() if len(names) == 1 else "<>"
+    return None if name.startswith("<") else name
+
+
+def _remedy(report: Report, lines, session=None):
+    """`lines` (remedies.Setting and Note) as code in the profiled client's language."""
+    return render(Remedy(lines, model=_model_file(report, session)), report.ort.client)
 
 
 def _ort_version(ort: OrtContext):
@@ -78,12 +99,12 @@ def spinning_pools(report: Report):
 
 def _pool_remedy_lines(pools, report):
     """One allow_spinning line per spinning pool, naming its session (inter-op pools have their own key)."""
-    lines = []
+    lines: List[Line] = []
     for session, pool, spin, tids in pools:
         key = "inter_op" if pool == roles.INTER_POOL else "intra_op"
-        lines.append(f"# {_session_name(report, session)}, {pool} pool (threads {', '.join(map(str, tids))}): "
-                     f"spins {spin:.1f}% of a core")
-        lines.append(f'opts.add_session_config_entry("session.{key}.allow_spinning", "0")')
+        lines.append(Note(f"{_session_name(report, session)}, {pool} pool (threads {', '.join(map(str, tids))}): "
+                          f"spins {spin:.1f}% of a core"))
+        lines.append(config_entry(f"session.{key}.allow_spinning", "0"))
     return lines
 
 
@@ -97,14 +118,16 @@ def spin_wait(report: Report):
     sessions = report.sessions
     spinning = _current(sessions, "session.intra_op.allow_spinning", "1 (default)")
     threads = _current(sessions, "intra_op_num_threads", "0 (default: one per physical core)")
-    remedy_lines = [
-        f"# now: allow_spinning={spinning}, intra_op_num_threads={threads}",
-        "opts.add_session_config_entry(\"session.intra_op.allow_spinning\", \"0\")   # option A",
-        "# opts.intra_op_num_threads = 1                                         # option B",
+    now = _now(("allow_spinning", spinning), ("intra_op_num_threads", threads))
+    remedy_lines: List[Line] = [
+        config_entry("session.intra_op.allow_spinning", "0", comment="option A"),
+        intra_op_threads(1, active=False, comment="option B", align=True),
     ]
     if _ort_version(report.ort) >= SPIN_DURATION_SINCE:
-        remedy_lines.append("# opts.add_session_config_entry(\"session.intra_op.spin_duration_us\", \"200\")  # option C: spin briefly")
-    remedy_lines.append("# opts.add_session_config_entry(\"session.force_spinning_stop\", \"1\")  # option D: stop spinning when run() returns")
+        remedy_lines.append(config_entry("session.intra_op.spin_duration_us", "200", active=False, gap=2,
+                                         comment="option C: spin briefly"))
+    remedy_lines.append(config_entry("session.force_spinning_stop", "1", active=False, gap=2,
+                                     comment="option D: stop spinning when run() returns"))
     runs_per_s = sum(s.rate_per_s or 0 for s in sessions)
     pools = spinning_pools(report)
     evidence_pools = {}
@@ -112,16 +135,16 @@ def spin_wait(report: Report):
         evidence_pools = {"pools": [{"session": session, "pool": pool, "spin_pct": spin, "tids": tids}
                                     for session, pool, spin, tids in pools]}
     if len(pools) > 1 or any(pool == roles.INTER_POOL for _session, pool, _spin, _tids in pools):
-        remedy_lines += ["# option A for each pool that spins:", *_pool_remedy_lines(pools, report)]
+        remedy_lines += [Note("option A for each pool that spins:"), *_pool_remedy_lines(pools, report)]
     elif pools:
-        remedy_lines[0] += f" ({_session_name(report, pools[0][0])}, the only pool that spins)"
+        now += f" ({_session_name(report, pools[0][0])}, the only pool that spins)"
     return Finding(
         id="spin-wait", severity="critical" if spin >= 25 else "warning",
         title=f"ORT pool workers burn {spin:.1f}% of a core spin-waiting for work",
         evidence={"spin_pct": spin, "worker_cpu_pct": round(worker_cpu, 2), "process_cpu_pct": totals.cpu_pct,
                   "workers": len(workers), "inferences_per_s": round(runs_per_s, 2),
                   "allow_spinning": spinning, "intra_op_num_threads": threads, **evidence_pools},
-        remedy=_snippet(remedy_lines),
+        remedy=_remedy(report, [Note(now), *remedy_lines], session=pools[0][0] if len(pools) == 1 else None),
         tradeoff=("A: spinning off cuts CPU by the spin share but every parallel section wakes workers "
                   "through futex, ~1.5-2.4x latency. B: one thread removes the pool (and its sync) at the "
                   "cost of single-core compute. C/D keep a short spin. " + SEED_TRADEOFF),
@@ -141,8 +164,8 @@ def caller_spin(report: Report):
         id="caller-spin", severity="warning",
         title=f"The calling thread spins {value:.1f}% of a core at the end of parallel sections (load imbalance)",
         evidence={"caller_spin_pct": value, "caller_cpu_pct": round(caller_cpu, 2)},
-        remedy=_snippet(['opts.add_session_config_entry("session.dynamic_block_base", "4")',
-                         "# or fewer threads: opts.intra_op_num_threads = <usable cores>"]),
+        remedy=_remedy(report, [config_entry("session.dynamic_block_base", "4"),
+                                intra_op_threads("<usable cores>", active=False, lead="or fewer threads")]),
         tradeoff="Dynamic blocks balance work at slightly higher scheduling cost; fewer threads lower peak parallelism.",
         explanation="The caller waits (spinning, whatever allow_spinning says) for the slowest worker of each section.")
 
@@ -160,11 +183,11 @@ def futex_overhead(report: Report):
         evidence={"calls_per_s": futex.calls_per_s, "calls_per_inference": per_inference,
                   "time_ms_per_s": futex.time_ms_per_s, "sync_pct": sync,
                   "top_stack": futex.top_stacks[0].stack if futex.top_stacks else None},
-        remedy=_snippet(["opts.intra_op_num_threads = 1   # no pool, no hand-offs"]
-                        + (['# or a short spin instead of none:',
-                            '# opts.add_session_config_entry("session.intra_op.spin_duration_us", "100")']
-                           if _ort_version(report.ort) >= SPIN_DURATION_SINCE else
-                           ['# or spinning back on (the default) if the CPU it costs is acceptable'])),
+        remedy=_remedy(report, [intra_op_threads(1, comment="no pool, no hand-offs")]
+                       + ([Note("or a short spin instead of none:"),
+                           config_entry("session.intra_op.spin_duration_us", "100", active=False)]
+                          if _ort_version(report.ort) >= SPIN_DURATION_SINCE else
+                          [Note("or spinning back on (the default) if the CPU it costs is acceptable")])),
         tradeoff="One thread trades parallel speed-up for zero sync; a short spin trades a little CPU for fewer sleeps/wakes.",
         explanation=("Each parallel section wakes sleeping workers (futex wake) and each idle worker blocks "
                      "again (futex wait); ORT 1.15-era builds go through nsync semaphores with deadlines "
@@ -185,8 +208,8 @@ def cpu_throttling(report: Report):
         evidence={"throttled_periods": throttled, "throttled_ms": cgroup.throttled_ms,
                   "stalled_ms_per_s": round(stalled_ms_per_s, 1),
                   "quota_cpus": quota, "pool_threads": pool, "process_cpu_pct": report.totals.cpu_pct},
-        remedy=_snippet(["opts.intra_op_num_threads = 1   # or floor(quota), at least 1",
-                         'opts.add_session_config_entry("session.intra_op.allow_spinning", "0")']),
+        remedy=_remedy(report, [intra_op_threads(1, comment="or floor(quota), at least 1"),
+                                config_entry("session.intra_op.allow_spinning", "0")]),
         tradeoff="Fewer, non-spinning threads stay inside the quota: higher single-request latency, no stalls of a whole period (100 ms).",
         explanation="Spinning workers use up the cgroup's quota; the whole process then sleeps until the next period, which shows as p95/p99 spikes.")
 
@@ -202,7 +225,7 @@ def thread_oversubscription(report: Report):
         id="thread-oversubscription", severity="warning",
         title=f"Intra-op pool of {pool} threads for {limit:g} usable CPUs",
         evidence={"pool_threads": pool, "usable_cores": usable, "quota_cpus": quota},
-        remedy=_snippet([f"opts.intra_op_num_threads = {max(1, int(limit))}"]),
+        remedy=_remedy(report, [intra_op_threads(max(1, int(limit)))]),
         tradeoff="Matching the pool to the CPUs you really get avoids preemption inside parallel sections.",
         explanation="ORT's default pool size counts the host's physical cores and ignores cgroup quotas and affinity.")
 
@@ -211,14 +234,14 @@ def latency_variance(report: Report):
     for session in report.sessions:
         ratio = session.variance_p99_p50
         if session.runs >= VARIANCE_MIN_RUNS and ratio and ratio >= VARIANCE_RATIO:
-            current = (session.options or {}).get("config", {}).get("session.dynamic_block_base", "0 (default)")
+            current = _current([session], "session.dynamic_block_base", "0 (default)")
             return Finding(
                 id="latency-variance", severity="warning",
                 title=f"p99 is {ratio:.1f}x p50 ({session.p99_ms:.2f} vs {session.p50_ms:.2f} ms)",
                 evidence={"session": session.session, "p50_ms": session.p50_ms, "p95_ms": session.p95_ms,
                           "p99_ms": session.p99_ms, "runs": session.runs, "dynamic_block_base": current},
-                remedy=_snippet([f"# now: dynamic_block_base={current}",
-                                 'opts.add_session_config_entry("session.dynamic_block_base", "4")']),
+                remedy=_remedy(report, [Note(_now(("dynamic_block_base", current))),
+                                        config_entry("session.dynamic_block_base", "4")], session=session.session),
                 tradeoff="ORT's documented best value against variance; a little more scheduling per parallel loop.",
                 explanation="The constant cost model splits work once per section; a preempted or slow thread then delays the whole run.")
     return None
@@ -333,11 +356,12 @@ def small_parallel_sections(report: Report):
         summary = next((s for s in report.sessions if s.session == session), None)
         if summary and "PARALLEL" in str((summary.options or {}).get("execution_mode", "")).upper():
             parallel_sessions.append(names[-1])
-    lines = [f"# for {', '.join(names)}"] if names else []
-    lines += ["opts.intra_op_num_threads = 1   # option A: no intra-op pool for such a model",
-              '# opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # option B: keep the pool, no spin']
+    lines: List[Line] = [Note(f"for {', '.join(names)}")] if names else []
+    lines += [intra_op_threads(1, comment="option A: no intra-op pool for such a model"),
+              config_entry("session.intra_op.allow_spinning", "0", active=False,
+                           comment="option B: keep the pool, no spin")]
     if parallel_sessions:
-        lines.append(f"# opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL   # option C for {', '.join(parallel_sessions)}")
+        lines.append(execution_mode("sequential", active=False, comment=f"option C for {', '.join(parallel_sessions)}"))
     return Finding(
         id="small-parallel-sections", severity="warning" if (cost or 0) >= SPIN_MIN_PCT else "info",
         title=(f"{parallel.short_share_pct:.0f}% of the parallel sections are under {parallel.threshold_us:.0f} us: "
@@ -347,7 +371,7 @@ def small_parallel_sections(report: Report):
                   "short_share_pct": parallel.short_share_pct, "threshold_us": parallel.threshold_us,
                   "spin_sync_pct": cost, "no_worker_pct": parallel.no_worker_pct,
                   "workers_mean": parallel.workers_mean, "sessions": list(parallel.sessions)},
-        remedy=_snippet(lines),
+        remedy=_remedy(report, lines, session=parallel.sessions[0] if len(parallel.sessions) == 1 else None),
         tradeoff=("A: nodes with long sections (see the hot operators: mean_us, parallel_calls_pct) lose their "
                   "speed-up; on small inputs the pool rarely helps (no_worker_pct). B: no spin, but every section "
                   "wakes the workers through futex: more sync, latency up."
