@@ -265,17 +265,21 @@ def _findings(report, console):
                       "[yellow]No findings; the CPU-category findings (spin-wait, caller-spin, futex) need perf samples.[/]")
         return
     for finding in findings:
-        console.print(_finding_panel(finding))
+        console.print(_finding_panel(finding, REMEDY_LEXERS.get(report.ort.client or "python", "python")))
 
 
-def _finding_panel(finding):
+# The language remedies are written in (analysis/remedies.py renders them for the profiled client).
+REMEDY_LEXERS = {"python": "python", "native": "cpp", "csharp": "csharp", "java": "java", "node": "javascript"}
+
+
+def _finding_panel(finding, lexer="python"):
     style = SEVERITY_STYLE.get(finding.severity, "")
     evidence = ", ".join(f"{k}={v}" for k, v in finding.evidence.items() if v is not None)
     parts = [Text(finding.title, style="bold"), Text(f"evidence: {evidence}", style="dim")]
     if finding.explanation:
         parts.append(Text(finding.explanation))
     if finding.remedy:
-        lexer = "bash" if finding.remedy.startswith("ortprof") else "python"
+        lexer = "bash" if finding.remedy.startswith("ortprof") else lexer
         parts.append(Syntax(finding.remedy, lexer, theme="ansi_dark", background_color="default"))
     if finding.tradeoff:
         parts.append(Text("trade-off: " + finding.tradeoff, style="italic"))
