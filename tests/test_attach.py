@@ -158,7 +158,7 @@ def assert_untouched(pid, breakpoint_address=None):
 @pytest.mark.live
 def test_attach_records_runs_like_the_service_measures_them_and_detach_leaves_it_as_it_was(services, tmp_path):
     service = services(tmp_path / "service", "--threads", "2", "--rate", "20")
-    time.sleep(3.0)                                   # the service's own baseline
+    time.sleep(5.0)                                   # the service's own baseline
     before = service.probe("before")
     tasks_before, fds_before = task_ids(service.pid), descriptors(service.pid)
     baseline_end = time.monotonic()
@@ -171,6 +171,7 @@ def test_attach_records_runs_like_the_service_measures_them_and_detach_leaves_it
     assert len(attachment.sessions) == 1
     session = attachment.sessions[0]
     assert session["attached"] is True and session["session"] == 1 and session["pid"] == service.ns_pid
+    assert session["source"] == "attach" and session["options_known"] is True
     assert session["options"]["intra_op_num_threads"] == 2
     assert session["options"]["config"]["session.intra_op.allow_spinning"] == "0"
     assert session["options"]["config"]["session.inter_op.allow_spinning"] == "0"
@@ -197,7 +198,9 @@ def test_attach_records_runs_like_the_service_measures_them_and_detach_leaves_it
     records = list(read_hook_records(hook_dir))
     assert records[0]["event"] == "hello" and records[0]["attached"] is True
     assert records[-1]["event"] == "detached" and records[-1]["runs"] == result.runs
+    assert {record.get("source") for record in records} == {"attach"}
     [latency] = session_latencies(records)
+    assert latency.source == "attach" and latency.model == session["model"]
     hook_runs = [(start, ms / 1000) for start, ms in zip(latency.starts, latency.durations_ms)]
     assert len(hook_runs) == result.runs >= 60
     first, last = hook_runs[0][0], hook_runs[-1][0]
@@ -209,7 +212,7 @@ def test_attach_records_runs_like_the_service_measures_them_and_detach_leaves_it
     assert attached_at - 1.0 < first and last < detached_at
 
     # after: its own methods, threads and descriptors again, and its latency
-    time.sleep(3.0)
+    time.sleep(3.5)
     after = service.probe("after")
     assert after["init_is_original"] and after["run_is_original"] and after["run_with_iobinding_is_original"]
     assert after["add_entry_is_original"] and not after["patched_flag"] and not after["module"]
@@ -218,10 +221,15 @@ def test_attach_records_runs_like_the_service_measures_them_and_detach_leaves_it
     assert descriptors(service.pid) == fds_before
     assert not any(str(hook_dir) in link for link in descriptors(service.pid).values())
     assert_untouched(service.pid)
+    # within noise: 20%, or twice the difference between the two halves of the baseline if this
+    # machine is noisier than that (other jobs on 2 cores move a 0.5 ms run by 10-25% between windows)
     ran_before = [s for _, s in service.latency(until=baseline_end)][5:]
     ran_after = [s for _, s in service.latency(since=detached_at + 0.5)]
-    assert len(ran_before) >= 40 and len(ran_after) >= 40
-    assert abs(p50(ran_after) - p50(ran_before)) <= 0.15 * p50(ran_before), (p50(ran_before), p50(ran_after))
+    assert len(ran_before) >= 80 and len(ran_after) >= 50
+    half = len(ran_before) // 2
+    noise = abs(p50(ran_before[:half]) - p50(ran_before[half:])) / p50(ran_before)
+    allowed = max(0.20, 2 * noise) * p50(ran_before)
+    assert abs(p50(ran_after) - p50(ran_before)) <= allowed, (p50(ran_before), p50(ran_after), noise)
 
 
 @needs_gdb

@@ -61,6 +61,10 @@ class PipeRecorder(Recorder):
         self.on_stop = None
         Recorder.__init__(self, warmup_runs, hello)
 
+    def write(self, record):
+        record.setdefault("source", "attach")     # what timed these sessions (analysis.latency keys on it)
+        Recorder.write(self, record)
+
     def emit(self, line):
         if self.fd is None:
             return
@@ -159,14 +163,15 @@ def _existing_sessions(session_class):
 
 
 def _existing_record(session, number, ort):
-    """A `session` record for a session created before the attach: what its object still tells.
-    The thread that created it, how long that took, the threads it started and config entries set
-    under other keys than the known ones cannot be known now: null, and named in `unknown`."""
+    """A `session` record for a session created before the attach: what its object still tells
+    (its options are read from the session: `options_known`). The thread that created it, how long
+    that took, the threads it started and config entries set under other keys than the known ones
+    cannot be known now: null, and named in `unknown`."""
     record = {"event": "session", "session": number, "pid": os.getpid(), "tid": None, "model": None,
               "providers": None, "ort_version": getattr(ort, "__version__", None),
               "ort_file": getattr(ort, "__file__", None), "options": {}, "overrides": None,
               "load_seconds": None, "mono": None, "new_threads": None, "ort_profile": None,
-              "attached": True, "unknown": UNKNOWN_FOR_EXISTING}
+              "options_known": True, "attached": True, "unknown": UNKNOWN_FOR_EXISTING}
     try:
         path = getattr(session, "_model_path", None)
         source = path if path is not None else getattr(session, "_model_bytes", None)
