@@ -380,3 +380,193 @@ def test_the_dispatchers_of_this_process_s_own_module(tmp_path):
 def test_a_process_without_the_module_is_refused():
     with pytest.raises(InputError, match="no process"):
         find_run_dispatchers(2 ** 22 + 12345)
+
+
+# -- live: a service ortprof did not start -------------------------------------------------------
+def _perf():
+    perf = shutil.which("perf")
+    if perf is None or os.geteuid() != 0:
+        pytest.skip("needs perf and root (uprobes)")
+    return perf
+
+
+class Service:
+    def __init__(self, process, out):
+        self.process, self.out = process, Path(out)
+        self.ready = json.loads((self.out / "ready.json").read_text())
+        self.pid = self.ready["pid"]
+
+    def runs(self, name="latency.txt"):
+        path = self.out / name
+        if not path.exists():
+            return []
+        return [tuple(float(x) for x in line.split()) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def services():
+    started = []
+
+    def start(out, *arguments, python=sys.executable, prefix=(), timeout=60):
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen([*prefix, str(python), str(SERVICE), "--out", str(out), *arguments],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        started.append(process)
+        deadline = time.monotonic() + timeout
+        while not (out / "ready.json").exists():
+            if process.poll() is not None:
+                pytest.fail(f"the service exited {process.returncode}: {process.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the service was not ready in time")
+            time.sleep(0.05)
+        time.sleep(1.0)                     # warm-up runs before ortprof looks
+        return Service(process, out)
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _saved_model(directory):
+    model = Path(directory) / "model.onnx"
+    subprocess.run([sys.executable, str(SERVICE), "--out", str(directory), "--save-model", str(model)], check=True)
+    os.chmod(model, 0o644)
+    return model
+
+
+def _compare(service, spans, name="latency.txt"):
+    """(the service's own durations of the runs recorded, the spans' durations), each span
+    nested in exactly one of the service's runs."""
+    returned = [s for s in spans if s.outcome == "returned"]
+    assert returned, [s.outcome for s in spans]
+    first, last = returned[0].start_ns / 1e9, max(s.end_ns for s in returned) / 1e9
+    own = [(start, duration) for start, duration in service.runs(name)
+           if start >= first - 0.002 and start + duration <= last + 0.002]
+    for span in returned:
+        nesting = [run for run in own if run[0] <= span.start_ns / 1e9 and span.end_ns / 1e9 <= run[0] + run[1]]
+        assert len(nesting) == 1, (span, nesting[:3])
+    return [d for _, d in own], [s.duration_ns / 1e9 for s in returned]
+
+
+def _no_probes_of(perf, owner_pid):
+    listed = subprocess.run([perf, "probe", "-l"], capture_output=True, text=True).stdout
+    return f"ortprof_{owner_pid}_" not in listed
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("version", ["wheel", "1.15.1"])
+def test_a_service_s_runs_are_timed_at_its_dispatcher(services, tmp_path, version):
+    perf = _perf()
+    if version == "wheel":
+        python, arguments = sys.executable, []
+    else:
+        if not OLD_ORT_PYTHON.exists():
+            pytest.skip(f"{OLD_ORT_PYTHON} is not there (make test-tools makes it)")
+        python, arguments = OLD_ORT_PYTHON, ["--model", str(_saved_model(tmp_path))]   # no onnx in that venv
+    service = services(tmp_path / "service", *arguments, python=python)
+    sites = find_run_dispatchers(service.pid, cache_directory=tmp_path / "cache")
+    expected_layout = "flags8" if service.ready["version"] == "1.15.1" else "flags9"
+    assert sites.layout == expected_layout and sites.site("run") is not None
+    if service.ready["version"] == "1.15.1":
+        assert "run_async" not in sites.methods
+    spans = timing.time_runs(perf, sites, 4.0, str(tmp_path / "perf.data"))
+    assert _no_probes_of(perf, os.getpid())
+    assert {s.outcome for s in spans} <= {"returned", "running", "before"}
+    returned = [s for s in spans if s.outcome == "returned"]
+    assert {s.session for s in returned} == {service.ready["session"]}      # self: id(session._sess)
+    assert {s.method for s in returned} == {"run"} and len({s.record for s in returned}) == 1
+    own, probed = _compare(service, spans)
+    assert len(own) == len(probed) >= 60, (len(own), len(probed))          # ~20 runs/s for 4 s
+    own_p50, probed_p50 = statistics.median(own), statistics.median(probed)
+    assert probed_p50 <= own_p50                                            # inside the service's own span
+    assert abs(own_p50 - probed_p50) <= max(0.1 * own_p50, 0.001), (own_p50, probed_p50)
+
+
+@pytest.mark.live
+def test_a_run_that_raises_leaves_the_probed_service_running(services, tmp_path):
+    perf = _perf()
+    service = services(tmp_path / "service", "--raise-every", "5")
+    sites = find_run_dispatchers(service.pid, cache_directory=tmp_path / "cache")
+    spans = timing.time_runs(perf, sites, 3.0, str(tmp_path / "perf.data"))
+    assert service.process.poll() is None, service.process.stderr.read()[-2000:]
+    time.sleep(0.3)
+    assert service.process.poll() is None
+    raised = [s for s in spans if s.outcome == "raised"]
+    first, last = spans[0].start_ns / 1e9, spans[-1].start_ns / 1e9
+    own_raised = [r for r in service.runs("raised.txt") if first - 0.002 <= r[0] <= last - 0.002]
+    # the last call of the recording may be one whose raise is only told by a next entry
+    assert len(own_raised) - 1 <= len(raised) <= len(own_raised) and len(raised) >= 8
+    own, probed = _compare(service, spans)
+    assert len(own) == len(probed)
+
+
+def _readable_by_all(path):
+    path = Path(path).resolve()
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def _nobody_site(top):
+    """numpy and onnxruntime where `nobody` can read them (a 0700 clone's venv is not), and the service."""
+    import numpy
+    site = Path(numpy.__file__).parent.parent
+    for name in ("numpy", "numpy.libs", "onnxruntime"):
+        source = site / name
+        if source.exists():
+            if _readable_by_all(source):
+                os.symlink(source, top / name)
+            else:
+                shutil.copytree(source, top / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(SERVICE, top / SERVICE.name)
+    for directory, _, files in os.walk(top):
+        os.chmod(directory, 0o755)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755)
+
+
+@pytest.mark.live
+def test_a_service_of_nobody_is_read_without_running_anything(services, tmp_path, monkeypatch):
+    perf = _perf()
+    if not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip(f"needs setpriv and {SYSTEM_PYTHON}")
+    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    if version != str(tuple(sys.version_info[:2])):
+        pytest.skip("the system Python's version differs from the venv's")
+    top = Path(tempfile.mkdtemp(prefix="ortprof-pybind-nobody-", dir="/tmp"))
+    try:
+        _nobody_site(top)
+        model = _saved_model(top)
+        out = top / "out"
+        out.mkdir()
+        os.chmod(out, 0o777)
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
+                  "--bounding-set=-all", "env", f"PYTHONPATH={top}", "HOME=/tmp"]
+        service = services(out, "--model", str(model), python=SYSTEM_PYTHON, prefix=prefix)
+        import pwd
+        assert service.ready["uid"] == pwd.getpwnam("nobody").pw_uid
+        started = []
+
+        def refuse(*args, **kwargs):
+            started.append(args)
+            raise AssertionError("finding the dispatchers started a process")
+
+        with monkeypatch.context() as patch:          # no helper: nothing is started, nothing of the target runs
+            patch.setattr(subprocess.Popen, "_execute_child", refuse)
+            patch.setattr(os, "fork", refuse)
+            sites = find_run_dispatchers(service.pid, cache_directory=tmp_path / "cache")
+        assert started == []
+        assert os.path.samefile(sites.module, next((top / "onnxruntime" / "capi").glob("onnxruntime_pybind11_state*.so")))
+        spans = timing.time_runs(perf, sites, 3.0, str(tmp_path / "perf.data"))
+        own, probed = _compare(service, spans)
+        assert len(own) == len(probed) >= 40
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
