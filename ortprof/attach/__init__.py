@@ -17,9 +17,10 @@ How (docs/attach.md has the whole story):
    mount namespace) and writes the control block through /proc/PID/mem.
 3. A thread of ortprof copies the records from the pipe to hook_dir/hook-<pid>.jsonl (<pid> as
    the process sees itself, like the startup hook's files) and renews the lease every second.
-4. detach(): sets the control block's stop flag, and the process's next run() restores the
-   methods, writes a `detached` record and closes the pipe; when no run() comes within a
-   moment, gdb runs the detach at a safe point. If ortprof dies without detaching (SIGKILL,
+4. detach(): sets the control block's stop flag, and the process's next flush (the first
+   run() a second after the previous one) restores the methods, writes a `detached` record
+   and closes the pipe; when that does not come within COOPERATIVE_SECONDS, gdb runs the
+   detach at a safe point. If ortprof dies without detaching (SIGKILL,
    OOM), the heartbeat stops and the process detaches itself at its first flush after the
    lease (15 s). attached() detaches on leaving the block, exceptions, Ctrl+C and SIGTERM.
 
@@ -86,7 +87,7 @@ DETACH_EXPRESSION = (f"(lambda m: m.detach('gdb') if m is not None else '{{\"ok\
 class DetachResult:
     pid: int
     status: str                       # detached | gone (the process exited) | pending (see `note`)
-    how: Optional[str] = None         # run: its next run() did it; gdb: at a safe point; self: it had already
+    how: Optional[str] = None         # run: a run() of its own did it; gdb: at a safe point; self: it had already
     why: Optional[str] = None         # what the process gave as the reason (stop requested, lease expired, ...)
     runs: Optional[int] = None        # run() calls it timed while attached
     dropped: Optional[int] = None     # records it could not write (ortprof too slow to read)
@@ -211,7 +212,7 @@ class Attachment:
     # -- detach -----------------------------------------------------------------------------
     def detach(self, timeout=DEFAULT_TIMEOUT, gdb=None):
         """Detach (once; later calls return the same DetachResult). The stop flag first: the
-        process's next run() detaches. Without a run() within COOPERATIVE_SECONDS, gdb runs the
+        process's next flush detaches. Without one within COOPERATIVE_SECONDS, gdb runs the
         detach at a safe point (within `timeout`); a process that reaches none (idle) is left
         with the stop flag set: status `pending`, it detaches at its next run()."""
         with self.lock:
