@@ -311,7 +311,7 @@ def test_no_safe_point_times_out_and_leaves_the_process_as_it_was(services, tmp_
         attach(service.pid, tmp_path / "hook", timeout=2.0)
     assert time.monotonic() - started < 15
     assert_untouched(service.pid, address)
-    assert not (tmp_path / "hook").exists()
+    assert list((tmp_path / "hook").iterdir()) == []
 
 
 @needs_gdb
@@ -756,6 +756,14 @@ def test_a_pid_that_is_not_there_or_is_ortprof_itself():
         attach(2 ** 22 + 12345, "/nonexistent")
     with pytest.raises(InputError, match="is ortprof itself"):
         attach(os.getpid(), "/nonexistent")
+
+
+def test_a_records_directory_that_cannot_be_written_is_said_before_anything_is_stopped(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    from ortprof.attach import _open_records
+    with pytest.raises(InputError, match="cannot write the records to .*file/hook/hook-7.jsonl"):
+        _open_records(blocker / "hook", 7)
 
 
 def test_gdb_missing_is_one_clear_error(tmp_path):

@@ -28,6 +28,7 @@ The code run in the process never comes from a file it reads: gdb copies it into
 memory from a file in a 0700 directory of ortprof's user. Only processes that this user may
 already ptrace can be attached to.
 """
+import atexit
 import contextlib
 import json
 import os
@@ -99,7 +100,7 @@ class DetachResult:
 class Attachment:
     """ortprof's side of one attached process."""
 
-    def __init__(self, pid, hook_dir, answer, target, timings):
+    def __init__(self, pid, hook_dir, answer, target, timings, out):
         self.pid = pid
         self.ns_pid = answer["pid"]
         self.target = target
@@ -121,7 +122,7 @@ class Attachment:
         self._partial = b""
         self._beats = 1
         self._thread = None
-        self._out = None
+        self._out = out              # hook_dir/hook-<ns pid>.jsonl, opened before attaching
         self._answer = answer
 
     # -- set up while the process is still stopped ----------------------------------------
@@ -133,8 +134,6 @@ class Attachment:
             raise GdbError(f"pid {pid}: the pipe ortprof opened is not the one the hook made")
         self.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
         self._beat()
-        self.hook_dir.mkdir(parents=True, exist_ok=True)
-        self._out = open(self.records_path, "ab")
 
     def _write_control(self, index, value):
         if self.mem_fd is None:
@@ -308,6 +307,7 @@ def attach(pid, hook_dir, timeout=DEFAULT_TIMEOUT, lease=LEASE_SECONDS, gdb=None
     target_checks.require_attachable(target)
     arguments = {"lease_seconds": float(lease or 0), "warmup_runs": int(warmup_runs),
                  "by": {"pid": os.getpid(), "host": socket.gethostname(), "uid": os.geteuid()}}
+    records_path, out = _open_records(hook_dir, target.ns_pid)
     timings = {}
     holder = {}
 
@@ -315,7 +315,7 @@ def attach(pid, hook_dir, timeout=DEFAULT_TIMEOUT, lease=LEASE_SECONDS, gdb=None
         answer = json.loads(value)
         if not answer.get("ok"):
             return
-        attachment = Attachment(pid, hook_dir, answer, target, timings)
+        attachment = Attachment(pid, hook_dir, answer, target, timings, out)
         holder["attachment"] = attachment
         try:
             attachment._connect()
@@ -329,9 +329,12 @@ def attach(pid, hook_dir, timeout=DEFAULT_TIMEOUT, lease=LEASE_SECONDS, gdb=None
     except BaseException:
         if "attachment" in holder:      # attached, then interrupted: undo it
             _undo(holder["attachment"], gdb_path)
+        else:
+            _discard(out, records_path)
         raise
     answer = json.loads(value)
     if not answer.get("ok"):
+        _discard(out, records_path)
         raise _answer_error(pid, answer)
     attachment = holder["attachment"]
     if "error" in holder:
@@ -342,10 +345,45 @@ def attach(pid, hook_dir, timeout=DEFAULT_TIMEOUT, lease=LEASE_SECONDS, gdb=None
     try:
         attachment._start()
         _ATTACHED[pid] = attachment
+        if not _EXIT_HOOK:
+            atexit.register(_detach_all)
+            _EXIT_HOOK.append(True)
     except BaseException:
         _undo(attachment, gdb_path)
         raise
     return attachment
+
+
+_EXIT_HOOK = []
+
+
+def _open_records(hook_dir, ns_pid):
+    """(path, stream) of hook_dir/hook-<ns_pid>.jsonl, opened for appending; InputError if it cannot be."""
+    path = Path(hook_dir) / f"hook-{ns_pid}.jsonl"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, open(path, "ab")
+    except OSError as exc:
+        raise InputError(f"cannot write the records to {path}: {exc.strerror or exc}") from None
+
+
+def _detach_all():
+    """At exit, what is still attached is detached (a safety net: the lease would do it later)."""
+    for attachment in list(_ATTACHED.values()):
+        try:
+            attachment.detach(timeout=3.0)
+        except Exception:
+            pass
+
+
+def _discard(out, path):
+    """The records file made for an attach that did not happen: closed, removed when empty."""
+    out.close()
+    try:
+        if path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _undo(attachment, gdb_path):
