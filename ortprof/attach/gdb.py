@@ -91,7 +91,7 @@ class GdbError(OrtprofError):
     """gdb failed in a way that is not the user's to fix (an ortprof bug or a very odd process)."""
 
 
-class SafePointTimeout(OrtprofError):
+class SafePointTimeout(InputError):
     """No thread reached the safe point in time; the process was left as it was."""
 
 
