@@ -909,6 +909,20 @@ def test_in_the_process_attach_finds_sessions_times_runs_and_detach_restores(fak
         os.close(read_fd)
 
 
+def test_in_the_process_the_control_block_outlives_the_attachment(fake_ort):
+    """ortprof may write it through /proc/PID/mem once more after a detach it has not read yet:
+    its memory must never be freed and reused."""
+    import gc
+    import weakref
+    module, answer = _in_process_attach({"lease_seconds": 0, "by": {}})
+    block = weakref.ref(module.STATE.recorder.control)
+    assert block().buffer_info()[0] == answer["control"]
+    json.loads(module.detach("test"))
+    del module
+    gc.collect()
+    assert block() is not None and block().buffer_info()[0] == answer["control"]
+
+
 def test_in_the_process_a_stale_heartbeat_detaches_and_a_second_attach_is_refused(fake_ort):
     _, collection = fake_ort
     session = collection.InferenceSession("/m.onnx")

@@ -121,6 +121,7 @@ class Attachment:
         self._stop = threading.Event()
         self._partial = b""
         self._beats = 1
+        self._beating = True
         self._thread = None
         self._out = out              # hook_dir/hook-<ns pid>.jsonl, opened before attaching
         self._answer = answer
@@ -171,7 +172,7 @@ class Attachment:
                     if data:
                         self._take(data)
                 now = time.monotonic()
-                if now >= next_beat and self.detached_record is None and not self._stop.is_set():
+                if now >= next_beat and self._beating and self.detached_record is None:
                     next_beat = now + HEARTBEAT_SECONDS
                     try:
                         self._beat()
@@ -240,6 +241,7 @@ class Attachment:
         gone = lambda: self.eof or not os.path.exists(f"/proc/{self.pid}")   # noqa: E731
         said = lambda: self.detached_record is not None or gone()            # noqa: E731
         reading = self._thread is not None
+        self._beating = False        # the process may free nothing we write, but no need to write more
         if self.detached_record is not None:
             result.how = "self"
         elif gone():

@@ -18,7 +18,8 @@ While attached, the process has:
   killed). Checked there rather than in every run(): one Python call less on the hot path;
 - an at-fork callback: a child forked while attached detaches itself (closes the inherited pipe);
   it stays registered after the detach (Python cannot unregister one), a no-op lambda that
-  keeps nothing of this module alive.
+  keeps nothing of this module alive but the control block (about 100 bytes), which must
+  outlive the attachment: ortprof may write it once more after the process detached.
 No thread is started: run() timings are flushed by the calls themselves, as in the startup hook.
 """
 import array
@@ -185,7 +186,10 @@ def _existing_record(session, number, ort):
 
 
 # Registered with os.register_at_fork at each attach (Python cannot unregister it): a lambda whose
-# globals are a dict of its own, so that after the detach it keeps nothing of this module alive.
+# globals are a dict of its own, so that after the detach it keeps nothing of this module alive
+# but the control block, on purpose: ortprof writes that memory through /proc/PID/mem and may do
+# so once more after the process detached (a heartbeat racing a detach it has not read yet); the
+# block must never be freed and its memory reused.
 AT_FORK = ("lambda: (lambda m: m is not None and getattr(m, 'STATE', None) is not None and m.forked())"
            f"(__import__('sys').modules.get({NAME!r}))")
 
@@ -247,7 +251,7 @@ def _attach(arguments, module):
     STATE = Attachment(module, recorder, patch, tracked, arguments)
     recorder.on_stop = _stop_from_run
     sys.modules[NAME] = module
-    os.register_at_fork(after_in_child=eval(AT_FORK, {"__builtins__": __builtins__}))
+    os.register_at_fork(after_in_child=eval(AT_FORK, {"__builtins__": __builtins__, "control_block": control}))
     return {"ok": True, "pid": os.getpid(), "read_fd": read_fd, "write_fd": write_fd,
             "control": control.buffer_info()[0], "mono": time.monotonic(),
             "python": sys.version.split()[0], "implementation": sys.implementation.name,
