@@ -630,6 +630,23 @@ def test_a_process_of_another_user_in_debian_s_python(services, tmp_path):
 
 @needs_gdb
 @pytest.mark.live
+def test_an_unprivileged_ortprof_is_refused_another_user_s_process_with_the_fix(services, tmp_path):
+    from nobody import unprivileged_prefix
+    prefix = unprivileged_prefix()
+    service = services(tmp_path / "service")
+    done = subprocess.run([*prefix, SYSTEM_PYTHON, "-c", "import sys\nfrom ortprof.attach import attach\n"
+                           "from ortprof.errors import OrtprofError\n"
+                           "try:\n    attach(int(sys.argv[1]), '/tmp/ortprof-attach-never')\n"
+                           "except OrtprofError as error:\n    print(type(error).__name__, error)\n",
+                           str(service.pid)], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("EnvironmentProblem cannot attach to pid"), done.stdout + done.stderr
+    assert "ptrace refused" in done.stdout and "runs as root and ortprof as nobody" in done.stdout
+    assert "CAP_SYS_PTRACE" in done.stdout and "Fix: run ortprof as root" in done.stdout
+    assert_untouched(service.pid)
+
+
+@needs_gdb
+@pytest.mark.live
 def test_a_process_in_its_own_mount_and_pid_namespaces(services, tmp_path):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare")

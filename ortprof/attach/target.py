@@ -76,7 +76,7 @@ def inspect(pid):
     except FileNotFoundError:
         raise InputError(f"pid {pid}: no such process") from None
     except PermissionError:
-        raise refusal(target, "cannot read its memory map (/proc/PID/maps)") from None
+        raise refusal(target, ptrace_obstacle(target) or "cannot read its memory map (/proc/PID/maps)") from None
     for line in lines:
         parts = line.split(None, 5)
         if len(parts) == 6 and parts[5].startswith("/"):
