@@ -482,6 +482,8 @@ def test_a_service_s_runs_are_timed_at_its_dispatcher(services, tmp_path, versio
     returned = [s for s in spans if s.outcome == "returned"]
     assert {s.session for s in returned} == {service.ready["session"]}      # self: id(session._sess)
     assert {s.method for s in returned} == {"run"} and len({s.record for s in returned}) == 1
+    for before, after in zip(returned, returned[1:]):                       # never re-entered
+        assert before.end_ns <= after.start_ns
     own, probed = _compare(service, spans)
     assert len(own) == len(probed) >= 60, (len(own), len(probed))          # ~20 runs/s for 4 s
     own_p50, probed_p50 = statistics.median(own), statistics.median(probed)
