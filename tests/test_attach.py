@@ -970,6 +970,7 @@ def test_in_the_process_a_descriptor_the_process_closed_is_never_written_again(f
         session.run(None, {})                         # flushes: refuses the changed descriptor, then detaches
         assert module.STATE is None and "run" not in vars(collection.InferenceSession)
         assert _read_all(other_read) == b""
+        os.fstat(other_read), os.fstat(other_write)   # the process's own descriptors: still open
     finally:
         os.close(other_read)
         os.close(other_write)

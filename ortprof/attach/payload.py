@@ -54,6 +54,7 @@ class PipeRecorder(Recorder):
     def __init__(self, fds, control, lease_seconds, warmup_runs, hello):
         self.read_fd, self.fd = fds
         self.identity = _identity(self.fd)
+        self.read_identity = _identity(self.read_fd)
         self.backlog = b""
         self.dropped = 0
         self.control = control
@@ -99,15 +100,22 @@ class PipeRecorder(Recorder):
             self.stop_reason = f"lease expired: ortprof stopped renewing it for {self.lease_seconds:g} s"
         Recorder.flush(self)
         if self.stop_reason is not None and self.on_stop is not None:
-            self.on_stop(self.stop_reason)
+            try:
+                self.on_stop(self.stop_reason)
+            except Exception:    # on the workload's run(): never raise into it
+                pass
 
     def close(self, drain_seconds):
-        """Write what is left within `drain_seconds`, then close both ends."""
+        """Write what is left within `drain_seconds`, then close both ends (those still ours)."""
         with self.lock:
             deadline = time.monotonic() + drain_seconds
+            if self.fd is not None and _identity(self.fd) != self.identity:
+                self.fd = None
             while self.backlog and self.fd is not None:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([], [self.fd], [], left)[1]:
+                poller = select.poll()          # not select(): the descriptor may be above FD_SETSIZE
+                poller.register(self.fd, select.POLLOUT)
+                if left <= 0 or not poller.poll(left * 1000):
                     break
                 try:
                     self.backlog = self.backlog[os.write(self.fd, self.backlog):]
@@ -115,13 +123,9 @@ class PipeRecorder(Recorder):
                     break
             if self.backlog:
                 self.dropped += self.backlog.count(b"\n") + 1
-            fds, self.fd, self.read_fd, self.backlog = (self.fd, self.read_fd), None, None, b""
-        for fd in fds:
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            fds = ((self.fd, self.identity), (self.read_fd, self.read_identity))
+            self.fd, self.read_fd, self.backlog = None, None, b""
+        close_ours(fds)
 
 
 def _identity(fd):
@@ -130,6 +134,17 @@ def _identity(fd):
     except OSError:
         return None
     return status.st_dev, status.st_ino
+
+
+def close_ours(fds):
+    """Close each (descriptor, identity) that is still the pipe we made: a number the process
+    closed and reused is its own now."""
+    for fd, identity in fds:
+        if fd is not None and _identity(fd) == identity:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class Attachment:
@@ -316,13 +331,9 @@ def forked():
     recorder = state.recorder
     recorder.broken = True
     recorder.pending = []
-    fds, recorder.fd, recorder.read_fd = (recorder.fd, recorder.read_fd), None, None
-    for fd in fds:
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    fds = ((recorder.fd, recorder.identity), (recorder.read_fd, recorder.read_identity))
+    recorder.fd = recorder.read_fd = None
+    close_ours(fds)
     try:
         state.patch.restore()
     except Exception:
