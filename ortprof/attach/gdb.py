@@ -147,11 +147,13 @@ class Gdb:
         `timeout` s (the command may still run), GdbError when gdb exits."""
         marker = f"@@ortprof-{number}@@".encode()
         deadline = time.monotonic() + timeout
+        poller = select.poll()          # not select(): in the agent, descriptors go above FD_SETSIZE
+        poller.register(self.process.stdout, select.POLLIN | select.POLLHUP)
         while marker not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(number)
-            if not select.select([self.process.stdout], [], [], left)[0]:
+            if not poller.poll(left * 1000):
                 continue
             data = os.read(self.process.stdout.fileno(), 1 << 16)
             if not data:
