@@ -655,7 +655,7 @@ def test_a_process_in_its_own_mount_and_pid_namespaces(services, tmp_path):
     hook_dir.mkdir(parents=True)
     script = f"mount -t tmpfs none {hidden} && exec {sys.executable} {SERVICE} --out {tmp_path / 'service'}"
     service = services(tmp_path / "service", command=["unshare", "--mount", "--propagation", "private", "--pid",
-                                                      "--fork", "--mount-proc", "sh", "-c", script])
+                                                      "--fork", "--kill-child", "--mount-proc", "sh", "-c", script])
     children = Path(f"/proc/{service.pid}/task/{service.pid}/children").read_text().split()
     pid = int(children[0])
     assert service.ns_pid == 1 and pid != 1
