@@ -76,17 +76,19 @@ class RunManifest:
 
     # -- reading and writing ---------------------------------------------------
     @classmethod
-    def from_json(cls, document: Optional[dict], section_keys=()) -> "RunManifest":
-        """The manifest of a run.json document. `section_keys`: the keys signals own
-        (ortprof.signals.manifest_section_keys()); other unknown keys land in `extra`."""
+    def from_json(cls, document: Optional[dict], section_types: Optional[Dict[str, type]] = None) -> "RunManifest":
+        """The manifest of a run.json document. `section_types`: the sections signals own
+        (ortprof.signals.manifest_section_types()), read as their dataclasses (a field an older
+        ortprof did not write gets its default); other unknown keys land in `extra`."""
         document = dict(document or {})
+        section_types = section_types or {}
         core = {item.name for item in fields(cls)} - {"sections", "extra"}
         manifest = from_plain(cls, {key: value for key, value in document.items() if key in core})
         for key, value in document.items():
             if key in core:
                 continue
-            if key in section_keys:
-                manifest.sections[key] = value
+            if key in section_types and value is not None:
+                manifest.sections[key] = from_plain(section_types[key], value)
             else:
                 manifest.extra[key] = value
         return manifest

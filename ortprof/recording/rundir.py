@@ -63,10 +63,10 @@ class RunDirectory:
 
     def read_manifest(self) -> RunManifest:
         """run.json as a RunManifest, the signals' sections recognised."""
-        from ..signals import manifest_section_keys
+        from ..signals import manifest_section_types
         document = self.manifest()
         try:
-            return RunManifest.from_json(document, manifest_section_keys())
+            return RunManifest.from_json(document, manifest_section_types())
         except (TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"{self.path / MANIFEST}: malformed manifest ({exc})")
 

@@ -17,9 +17,9 @@ REPORT_ORDER = ("runs", "cgroup", "ort_profile", "samples", "futex", "pyspy")
 BY_NAME = {signal.name: signal for signal in SIGNALS}
 
 
-def manifest_section_keys():
-    """run.json keys owned by signals."""
-    return {key for signal in SIGNALS for key in signal.sections}
+def manifest_section_types():
+    """run.json key -> the dataclass of the signal that owns it."""
+    return {key: section_type for signal in SIGNALS for key, section_type in signal.sections.items()}
 
 
 def reporting_signals():
@@ -27,4 +27,4 @@ def reporting_signals():
     return [BY_NAME[name] for name in REPORT_ORDER]
 
 
-__all__ = ["BY_NAME", "REPORT_ORDER", "SIGNALS", "Signal", "manifest_section_keys", "reporting_signals"]
+__all__ = ["BY_NAME", "REPORT_ORDER", "SIGNALS", "Signal", "manifest_section_types", "reporting_signals"]

@@ -13,6 +13,9 @@ class HookSummary:
     dir: Optional[str] = None
     sessions: int = 0
     runs: int = 0
+    attach: Optional[str] = None        # --pid of a Python process: "attached", "hooked" (launched with the
+                                        # hook: its own records are read), or why run() is not timed
+    detach: Optional[str] = None        # how the attachment was taken out (detached by run | gdb, pending, gone)
 
 
 @dataclass
@@ -38,8 +41,48 @@ class SessionSummary:
 
 
 class HookCapture(Capture):
-    """The startup hook, injected into a launched Python workload through its environment:
-    it writes each session's options and every run()'s span into hook/."""
+    """The startup hook, injected into a launched Python workload through its environment, or, with
+    --pid, its recording attached to the running interpreter (ortprof.attach) before profiling
+    starts and taken out when it ends: each session's options and every run()'s span, into hook/."""
+
+    def __init__(self, recorder):
+        super().__init__(recorder)
+        self.attachment = None
+        self.attach_status: Optional[str] = None
+        self.detach_status: Optional[str] = None
+        self.hooked_dir: Optional[str] = None     # the hook's own directory, as the process names it
+
+    def follow(self, pid):
+        """--pid of a Python ORT process: attach (its stop is before the window opens)."""
+        from ..attach import AlreadyAttached, attach
+        from ..errors import OrtprofError
+        if self.recorder.options.pid is None or self.attach_status is not None or not _python_ort(pid):
+            return
+        try:
+            self.attachment = attach(pid, self.recorder.run.file(HOOK_DIR), warmup_runs=self.recorder.options.warmup_runs)
+        except AlreadyAttached as already:
+            if already.hook_dir:
+                self.hooked_dir, self.attach_status = already.hook_dir, "hooked"
+                return
+            self.attach_status = str(already)
+        except OrtprofError as error:
+            self.attach_status = str(error)
+        else:
+            self.attach_status = "attached"
+            self.recorder.note(f"the startup hook's recording is attached to process {pid} "
+                               f"({len(self.attachment.sessions)} session(s) found); it is taken out when "
+                               "recording ends")
+            return
+        self.recorder.note(f"run() of process {pid} is not timed: {self.attach_status}")
+
+    def stop(self):
+        """Detach before finish() reads the records: the process flushes its last runs then."""
+        if self.attachment is not None:
+            attachment, self.attachment = self.attachment, None
+            result = attachment.detach()
+            self.detach_status = f"{result.status}" + (f" by {result.how}" if result.how else "")
+            if result.status == "pending" and result.note:
+                self.recorder.note(f"process {attachment.pid}: {result.note}")
 
     def workload_environment(self, env):
         from ..hook import hook_environment
@@ -49,13 +92,36 @@ class HookCapture(Capture):
 
     def finish(self):
         from ..hook import read_hook_records
-        summary = HookSummary(dir=HOOK_DIR)
+        if self.hooked_dir is not None:
+            _copy_hook_records(self.recorder.options.pid, self.hooked_dir, self.recorder.run.file(HOOK_DIR))
+        summary = HookSummary(dir=HOOK_DIR, attach=self.attach_status, detach=self.detach_status)
         for record in read_hook_records(self.recorder.run.file(HOOK_DIR)):
             if record.get("event") == "session":
                 summary.sessions += 1
             elif record.get("event") == "runs":
                 summary.runs += len(record.get("runs", ()))
         self.recorder.manifest.set_section("hook", summary)
+
+
+def _python_ort(pid) -> bool:
+    """Whether process `pid` runs Python's onnxruntime (its pybind module is mapped)."""
+    try:
+        with open(f"/proc/{pid}/maps") as stream:
+            return any("onnxruntime_pybind11_state" in line for line in stream)
+    except OSError:
+        return False
+
+
+def _copy_hook_records(pid, hook_dir, into):
+    """A process launched with the hook (by another ortprof, or the agent's deployment): its own
+    records, read through its root (another mount namespace too)."""
+    import glob
+    import shutil
+    for path in glob.glob(f"/proc/{pid}/root{hook_dir}/hook-*.jsonl"):
+        try:
+            shutil.copy(path, into)
+        except OSError:
+            continue
 
 
 def load(run, loaded):
@@ -92,10 +158,13 @@ def missing_reason(loaded, report) -> Optional[str]:
     from .capi import CapiRecord
     if report.sessions:
         return None
+    hook = loaded.manifest.section("hook", HookSummary)
+    if hook is not None and hook.attach not in (None, "attached", "hooked"):
+        return f"run() was not timed: the hook's recording could not be attached ({hook.attach})"
     capi = loaded.manifest.section("capi", CapiRecord)
     why_not_capi = f"; C API calls: {capi.not_timed}" if capi is not None and capi.not_timed else ""
-    return ("no run() records from the startup hook (a workload that is not Python, or --pid without the hook)"
-            + why_not_capi)
+    return ("no run() was timed in the window (neither the startup hook, an attach to the process, nor "
+            "probes on ORT's C API saw one)" + why_not_capi)
 
 
 SIGNAL = Signal(name="runs", description="sessions, options and per-run latency from the injected startup hook",
