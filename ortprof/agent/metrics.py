@@ -8,7 +8,10 @@ Per process (labels service, pid, container, pod):
   ortprof_cgroup_throttled_seconds_total CFS throttling of the process's cgroup (all the time, not only windows)
   ortprof_pool_threads / ortprof_usable_cores / ortprof_cpu_quota_cores
   ortprof_finding{id,severity}           1 while a finding holds in the last window, 0 after
-  ortprof_run_duration_seconds{session}  histogram of every run() the startup hook timed (hooked processes)
+  ortprof_run_duration_seconds{session}  histogram of run() latency: every run the startup hook timed (hooked
+                                         Python processes; session "1", "2"...), the runs of the windows
+                                         for native C API clients (uprobes; session "model.onnx@0x55d0c3a0");
+                                         past 64 session labels a process's runs go to session "other"
 Agent: ortprof_agent_windows_total{outcome}, ortprof_agent_pushes_total{outcome},
   ortprof_agent_spool_profiles, ortprof_agent_spool_dropped_total, ortprof_agent_cpu_seconds_total
   (the agent and its perf children).
@@ -21,6 +24,9 @@ from prometheus_client.core import CounterMetricFamily
 from ..model.report import CATEGORIES
 
 PROCESS_LABELS = ("service", "pid", "container", "pod")
+# A process that creates session after session (one per request) must not create series without
+# end: past this many session labels its runs go to session="other".
+MAX_SESSION_LABELS = 64
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
@@ -55,7 +61,8 @@ class AgentMetrics:
                            registry=registry)
         self.finding = Gauge("ortprof_finding", "1 while the finding holds in the last window", labels +
                              ("id", "severity"), registry=registry)
-        self.latency = Histogram("ortprof_run_duration_seconds", "run() latency timed by ortprof's startup hook",
+        self.latency = Histogram("ortprof_run_duration_seconds",
+                                 "run() latency timed by ortprof's startup hook or C API uprobes",
                                  labels + ("session",), buckets=LATENCY_BUCKETS, registry=registry)
         self.info = Gauge("ortprof_process_info", "An ORT process the agent follows", labels +
                           ("ort_version", "ort_module"), registry=registry)
@@ -70,6 +77,7 @@ class AgentMetrics:
         self._findings = {}          # target key -> {(id, severity)}
         self._throttle_base = {}     # target key -> throttled_usec
         self._series = {}            # target key -> {(metric, label values)} it has, to remove them
+        self._sessions = {}          # target key -> session labels its latency histogram has
 
     def serve(self, port, addr="0.0.0.0"):
         return start_http_server(port, addr=addr, registry=self.registry)
@@ -96,10 +104,20 @@ class AgentMetrics:
                 pass
         self._findings.pop(target.key, None)
         self._throttle_base.pop(target.key, None)
+        self._sessions.pop(target.key, None)
 
-    def observe_runs(self, target, runs):
+    def observe_runs(self, target, runs, labels=None):
+        """`runs`: (session, start, duration, tid, kind); `labels`: session -> its label (default
+        the session's number)."""
+        labels = labels or {}
+        known = self._sessions.setdefault(target.key, set())
         for session, _start, duration, _tid, _kind in runs:
-            self._of(self.latency, target, str(session)).observe(duration)
+            label = labels.get(session, str(session))
+            if label not in known:
+                if len(known) >= MAX_SESSION_LABELS:
+                    label = "other"
+                known.add(label)
+            self._of(self.latency, target, label).observe(duration)
 
     def throttling(self, target, stat):
         """Add the throttled time since the last reading of the cgroup's cpu.stat."""

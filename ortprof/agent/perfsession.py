@@ -11,6 +11,12 @@ A cut costs ~0.08 s (perf re-reads /proc/kallsyms to describe the kernel in the
 new file), so there is one per window, at its end. Mappings made between windows
 still reach the next window's file: once enabled, perf's side-band (dummy) event
 keeps tracking mmaps while the sampling events are off.
+
+A native client's perf also records the C API uprobe events the agent added for its
+library (agent/capi.py). `enable` and `disable` switch them with the samples, but a
+uprobe's breakpoint is in the process from the moment perf opens the event until perf
+exits: the trap is paid on every probed call, between windows too; only the recording
+of the event stops.
 """
 import os
 import select
@@ -37,7 +43,7 @@ class PerfSession:
     while it follows the process. Raw data lives in `self.directory` only until `cut()` hands a
     window's file over."""
 
-    def __init__(self, target, options, perf, work_dir, futex=False):
+    def __init__(self, target, options, perf, work_dir, futex=False, probe_events=()):
         self.target = target
         self.directory = Path(tempfile.mkdtemp(prefix=f"perf-{target.pid}-", dir=os.path.abspath(work_dir)))
         self.ctl_path, self.ack_path = self.directory / "ctl", self.directory / "ack"
@@ -51,6 +57,12 @@ class PerfSession:
         argv[argv.index("record") + 1:argv.index("record") + 1] = [
             "--no-buildid", "-D", "-1", "--control", f"fifo:{self.ctl_path},{self.ack_path}",
             "--switch-output=signal"]
+        # The C API uprobes of a native client (agent/capi.py): recorded with the samples, on and
+        # off with them, without a call graph (an 8 KB stack copy per call is not needed).
+        self.probe_events = list(probe_events)
+        pid_at = argv.index("-p")
+        argv[pid_at:pid_at] = [argument for event in self.probe_events
+                               for argument in ("-e", f"{event}/call-graph=no/")]
         self.argv = argv
         self.process = None
         self.ctl_fd = self.ack_fd = None
@@ -161,8 +173,10 @@ class PerfSession:
     def describe(self, window_file):
         from ..model.manifest import ProfilerRun
         size = window_file.stat().st_size if window_file is not None and window_file.exists() else 0
-        return ProfilerRun(command=list(self.argv), output=DATA, exit_code=self.exit_code, bytes=size,
-                           notes=[f"perf record kept across windows (window {self.windows} of this perf)"])
+        notes = [f"perf record kept across windows (window {self.windows} of this perf)"]
+        if self.probe_events:
+            notes.append(f"with {len(self.probe_events)} C API uprobe events")
+        return ProfilerRun(command=list(self.argv), output=DATA, exit_code=self.exit_code, bytes=size, notes=notes)
 
 
 def stale_sessions(work_dir):

@@ -4,9 +4,11 @@ of them at once, turn each into a report, Prometheus metrics and a pprof push.
 The agent runs niced (its perf children inherit it), records at a low frequency,
 keeps one perf per process across windows (started once, enabled for each window),
 decodes perf data once per window and never waits on Pyroscope: pushes go through
-the spool's thread. SIGTERM or SIGINT ends the loop: a window in progress is cut
-short, the perf processes are stopped and their data deleted, the spool is given a
-few seconds to drain and the rest stays on disk for the next start.
+the spool's thread. A native client's perf also records C API uprobes on its
+libonnxruntime.so (capi.py: one probe group for the agent). SIGTERM or SIGINT ends
+the loop: a window in progress is cut short, the perf processes are stopped and their
+data deleted, the probes removed, the spool is given a few seconds to drain and the
+rest stays on disk for the next start.
 """
 import os
 import shutil
@@ -20,6 +22,7 @@ from typing import Optional
 
 from ..errors import InputError
 from . import discovery
+from .capi import AgentUprobes
 from .hooktail import HookTail
 from .logs import StructuredLog
 from .metrics import AgentMetrics
@@ -51,6 +54,17 @@ class AgentOptions:
     nice: int = 10
 
 
+def _wait_gone(pids, timeout=5.0):
+    import psutil
+    processes = []
+    for pid in pids:
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=timeout)
+
+
 def check_perf(futex):
     """perf's path and the futex probe, or EnvironmentProblem with the fix."""
     from ..recording.recorder import choose_profilers
@@ -72,6 +86,7 @@ class Agent:
         self.missing_pids = set()    # --pid values already reported as not ORT processes
         self.pusher = None
         self.perf = None
+        self.uprobes = None          # AgentUprobes: the C API probes of native clients
         self.windows_dir = os.path.join(options.work_dir, "windows")
 
     # -- setup ---------------------------------------------------------------
@@ -85,15 +100,19 @@ class Agent:
             os.makedirs(self.windows_dir, exist_ok=True)
         except OSError as error:
             raise InputError(f"cannot write the agent's directory {options.work_dir}: {error.strerror or error}")
-        for pid in stale_sessions(self.windows_dir):   # perf processes of a killed agent
+        stale_perfs = stale_sessions(self.windows_dir)   # perf processes of a killed agent
+        for pid in stale_perfs:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        _wait_gone(stale_perfs)     # their uprobe events must be closed before the probes can be removed
         for stale in os.listdir(self.windows_dir):   # raw perf data of a killed agent
             shutil.rmtree(os.path.join(self.windows_dir, stale), ignore_errors=True)
         # perf's build-id cache goes with the agent's files: the root filesystem may be read-only.
         os.environ.setdefault("PERF_BUILDID_DIR", os.path.join(options.work_dir, "buildid"))
+        self.uprobes = AgentUprobes(self.perf, self.log)
+        self.uprobes.start()         # probe groups a killed agent left
         if options.nice:
             try:
                 os.nice(options.nice)
@@ -143,6 +162,8 @@ class Agent:
                 session = self.sessions.pop(key, None)
                 if session is not None:
                     session.close()
+                if self.uprobes is not None:
+                    self.uprobes.release(key)     # after its perf: events in use cannot be deleted
                 self.metrics.forget(target)
                 self.log.info("process-gone", pid=target.pid, service=target.service)
         self.targets.update(found)
@@ -166,13 +187,15 @@ class Agent:
     def record(self, targets):
         started = time.monotonic()
         results = record_window(targets, self.options.window, self.perf, self.windows_dir, self.tails,
-                                self.stop_event, self.log, self.sessions)
+                                self.stop_event, self.log, self.sessions, self.uprobes)
         for result in results:
             self.handle(result)
         return results, time.monotonic() - started
 
     def handle(self, result):
         target, report = result.target, result.report
+        if result.runs:        # a native client's runs, timed by the C API probes in the window
+            self.metrics.observe_runs(target, result.runs, result.run_labels)
         if result.error or report is None:
             self.metrics.windows.labels("failed").inc()
             self.log.error("window-failed", pid=target.pid, service=target.service, reason=result.error)
@@ -241,7 +264,9 @@ class Agent:
 
     def shutdown(self):
         spooled = 0
-        close_sessions(self.sessions)
+        close_sessions(self.sessions, self.uprobes)
+        if self.uprobes is not None:
+            self.uprobes.close()
         if self.pusher is not None:
             self.pusher.drain(DRAIN_SECONDS)
             self.pusher.stop()

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import psutil
@@ -56,6 +56,8 @@ class WindowResult:
     pprof: Optional[bytes] = None       # gzipped profile.proto; None without CPU samples
     exited: bool = False                # the process exited during the window
     error: Optional[str] = None
+    runs: list = field(default_factory=list)         # (session, start, duration, tid, kind) the C API probes timed
+    run_labels: dict = field(default_factory=dict)   # their session -> histogram label
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,7 +84,8 @@ class ProcessWindow:
     """One process's part of a window: a temporary run directory its captures (captures.py)
     fill, then analysed like a recording."""
 
-    def __init__(self, target, options, session: PerfSession, work_dir, tail: Optional[HookTail]):
+    def __init__(self, target, options, session: PerfSession, work_dir, tail: Optional[HookTail], uprobes=None,
+                 perf=None):
         self.target, self.options, self.session = target, options, session
         self.run = rundir.RunDirectory(tempfile.mkdtemp(prefix=f"window-{target.pid}-", dir=work_dir))
         (self.run.path / HOOK_DIR).mkdir()
@@ -91,7 +94,8 @@ class ProcessWindow:
         self.start_unix = None
         self.exited = False         # the process is gone
         self.perf_died = False      # perf stopped on its own while the process lives
-        self.captures = window_captures(self, session, tail)
+        self.runs, self.run_labels = [], {}   # what the C API probes timed (WindowCapiCapture)
+        self.captures = window_captures(self, session, tail, uprobes, perf)
         self.perf = self.captures[0]
 
     def note(self, text):
@@ -175,7 +179,8 @@ class ProcessWindow:
         from ..analysis.report import build_report
         from ..exporters.pprof import build_message
         result = WindowResult(self.target, self.start_unix, self.start_unix + (self.end_mono - self.start_mono),
-                              self.end_mono - self.start_mono, exited=self.exited)
+                              self.end_mono - self.start_mono, exited=self.exited, runs=self.runs,
+                              run_labels=self.run_labels)
         try:
             result.profile, result.report = build_report(self.run)
             if result.profile.has_samples:
@@ -198,43 +203,52 @@ def futex_usable(options):
     return bool(options.futex and options.futex_probe is not None and options.futex_probe.usable)
 
 
-def ensure_sessions(targets, options, perf, work_dir, sessions, log=None):
+def ensure_sessions(targets, options, perf, work_dir, sessions, log=None, uprobes=None):
     """A running perf for each target in `sessions` (key -> PerfSession): kept from the last
-    window, else started now; those of processes no longer targeted are closed."""
+    window, else started now (with the C API uprobes of a native client, from `uprobes`:
+    agent/capi.AgentUprobes); those of processes no longer targeted are closed."""
     keys = {target.key for target in targets}
     for key in [key for key in sessions if key not in keys]:
         sessions.pop(key).close()
+        if uprobes is not None:
+            uprobes.release(key)
     for target in targets:
         session = sessions.get(target.key)
         if session is not None and session.running():
             continue
         if session is not None:
             sessions.pop(target.key).close()   # perf ended (the process exited, or perf failed)
+        events = uprobes.events_for(target) if uprobes is not None else ()
         try:
-            sessions[target.key] = PerfSession(target, options, perf, work_dir, futex_usable(options)).start()
+            sessions[target.key] = PerfSession(target, options, perf, work_dir, futex_usable(options),
+                                               events).start()
         except (OSError, OrtprofError) as error:
             if log:
                 log.error("window-failed", pid=target.pid, reason=f"cannot start perf: {error}")
     return sessions
 
 
-def close_sessions(sessions):
+def close_sessions(sessions, uprobes=None):
+    """Stop every perf; then the probes of their libraries can go."""
     while sessions:
-        sessions.popitem()[1].close()
+        key, session = sessions.popitem()
+        session.close()
+        if uprobes is not None:
+            uprobes.release(key)
 
 
-def record_window(targets, options, perf, work_dir, tails, stop_event, log=None, sessions=None):
+def record_window(targets, options, perf, work_dir, tails, stop_event, log=None, sessions=None, uprobes=None):
     """One window of every target at once -> [WindowResult]. `sessions` (key -> PerfSession)
     carries each process's perf from one window to the next; without it, perf is started and
-    stopped for this window. `stop_event` (threading.Event) cuts the window short; nothing is
-    analyzed then."""
+    stopped for this window. `uprobes` (agent/capi.AgentUprobes): native clients' C API probes.
+    `stop_event` (threading.Event) cuts the window short; nothing is analyzed then."""
     own_sessions = sessions is None
-    sessions = ensure_sessions(targets, options, perf, work_dir, {} if own_sessions else sessions, log)
+    sessions = ensure_sessions(targets, options, perf, work_dir, {} if own_sessions else sessions, log, uprobes)
     windows = []
     for target in targets:
         if target.key in sessions:
             windows.append(ProcessWindow(target, options, sessions[target.key], work_dir,
-                                         tails.get(target.key)).start())
+                                         tails.get(target.key), uprobes, perf).start())
     try:
         for window in windows:
             window.begin()
@@ -267,4 +281,4 @@ def record_window(targets, options, perf, work_dir, tails, stop_event, log=None,
         for window in windows:
             window.discard()
         if own_sessions:
-            close_sessions(sessions)
+            close_sessions(sessions, uprobes)
