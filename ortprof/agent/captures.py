@@ -139,28 +139,15 @@ class WindowCapiCapture(Capture):
         window.manifest.set_section("capi", record)
 
     def _calls(self):
-        """The window's probe events, paired into calls. perf script resolves no symbol here
-        (an empty --symfs, no kallsyms): it prints the probes' fields and skips the samples
-        (`-F sw:`): ~0.01 s a window instead of ~0.4 s."""
-        from ..signals.capi.spans import SCRIPT_FIELDS, pair_calls, parse_events
+        """The window's probe events, paired into calls."""
+        from ..signals.capi.spans import read_calls
         window = self.recorder
-        perf_data = window.run.file(PERF_DATA)
-        if not perf_data.exists() or perf_data.stat().st_size == 0:
-            return []
-        symfs = window.run.file("capi-symfs")
-        symfs.mkdir(exist_ok=True)
         try:
-            done = subprocess.run([self.perf, "script", "-i", str(perf_data), "-F", SCRIPT_FIELDS, "-F", "sw:",
-                                   "--ns", "--symfs", str(symfs), "--kallsyms", os.devnull],
-                                  capture_output=True, text=True, errors="replace", timeout=self.PERF_SCRIPT_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+            return read_calls(self.perf, [str(window.run.file(PERF_DATA))], str(window.run.path), window.target.pid,
+                              timeout=self.PERF_SCRIPT_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as error:
             window.note(f"the C API uprobe events could not be decoded: {error}")
             return []
-        finally:
-            symfs.rmdir()
-        pid = window.target.pid
-        return [call for call in pair_calls(parse_events(done.stdout.splitlines())) if call.pid in (None, pid)]
 
 
 def window_captures(window, session, tail, uprobes=None, perf=None):

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..base import Signal
-from .capture import CAPI_DATA, CAPI_LOG
+
+# The perf data and log of the probes' events (capture.py); a later library gets capi-2.data ...
+CAPI_DATA = "capi.data"
+CAPI_LOG = "capi.log"
 
 
 @dataclass

@@ -16,10 +16,9 @@ from typing import Dict, List, Optional
 
 from ...errors import EnvironmentProblem, InputError
 from ..base import Capture
+from . import CAPI_DATA, CAPI_LOG
 from .probes import RETURN_SUFFIX
 
-CAPI_DATA = "capi.data"
-CAPI_LOG = "capi.log"
 HOOK_FILE = "hook-capi-{pid}.jsonl"      # what it writes for the runs signal, beside the hook's own
 UPROBE_PROFILE = "/sys/kernel/tracing/uprobe_profile"
 _LIBRARY = re.compile(r"(^|/)libonnxruntime\.so(\.\d+)*$")
@@ -39,6 +38,12 @@ def ort_library_of(pid) -> Optional[str]:
     except OSError:
         return None
     return None
+
+
+def _file_key(path: str) -> str:
+    """One library file however it is named (another mount namespace's path included)."""
+    from .probes import library_path
+    return library_path(path)
 
 
 def thread_starts(pid) -> Dict[int, float]:
@@ -103,7 +108,7 @@ class CapiCapture(Capture):
         """Run calls seen so far (None: no probes yet); probes a library as soon as it is mapped."""
         if self.pid is not None and self.gave_up is None:
             library = ort_library_of(self.pid)
-            if library is not None and os.path.realpath(library) not in self.tables:
+            if library is not None and _file_key(library) not in self.tables:
                 self._probe(library)
                 self._record_pending()
         return self._runs_seen() if self.perfs else None
@@ -117,14 +122,14 @@ class CapiCapture(Capture):
             self.gave_up = ("the process does not map libonnxruntime.so (Python's onnxruntime links ORT "
                             "into its own module: its runs come from the hook)")
             return
-        if library is not None and os.path.realpath(library) not in self.tables:
+        if library is not None and _file_key(library) not in self.tables:
             self._probe(library)
         self._record_pending()
 
     def _probe(self, library):
         from .probes import Uprobes, remove_stale
         from ...symbols.ortapi import read_ort_api
-        real = os.path.realpath(library)
+        real = _file_key(library)
         try:
             table = read_ort_api(library)
             if self.probes is None:
@@ -213,17 +218,16 @@ class CapiCapture(Capture):
         import json
         import subprocess
         from .sessions import TIMED_KINDS, hook_records
-        from .spans import SCRIPT_FIELDS, pair_calls, parse_events
+        from .spans import read_calls
         from ..runs import HOOK_DIR
         if self.pid is None:
             return 0, 0, 0
-        lines: List[str] = []
-        for process in self.perfs:
-            if os.path.exists(process.output):
-                done = subprocess.run([self.perf_path, "script", "-i", process.output, "-F", SCRIPT_FIELDS, "--ns"],
-                                      capture_output=True, text=True, errors="replace")
-                lines += done.stdout.splitlines()
-        calls = [call for call in pair_calls(parse_events(lines)) if call.pid in (None, self.pid)]
+        try:
+            calls = read_calls(self.perf_path, [process.output for process in self.perfs], str(self.recorder.run.path),
+                               self.pid)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            self.recorder.note(f"the C API uprobe events could not be decoded: {error}")
+            return 0, 0, 0
         records = hook_records(calls, self.pid, self.thread_starts,
                                self.table.ort_version if self.table else None, self.library or "")
         path = self.recorder.run.file(HOOK_DIR) / HOOK_FILE.format(pid=self.pid)

@@ -231,6 +231,12 @@ def probe_definitions(group: str, tag: str, table: OrtApiTable, functions: Seque
     return definitions
 
 
+def library_path(path: str) -> str:
+    """The path perf probe is given: resolved, except through /proc/PID/root, whose resolution
+    would name a file of ortprof's own mount namespace instead of the process's (a container)."""
+    return path if path.startswith("/proc/") else os.path.realpath(path)
+
+
 class Uprobes:
     """Entry and return uprobes on C API functions of ORT libraries, in one group owned by this
     process. Event names carry the owner's pid: a group left by a dead process with the same pid
@@ -261,7 +267,7 @@ class Uprobes:
         return f"{self.owner.pid}{'_' + library_tag if library_tag else ''}"
 
     def _add(self, binary: str, definitions: Sequence[str]) -> List[str]:
-        arguments = ["-x", os.path.realpath(binary)]
+        arguments = ["-x", library_path(binary)]
         for definition in definitions:
             arguments += ["-a", definition]
         done = _perf_probe(self.perf, *arguments)
