@@ -31,10 +31,12 @@ class CapiRecord:
 
 
 def capture(recorder):
-    """Only where perf is usable: it adds the probes and records them."""
+    """Only where perf is usable and as root: perf probe writes tracefs' uprobe_events
+    (`ortprof doctor --check uprobes`)."""
+    import os
     from .capture import CapiCapture
     perf = recorder.chosen.get("perf")
-    return CapiCapture(recorder, perf) if perf else None
+    return CapiCapture(recorder, perf) if perf and os.geteuid() == 0 else None
 
 
 SIGNAL = Signal(name="capi", description="ORT C API calls of non-Python clients (Run, sessions, options) by uprobes",

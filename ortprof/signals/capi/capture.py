@@ -17,7 +17,6 @@ from typing import Dict, List, Optional
 from ...errors import EnvironmentProblem, InputError
 from ..base import Capture
 from . import CAPI_DATA, CAPI_LOG
-from .probes import RETURN_SUFFIX
 
 HOOK_FILE = "hook-capi-{pid}.jsonl"      # what it writes for the runs signal, beside the hook's own
 UPROBE_PROFILE = "/sys/kernel/tracing/uprobe_profile"
@@ -168,6 +167,7 @@ class CapiCapture(Capture):
 
     def _runs_seen(self) -> int:
         """Hits of the Run probes so far (tracefs' per-probe counter)."""
+        from .probes import RETURN_SUFFIX
         if self.probes is None:
             return 0
         runs = {event.split(":", 1)[1] for event in self.probes.events if event.split(":", 1)[1].startswith("Run")}
