@@ -27,11 +27,11 @@ from typing import Dict, Iterable, Optional, Tuple
 WRITER_MODULES = ("cache", "debugfile", "elfinfo", "functions", "resolver", "spin")
 
 
-def writer_sources(modules: Iterable[str] = WRITER_MODULES) -> Dict[str, str]:
-    """{module: its source} of `modules` of this package, read without importing them."""
+def writer_sources(modules: Iterable[str] = WRITER_MODULES, package: str = __package__) -> Dict[str, str]:
+    """{module: its source} of `modules` of `package` (this one by default), read without importing them."""
     sources = {}
     for module in modules:
-        spec = importlib.util.find_spec(f"{__package__}.{module}")
+        spec = importlib.util.find_spec(f"{package}.{module}")
         sources[module] = spec.loader.get_source(spec.name)
     return sources
 

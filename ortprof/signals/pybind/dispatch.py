@@ -24,20 +24,18 @@ records match none of records.KNOWN_LAYOUTS gives "pybind11's function record la
 wheel is not the one ortprof knows". The check runs once per build-id; the cache keeps the
 result (offsets only, not addresses: every process maps the module elsewhere).
 """
-import hashlib
-import importlib.util
 import json
 import mmap
 import os
 import re
 import stat
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...errors import EnvironmentProblem, InputError
+from ...symbols.cache import code_version, writer_sources
 from . import records as records_module
 from .code import CodeImage, ExitsUnknown, function_exits
 
@@ -240,24 +238,8 @@ def load_code_image(path: str) -> CodeImage:
 
 
 # -- the cache ------------------------------------------------------------------------------------
-def _writer_sources() -> Dict[str, str]:
-    sources = {}
-    for module in WRITER_MODULES:
-        spec = importlib.util.find_spec(f"{__package__}.{module}")
-        if spec is None or spec.loader is None:
-            continue
-        sources[module] = spec.loader.get_source(spec.name) or ""  # type: ignore[attr-defined]
-    return sources
-
-
-def _code_version(sources: Dict[str, str]) -> str:
-    digest = hashlib.sha256()
-    for module in sorted(sources):
-        digest.update(f"{module}\0{sources[module]}\0".encode())
-    return digest.hexdigest()[:12]
-
-
-CACHE_FORMAT = _code_version(_writer_sources())
+# The cache's version is a digest of the code that writes it, as the symbol cache's.
+CACHE_FORMAT = code_version(writer_sources(WRITER_MODULES, __package__))
 
 
 def cache_dir() -> Path:
