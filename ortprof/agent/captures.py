@@ -144,7 +144,7 @@ class WindowCapiCapture(Capture):
         window = self.recorder
         try:
             return read_calls(self.perf, [str(window.run.file(PERF_DATA))], str(window.run.path), window.target.pid,
-                              timeout=self.PERF_SCRIPT_TIMEOUT)
+                              timeout=self.PERF_SCRIPT_TIMEOUT, with_samples=True)
         except (OSError, subprocess.TimeoutExpired) as error:
             window.note(f"the C API uprobe events could not be decoded: {error}")
             return []

@@ -39,10 +39,14 @@ def ort_library_of(pid) -> Optional[str]:
     return None
 
 
-def _file_key(path: str) -> str:
-    """One library file however it is named (another mount namespace's path included)."""
-    from .probes import library_path
-    return library_path(path)
+def _file_key(path: str):
+    """One library file however it is named (its path here, or through /proc/PID/root: another
+    mount namespace's file included): its device and inode, or the path when it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    return (stat.st_dev, stat.st_ino)
 
 
 def thread_starts(pid) -> Dict[int, float]:
@@ -70,7 +74,8 @@ class CapiCapture(Capture):
         self.perf_path = perf_path
         self.pid = None
         self.probes = None            # probes.Uprobes: one group for every library probed
-        self.tables: Dict[str, object] = {}     # real path -> its OrtApiTable
+        self.tables: Dict[object, object] = {}  # file identity (_file_key) -> its OrtApiTable
+        self.paths: List[str] = []              # the libraries probed, as given to perf probe
         self.pending: List[str] = []  # events added, not yet recorded by a perf
         self.perfs: List = []         # the perf processes recording them (a later library: one more)
         self.thread_starts: Dict[int, float] = {}
@@ -82,7 +87,7 @@ class CapiCapture(Capture):
 
     @property
     def library(self) -> Optional[str]:
-        return next(iter(self.tables), None)
+        return self.paths[0] if self.paths else None
 
     def before_workload(self):
         """A launched command: probe the libraries it will load, and record them machine-wide
@@ -128,7 +133,7 @@ class CapiCapture(Capture):
     def _probe(self, library):
         from .probes import Uprobes, remove_stale
         from ...symbols.ortapi import read_ort_api
-        real = _file_key(library)
+        key = _file_key(library)
         try:
             table = read_ort_api(library)
             if self.probes is None:
@@ -136,14 +141,21 @@ class CapiCapture(Capture):
                 self.probes = Uprobes(self.perf_path)
             self.pending += self.probes.add(library, table=table, library_tag=f"l{len(self.tables)}")
         except (InputError, EnvironmentProblem) as problem:
-            self._give_up(str(problem))
+            if not self.perfs:
+                self._give_up(str(problem))
+            else:     # the libraries already probed go on being recorded
+                self.recorder.note(f"C API calls of {library} are not timed: {problem}")
             return
-        self.tables[real] = table
-        self.recorder.note(f"C API calls of {real} (ORT {table.ort_version}) are timed by uprobes")
+        self.tables[key] = table
+        self.paths.append(library)
+        self.recorder.note(f"C API calls of {library} (ORT {table.ort_version}) are timed by uprobes")
 
     def _give_up(self, why):
+        """No C API timing for this run: its perf first (probes it has open cannot be removed)."""
         self.gave_up = why
         self.recorder.note(f"C API calls are not timed: {why}")
+        for process in self.perfs:
+            process.stop()
         self._remove_probes()
 
     def _record_pending(self, system_wide=False):

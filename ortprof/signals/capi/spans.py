@@ -83,10 +83,11 @@ def parse_events(lines: Iterable[str]) -> Iterator[ProbeEvent]:
 
 
 def read_calls(perf: str, data_files: Iterable[str], scratch: str, pid: Optional[int] = None,
-               timeout: float = 300) -> List[CapiCall]:
+               timeout: float = 300, with_samples: bool = False) -> List[CapiCall]:
     """The C API calls recorded in `data_files` (of process `pid` only, when given). perf script
-    resolves no symbol here (an empty --symfs in `scratch`, no kallsyms) and skips the samples
-    (`-F sw:`): it prints the probes' fields, ~0.01 s for a window instead of ~0.4 s.
+    resolves no symbol here (an empty --symfs in `scratch`, no kallsyms) and, for files that also
+    hold cpu-clock samples (`with_samples`: the agent's), skips them (`-F sw:`; perf refuses that
+    option for a file without software events): ~0.01 s for a window instead of ~0.4 s.
     Raises OSError or subprocess.TimeoutExpired when perf cannot be run."""
     import os
     import subprocess
@@ -96,7 +97,8 @@ def read_calls(perf: str, data_files: Iterable[str], scratch: str, pid: Optional
         for data in data_files:
             if not os.path.exists(data) or os.path.getsize(data) == 0:
                 continue
-            done = subprocess.run([perf, "script", "-i", str(data), "-F", SCRIPT_FIELDS, "-F", "sw:", "--ns",
+            skip_samples = ["-F", "sw:"] if with_samples else []
+            done = subprocess.run([perf, "script", "-i", str(data), "-F", SCRIPT_FIELDS, *skip_samples, "--ns",
                                    "--symfs", symfs, "--kallsyms", os.devnull],
                                   capture_output=True, text=True, errors="replace", timeout=timeout,
                                   stdin=subprocess.DEVNULL)
