@@ -611,7 +611,11 @@ def test_a_process_of_another_user_in_debian_s_python(services, tmp_path):
         os.chmod(out, 0o777)
         prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
                   "--bounding-set=-all", "env", f"PYTHONPATH={top}", "HOME=/tmp"]
-        service = services(out, "--model", str(model), prefix=prefix, python=SYSTEM_PYTHON)
+        shutil.copy(SERVICE, top / SERVICE.name)        # the clone may be private (mktemp -d, mode 0700)
+        os.chmod(top / SERVICE.name, 0o644)
+        service = services(out, "--model", str(model), prefix=prefix, python=SYSTEM_PYTHON,
+                           command=[*prefix, SYSTEM_PYTHON, str(top / SERVICE.name), "--out", str(out), "--model",
+                                    str(model)])
         assert status(service.pid, "Uid").split()[0] == str(Path("/proc").stat().st_uid if False else
                                                             __import__("pwd").getpwnam("nobody").pw_uid)
         runtime = target_checks.inspect(service.pid).runtime

@@ -54,7 +54,10 @@ def test_demo_hot_operators_cover_run_time_and_name_the_matmul_kernel(wheel, tmp
     labels = {row["function"]: row["ops"] for row in operators["frames"]}
     hottest = next(row["function"] for row in report["top_functions"]["self"] if STRIPPED.match(row["function"]))
     assert labels[hottest].split(" ")[0] in MATMUL_FAMILY, labels[hottest]
-    assert operators["samples_in_nodes_pct"] > 50
+    # Of the session's samples, those inside a node: the rest is mostly the worker's spin between
+    # requests (default options), whose share moves with the machine's speed (46-48% inside nodes
+    # on this VM class one day, above 50% another, with the same code); a broken join gives ~0.
+    assert operators["samples_in_nodes_pct"] > 30
     # the label reaches the exporters; the report's keys stay the plain names
     folded = run_ortprof("export", str(run), "--format", "folded", "-o", str(tmp_path / "out.folded"), check=True)
     assert folded.returncode == 0

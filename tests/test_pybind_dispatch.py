@@ -407,10 +407,10 @@ class Service:
 def services():
     started = []
 
-    def start(out, *arguments, python=sys.executable, prefix=(), timeout=60):
+    def start(out, *arguments, python=sys.executable, prefix=(), timeout=60, script=SERVICE):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        process = subprocess.Popen([*prefix, str(python), str(SERVICE), "--out", str(out), *arguments],
+        process = subprocess.Popen([*prefix, str(python), str(script), "--out", str(out), *arguments],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         started.append(process)
         deadline = time.monotonic() + timeout
@@ -552,7 +552,8 @@ def test_a_service_of_nobody_is_read_without_running_anything(services, tmp_path
         os.chmod(out, 0o777)
         prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
                   "--bounding-set=-all", "env", f"PYTHONPATH={top}", "HOME=/tmp"]
-        service = services(out, "--model", str(model), python=SYSTEM_PYTHON, prefix=prefix)
+        # the copy in `top`: the clone may be private (mktemp -d, mode 0700)
+        service = services(out, "--model", str(model), python=SYSTEM_PYTHON, prefix=prefix, script=top / SERVICE.name)
         import pwd
         assert service.ready["uid"] == pwd.getpwnam("nobody").pw_uid
         started = []
