@@ -77,6 +77,26 @@ def readable_copy():
     return _copy
 
 
+def readable_site(top, script):
+    """This venv's numpy and onnxruntime where `nobody` can read them (a 0700 clone's venv is not:
+    copied then; linked when already readable), and `script`, in the directory `top`: what a
+    service run by the system Python as nobody imports (with its model saved, not built)."""
+    import numpy
+    site = Path(numpy.__file__).parent.parent
+    top = Path(top)
+    for name in ("numpy", "numpy.libs", "onnxruntime"):
+        source = site / name
+        if not source.exists():
+            continue
+        if _readable_by_all(source):
+            os.symlink(source, top / name)
+        else:
+            shutil.copytree(source, top / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(script, top / Path(script).name)
+    _open_up(top)
+    return top
+
+
 def unprivileged_prefix():
     """argv prefix that runs a command as `nobody` with ortprof importable by the system
     Python (SYSTEM_PYTHON), or skip."""

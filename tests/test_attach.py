@@ -13,7 +13,6 @@ import os
 import select
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -562,35 +561,11 @@ def test_a_process_started_with_the_startup_hook_is_not_attached_twice(services,
 
 
 # -- live: another user, another mount and PID namespace ---------------------------------------------
-def _readable_by_all(path):
-    path = Path(path).resolve()
-    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [path, *path.parents])
-
-
 def _nobody_python_path(tmp_path):
     """A directory `nobody` can read with numpy and onnxruntime (what the service imports with --model)
     and the service script, for the system Python (same minor version as this one)."""
-    import numpy
-    import onnxruntime
-    top = Path(tempfile.mkdtemp(prefix="ortprof-attach-nobody-", dir="/tmp"))
-    site = Path(numpy.__file__).parent.parent
-    for name in ("numpy", "numpy.libs", "onnxruntime"):
-        source = site / name
-        if not source.exists():
-            continue
-        if _readable_by_all(source):
-            os.symlink(source, top / name)
-        else:
-            shutil.copytree(source, top / name, ignore=shutil.ignore_patterns("__pycache__"))
-    assert Path(onnxruntime.__file__).parent.parent == site
-    shutil.copy(SERVICE, top / SERVICE.name)
-    for directory, _, files in os.walk(top):
-        os.chmod(directory, 0o755)
-        for name in files:
-            path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755)
-    return top
+    from nobody import readable_site
+    return readable_site(tempfile.mkdtemp(prefix="ortprof-attach-nobody-", dir="/tmp"), SERVICE)
 
 
 @needs_gdb
@@ -611,8 +586,7 @@ def test_a_process_of_another_user_in_debian_s_python(services, tmp_path):
         os.chmod(out, 0o777)
         prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
                   "--bounding-set=-all", "env", f"PYTHONPATH={top}", "HOME=/tmp"]
-        shutil.copy(SERVICE, top / SERVICE.name)        # the clone may be private (mktemp -d, mode 0700)
-        os.chmod(top / SERVICE.name, 0o644)
+        # the service from the copy in `top`: the clone may be private (mktemp -d, mode 0700)
         service = services(out, "--model", str(model), prefix=prefix, python=SYSTEM_PYTHON,
                            command=[*prefix, SYSTEM_PYTHON, str(top / SERVICE.name), "--out", str(out), "--model",
                                     str(model)])

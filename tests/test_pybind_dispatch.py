@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import stat
 import statistics
 import struct
 import subprocess
@@ -509,30 +508,6 @@ def test_a_run_that_raises_leaves_the_probed_service_running(services, tmp_path)
     assert len(own) == len(probed)
 
 
-def _readable_by_all(path):
-    path = Path(path).resolve()
-    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [path, *path.parents])
-
-
-def _nobody_site(top):
-    """numpy and onnxruntime where `nobody` can read them (a 0700 clone's venv is not), and the service."""
-    import numpy
-    site = Path(numpy.__file__).parent.parent
-    for name in ("numpy", "numpy.libs", "onnxruntime"):
-        source = site / name
-        if source.exists():
-            if _readable_by_all(source):
-                os.symlink(source, top / name)
-            else:
-                shutil.copytree(source, top / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(SERVICE, top / SERVICE.name)
-    for directory, _, files in os.walk(top):
-        os.chmod(directory, 0o755)
-        for name in files:
-            path = os.path.join(directory, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755)
-
 
 @pytest.mark.live
 def test_a_service_of_nobody_is_read_without_running_anything(services, tmp_path, monkeypatch):
@@ -543,9 +518,10 @@ def test_a_service_of_nobody_is_read_without_running_anything(services, tmp_path
                              capture_output=True, text=True).stdout.strip()
     if version != str(tuple(sys.version_info[:2])):
         pytest.skip("the system Python's version differs from the venv's")
+    from nobody import readable_site
     top = Path(tempfile.mkdtemp(prefix="ortprof-pybind-nobody-", dir="/tmp"))
     try:
-        _nobody_site(top)
+        readable_site(top, SERVICE)
         model = _saved_model(top)
         out = top / "out"
         out.mkdir()
