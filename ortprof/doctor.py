@@ -525,6 +525,23 @@ def check_pyspy(facts, thorough):
     return Check("py-spy", OK, f"{pyspy}: {version}; dumped a child Python's stack ({policy})")
 
 
+def check_attach(facts, thorough):
+    """What `record --pid` of a Python service needs to attach the hook's recording: gdb, and a
+    ptrace policy that lets this user trace processes it did not start."""
+    gdb = env.find_tool("gdb")
+    if gdb is None:
+        return Check("attach", WARNING, "gdb is not installed: `record --pid` of a Python service records "
+                     "without run() latency", "apt-get install gdb", apt=("gdb",))
+    refusal = _ptrace_refusal(facts)
+    if refusal:
+        detail, fix = refusal
+        return Check("attach", WARNING, f"{detail.replace('py-spy', 'gdb')}: `record --pid` cannot attach to a "
+                     "Python service (it records without run() latency)", fix)
+    scope = env.ptrace_scope()
+    policy = "no Yama ptrace restriction" if scope is None else f"kernel.yama.ptrace_scope={scope}"
+    return Check("attach", OK, f"{gdb}; {policy}: `record --pid` attaches to Python services (docs/attach.md)")
+
+
 # -- machine ---------------------------------------------------------------------------
 def check_container(facts, thorough):
     info = facts.container
@@ -715,6 +732,7 @@ CHECKS = {
     "futex-bpf": ("futex counting in BPF", check_futex_bpf, True),
     "uprobes": ("uprobes (C API calls)", check_uprobes, True),
     "py-spy": ("py-spy attach", check_pyspy, True),
+    "attach": ("record --pid: attach", check_attach, False),
     "container": ("container", check_container, False),
     "cgroup": ("cgroup / --cpus", check_cgroup, False),
     "onnxruntime": ("onnxruntime", check_onnxruntime, True),

@@ -359,3 +359,20 @@ def test_futex_bpf_under_a_seccomp_filter_on_bpf_reports_bpftraces_own_error():
     assert check["status"] == "warning"
     assert check["detail"].startswith("bpftrace exited with code ") and "ERROR" in check["detail"]
     assert "seccomp filter" in check["fix"] and "--futex-method perf" in check["fix"]
+
+
+def test_attach_check_names_gdb_and_the_ptrace_policy(monkeypatch):
+    """`record --pid` of a Python service attaches through gdb: without it, or where Yama refuses
+    ptrace of a process ortprof did not start, a warning that says what the record loses."""
+    facts = None     # only _ptrace_refusal reads the machine's facts, and it is replaced below
+    monkeypatch.setattr(env, "find_tool", lambda name: None if name == "gdb" else shutil.which(name))
+    monkeypatch.setattr(doctor, "_ptrace_refusal", lambda facts: None)
+    check = doctor.check_attach(facts, thorough=False)
+    assert check.status == doctor.WARNING and "gdb is not installed" in check.detail and check.apt == ("gdb",)
+    monkeypatch.setattr(env, "find_tool", lambda name: "/usr/bin/gdb")
+    monkeypatch.setattr(doctor, "_ptrace_refusal", lambda facts: ("kernel.yama.ptrace_scope=1: py-spy may only "
+                                                                  "attach to its own descendants", "sudo sysctl ..."))
+    check = doctor.check_attach(facts, thorough=False)
+    assert check.status == doctor.WARNING and "gdb may only attach" in check.detail and "record --pid" in check.detail
+    monkeypatch.setattr(doctor, "_ptrace_refusal", lambda facts: None)
+    assert doctor.check_attach(facts, thorough=False).status == doctor.OK
