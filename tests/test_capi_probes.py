@@ -312,6 +312,9 @@ def test_cost_of_a_probed_call(tmp_path, client):
         assert time.monotonic() - started < 120
     cost_ns = per_call(lines) - per_call(bare.stdout.splitlines())
     print(f"entry+return uprobes under perf record: {cost_ns / 1000:.1f} us per call")
-    assert sum(c.function == "SetIntraOpNumThreads" for c in probed_calls) == int(calls) + 1
+    # every call seen, but for the few events perf may drop at 100k calls in a second or two (a
+    # lost return leaves its entry open-ended, so one call can count twice): within 0.1%
+    seen = sum(c.function == "SetIntraOpNumThreads" for c in probed_calls)
+    assert seen == pytest.approx(int(calls) + 1, rel=0.001), seen
     assert 0 < cost_ns < 100_000
 
