@@ -97,15 +97,20 @@ def readable_site(top, script):
     return top
 
 
-def unprivileged_prefix():
-    """argv prefix that runs a command as `nobody` with ortprof importable by the system
-    Python (SYSTEM_PYTHON), or skip."""
+def require_system_python():
+    """Skip unless root, setpriv and a system Python of this venv's minor version are here."""
     if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
         pytest.skip(f"needs root, setpriv and {SYSTEM_PYTHON}")
     version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True).stdout.strip()
     if version != str(tuple(sys.version_info[:2])):
         pytest.skip("the system Python's version differs from the venv's")
+
+
+def unprivileged_prefix():
+    """argv prefix that runs a command as `nobody` with ortprof importable by the system
+    Python (SYSTEM_PYTHON), or skip."""
+    require_system_python()
     lib, bin_dir = readable_copy()
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "env", f"PYTHONPATH={lib}", f"PATH={bin_dir}:/usr/bin:/bin", "HOME=/tmp"]

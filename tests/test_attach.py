@@ -571,12 +571,8 @@ def _nobody_python_path(tmp_path):
 @needs_gdb
 @pytest.mark.live
 def test_a_process_of_another_user_in_debian_s_python(services, tmp_path):
-    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
-        pytest.skip(f"needs root, setpriv and {SYSTEM_PYTHON}")
-    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
-    if version != str(tuple(sys.version_info[:2])):
-        pytest.skip("the system Python's version differs from the venv's")
+    from nobody import require_system_python
+    require_system_python()
     top = _nobody_python_path(tmp_path)
     try:
         model = top / "model.onnx"

@@ -82,10 +82,11 @@ def load(key: str, directory: Optional[Path] = None) -> Tuple[Optional[dict], Op
     return entry, None
 
 
-def store(key: str, entry: dict, directory: Optional[Path] = None) -> Optional[Path]:
-    """Write `entry` atomically; returns the path, or None if the cache is not writable."""
+def store(key: str, entry: dict, directory: Optional[Path] = None, version: str = CACHE_FORMAT) -> Optional[Path]:
+    """Write `entry` atomically, marked with `version` (another cache's, e.g. signals/pybind's);
+    returns the path, or None if the cache is not writable."""
     directory = directory or cache_dir()
-    entry = dict(entry, format=CACHE_FORMAT)
+    entry = dict(entry, format=version)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)

@@ -29,7 +29,6 @@ import mmap
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -268,18 +267,8 @@ def load_cached(key: str, directory: Optional[Path] = None) -> Optional[dict]:
 
 def store_cached(key: str, entry: dict, directory: Optional[Path] = None) -> Optional[Path]:
     """Write atomically; None when the cache is not writable (the result is then only not kept)."""
-    directory = directory or cache_dir()
-    entry = dict(entry, format=CACHE_FORMAT)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(entry, stream, separators=(",", ":"))
-        target = directory / f"{key}.json"
-        os.replace(temporary, target)
-        return target
-    except OSError:
-        return None
+    from ...symbols.cache import store
+    return store(key, entry, directory or cache_dir(), version=CACHE_FORMAT)
 
 
 def sites_entry(layout: str, sites: Sequence[DispatchSite]) -> dict:
