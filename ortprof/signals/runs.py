@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .base import Capture, Signal
+from .sched.section import LatencyBreakdown
 
 HOOK_DIR = "hook"
 
@@ -38,6 +39,7 @@ class SessionSummary:
     source: str = "hook"                 # what timed its runs: hook (startup hook) | attach | capi (C API uprobes)
     handle: Optional[str] = None         # the OrtSession* of a C API client
     options_known: bool = True           # False: created before ortprof looked, its options are unknown
+    latency_breakdown: Optional[LatencyBreakdown] = None   # the sched signal's: why slow runs were slow
 
 
 class HookCapture(Capture):
