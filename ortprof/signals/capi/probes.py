@@ -231,10 +231,26 @@ def probe_definitions(group: str, tag: str, table: OrtApiTable, functions: Seque
     return definitions
 
 
-def library_path(path: str) -> str:
-    """The path perf probe is given: resolved, except through /proc/PID/root, whose resolution
-    would name a file of ortprof's own mount namespace instead of the process's (a container)."""
-    return path if path.startswith("/proc/") else os.path.realpath(path)
+_PROCESS_ROOT = re.compile(r"/proc/(\d+)/root(/.*)$")
+
+
+def probe_target(path: str) -> List[str]:
+    """perf probe's arguments naming the file: `-x PATH`, resolved. perf resolves `-x` in its own
+    mount namespace (a /proc/PID/root path too, which then names another file or none), so a file
+    reached through /proc/PID/root that is not the same file at that path here (a container's) is
+    named as the process names it, with `--target-ns PID`: perf enters the process's mount
+    namespace to read it and to write the probe (the kernel resolves the path there)."""
+    match = _PROCESS_ROOT.match(path)
+    if match is None:
+        return ["-x", os.path.realpath(path)]
+    pid, inner = match.groups()
+    try:
+        theirs, ours = os.stat(path), os.stat(inner)
+        if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+            return ["-x", os.path.realpath(inner)]
+    except OSError:
+        pass
+    return ["--target-ns", pid, "-x", inner]
 
 
 class Uprobes:
@@ -267,7 +283,7 @@ class Uprobes:
         return f"{self.owner.pid}{'_' + library_tag if library_tag else ''}"
 
     def _add(self, binary: str, definitions: Sequence[str]) -> List[str]:
-        arguments = ["-x", library_path(binary)]
+        arguments = probe_target(binary)
         for definition in definitions:
             arguments += ["-a", definition]
         done = _perf_probe(self.perf, *arguments)
