@@ -138,6 +138,13 @@ def describe_options(options, entries_seen):
     return described
 
 
+def session_handle(session):
+    """The session's identity while it lives, as the dispatcher probes and the report name it: the
+    address of its pybind object (`session._sess`), None before it exists."""
+    native = getattr(session, "_sess", None)
+    return None if native is None else f"0x{id(native):x}"
+
+
 def model_name(path_or_bytes):
     """How a session's model is named in its record: the path, or <N bytes> for a model in memory."""
     return path_or_bytes if isinstance(path_or_bytes, (str, os.PathLike)) else f"<{len(path_or_bytes)} bytes>"
@@ -230,6 +237,7 @@ def patch_session_class(module, recorder, overrides=None, apply_overrides=None, 
             effective = sess_options
         recorder.write({
             "event": "session", "session": self._ortprof_session, "pid": os.getpid(),
+            "handle": session_handle(self),
             "tid": threading.get_native_id(), "model": str(model_name(path_or_bytes)),
             "providers": self.get_providers(), "ort_version": ort.__version__,
             "ort_file": getattr(ort, "__file__", None),

@@ -184,7 +184,8 @@ def _existing_record(session, number, ort):
     (its options are read from the session: `options_known`). The thread that created it, how long
     that took, the threads it started and config entries set under other keys than the known ones
     cannot be known now: null, and named in `unknown`."""
-    record = {"event": "session", "session": number, "pid": os.getpid(), "tid": None, "model": None,
+    record = {"event": "session", "session": number, "pid": os.getpid(), "handle": session_handle(session),
+              "tid": None, "model": None,
               "providers": None, "ort_version": getattr(ort, "__version__", None),
               "ort_file": getattr(ort, "__file__", None), "options": {}, "overrides": None,
               "load_seconds": None, "mono": None, "new_threads": None, "ort_profile": None,
