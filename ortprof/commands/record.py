@@ -39,19 +39,23 @@ from .common import emit_json, stderr_console
               help="Run with an `ortprof build` (its site-packages first), e.g. Debug.")
 @click.option("--ort-profile", is_flag=True, help="Also turn on ORT's own per-node profiler in every session "
               "(hot operators, names for the stripped wheel's kernels; a few us per run()).")
+@click.option("--no-attach", is_flag=True, help="With --pid of a Python process: time run() by uprobes on its "
+              "pybind11 dispatchers instead of attaching the startup hook's recording (nothing runs inside the "
+              "process; sessions' options and models are then unknown; root).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory (default .ortprof/runs/<time>-<name>).")
 @click.option("-n", "--name", help="Name of the run (default: the script's name).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler, frequency, call_graph,
             stack_size, no_futex, futex_method, futex_stack_period, pyspy_rate, cpus, ort_build, output, name, quiet, as_json,
-            ort_profile):
+            ort_profile, no_attach):
     """Launch CMD (or attach to --pid) and record it into a run directory.
 
     \b
     ortprof record -- python app.py
     ortprof record --duration 20 --cpus 0.5 -- python -m ortprof.demo --rate 10
     ortprof record --pid 1234 --duration 5
+    ortprof record --pid 1234 --no-attach
 
     Records perf samples with DWARF call graphs and futex syscalls (or py-spy),
     per-thread CPU from /proc, every InferenceSession's options and each run()'s
@@ -62,6 +66,8 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
         raise InputError("give a command after `--` (ortprof record -- python app.py) or --pid PID")
     if pid is not None and command:
         raise InputError("give either --pid or a command, not both")
+    if no_attach and pid is None:
+        raise InputError("--no-attach applies to --pid (a launched workload gets the startup hook)")
     if pid is not None and cpus is not None:
         raise InputError("--cpus applies to a launched command, not to --pid")
     if cpus is not None and cpus <= 0:
@@ -81,6 +87,7 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
         futex_stack_period=futex_stack_period, pyspy_rate=pyspy_rate,
         cpus=cpus, extra_python_paths=extra_paths, ort_build=build, progress=not quiet, stdout_for_json=as_json)
     options.ort_profile = ort_profile
+    options.attach = not no_attach
     console = stderr_console()
     run, manifest = Recorder(options, console).record()
     if as_json:

@@ -58,7 +58,10 @@ class HookCapture(Capture):
         """--pid of a Python ORT process: attach (its stop is before the window opens)."""
         from ..attach import AlreadyAttached, attach
         from ..errors import OrtprofError
-        if self.recorder.options.pid is None or self.attach_status is not None or not _python_ort(pid):
+        if self.recorder.options.pid is None or self.attach_status is not None or not python_ort(pid):
+            return
+        if not getattr(self.recorder.options, "attach", True):
+            self.attach_status = "not attached (--no-attach)"
             return
         try:
             self.attachment = attach(pid, self.recorder.run.file(HOOK_DIR), warmup_runs=self.recorder.options.warmup_runs)
@@ -75,7 +78,7 @@ class HookCapture(Capture):
                                f"({len(self.attachment.sessions)} session(s) found); it is taken out when "
                                "recording ends")
             return
-        self.recorder.note(f"run() of process {pid} is not timed: {self.attach_status}")
+        self.recorder.note(f"the startup hook's recording could not be attached to process {pid}: {self.attach_status}")
 
     def stop(self):
         """Detach before finish() reads the records: the process flushes its last runs then."""
@@ -105,7 +108,7 @@ class HookCapture(Capture):
         self.recorder.manifest.set_section("hook", summary)
 
 
-def _python_ort(pid) -> bool:
+def python_ort(pid) -> bool:
     """Whether process `pid` runs Python's onnxruntime (its pybind module is mapped)."""
     try:
         with open(f"/proc/{pid}/maps") as stream:
@@ -158,11 +161,18 @@ def report(loaded, report, top):
 
 def missing_reason(loaded, report) -> Optional[str]:
     from .capi import CapiRecord
+    from .pybind import PybindRecord
     if report.sessions:
         return None
     hook = loaded.manifest.section("hook", HookSummary)
+    pybind = loaded.manifest.section("pybind", PybindRecord)
+    if pybind is not None and pybind.instead_of_attach is not None and pybind.not_timed is None:
+        return (f"no run() was seen in the window by the uprobes on the pybind11 dispatchers "
+                f"({pybind.instead_of_attach}; {pybind.calls} dispatcher call(s) seen)")
     if hook is not None and hook.attach not in (None, "attached", "hooked"):
-        return f"run() was not timed: the hook's recording could not be attached ({hook.attach})"
+        why_not_probes = (f"; the pybind11 dispatchers could not be probed: {pybind.not_timed}"
+                          if pybind is not None and pybind.not_timed else "")
+        return f"run() was not timed: the hook's recording was not attached ({hook.attach}){why_not_probes}"
     capi = loaded.manifest.section("capi", CapiRecord)
     why_not_capi = f"; C API calls: {capi.not_timed}" if capi is not None and capi.not_timed else ""
     return ("no run() was timed in the window (neither the startup hook, an attach to the process, nor "

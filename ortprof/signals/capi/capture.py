@@ -12,7 +12,7 @@ the hook).
 import os
 import re
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from ...errors import EnvironmentProblem, InputError
 from ..base import Capture
@@ -25,17 +25,16 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def ort_library_of(pid) -> Optional[str]:
-    """The libonnxruntime.so process `pid` maps, as a path in ortprof's mount namespace, or None."""
+    """The libonnxruntime.so process `pid` maps, as a path in ortprof's mount namespace (the same
+    file, through /proc/PID/root in a container's: maps.reachable_path), or None."""
+    from .maps import read_maps, reachable_path
     try:
-        with open(f"/proc/{pid}/maps") as stream:
-            for line in stream:
-                parts = line.split(None, 5)
-                if len(parts) == 6 and "x" in parts[1] and _LIBRARY.search(parts[5].strip()):
-                    path = parts[5].strip()
-                    # through the process's root: the same file in a container's mount namespace
-                    return f"/proc/{pid}/root{path}" if os.path.exists(f"/proc/{pid}/root{path}") else path
-    except OSError:
+        mappings = read_maps(pid)
+    except (InputError, EnvironmentProblem):
         return None
+    for mapping in mappings:
+        if "x" in mapping.perms and _LIBRARY.search(mapping.path):
+            return reachable_path(pid, mapping)
     return None
 
 
@@ -68,18 +67,94 @@ def thread_starts(pid) -> Dict[int, float]:
     return starts
 
 
-class CapiCapture(Capture):
+class UprobeCapture(Capture):
+    """What the uprobe captures share (the C API's, the pybind11 dispatchers'): one probe group
+    owned by this ortprof, perf recordings of its events on CLOCK_MONOTONIC (the window's clock),
+    probe hits counted from tracefs for warm-up, and the probes removed when recording ends,
+    however it ends (stop runs after Ctrl+C, SIGTERM and a failure too)."""
+    data_file = CAPI_DATA              # the first perf's output; a later one gets NAME-2.data ...
+    log_file = CAPI_LOG
+    process_name = "perf-capi"
+    probes_name = "the C API uprobes"
+
     def __init__(self, recorder, perf_path):
         super().__init__(recorder)
         self.perf_path = perf_path
         self.pid = None
-        self.probes = None            # probes.Uprobes: one group for every library probed
-        self.tables: Dict[object, object] = {}  # file identity (_file_key) -> its OrtApiTable
-        self.paths: List[str] = []              # the libraries probed, as given to perf probe
+        self.probes = None            # probes.Uprobes: the owner's one group
         self.pending: List[str] = []  # events added, not yet recorded by a perf
         self.perfs: List = []         # the perf processes recording them (a later library: one more)
-        self.thread_starts: Dict[int, float] = {}
         self.gave_up: Optional[str] = None      # why there are no probes
+
+    def _record_pending(self, system_wide=False):
+        """A perf recording the events added since the last one (with -k mono: the window's clock),
+        of the followed process or, before it exists, of every process (filtered when read)."""
+        from ...recording import profilers
+        if not self.pending or (self.pid is None and not system_wide):
+            return
+        run = self.recorder.run
+        suffix = f"-{len(self.perfs) + 1}" if self.perfs else ""
+        output = run.file(self.data_file.replace(".data", f"{suffix}.data"))
+        log = run.file(self.log_file.replace(".log", f"{suffix}.log"))
+        argv = [self.perf_path, "record", "-k", "mono", "-o", str(output),
+                *[argument for event in self.pending for argument in ("-e", event)],
+                *(["-a"] if system_wide else ["-p", str(self.pid)])]
+        process = profilers.ProfilerProcess(f"{self.process_name}{suffix}", argv, str(log), str(output)).start()
+        self.pending = []
+        self.perfs.append(process)
+        process.wait_until_recording()
+        if process.early_failure() is not None:
+            raise profilers.EnvironmentProblem(f"perf could not record {self.probes_name}: {process.log_tail()}")
+
+    def _hits(self, counted: Callable[[str], bool]) -> int:
+        """Hits so far of this owner's probes whose event name is `counted` (tracefs' per-probe counter)."""
+        if self.probes is None:
+            return 0
+        events = {event.split(":", 1)[1] for event in self.probes.events if counted(event.split(":", 1)[1])}
+        hits = 0
+        try:
+            with open(UPROBE_PROFILE) as stream:
+                for line in stream:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[1].split(":")[-1] in events:
+                        hits += int(parts[2])
+        except (OSError, ValueError):
+            return 0
+        return hits
+
+    def write_hook_records(self, name: str, records: List[dict]) -> None:
+        """The runs signal's records made of the probes' events, beside the hook's own (hook/NAME)."""
+        import json
+        from ..runs import HOOK_DIR
+        with open(self.recorder.run.file(HOOK_DIR) / name, "w") as stream:
+            for item in records:
+                stream.write(json.dumps(item) + "\n")
+
+    def processes(self):
+        return {process.name: process for process in self.perfs}
+
+    def stop(self):
+        try:
+            super().stop()
+        finally:
+            self._remove_probes()
+
+    def _remove_probes(self):
+        if self.probes is not None:
+            probes, self.probes = self.probes, None
+            try:
+                probes.remove()
+            except EnvironmentProblem as problem:
+                self.recorder.note(f"{self.probes_name} could not be removed: {problem} "
+                                   "(the next `ortprof record` or `ortprof doctor` removes them)")
+
+
+class CapiCapture(UprobeCapture):
+    def __init__(self, recorder, perf_path):
+        super().__init__(recorder, perf_path)
+        self.tables: Dict[object, object] = {}  # file identity (_file_key) -> its OrtApiTable
+        self.paths: List[str] = []              # the libraries probed, as given to perf probe
+        self.thread_starts: Dict[int, float] = {}
 
     @property
     def table(self):
@@ -124,7 +199,7 @@ class CapiCapture(Capture):
         library = ort_library_of(pid)
         if library is None and not self.tables:
             self.gave_up = ("the process does not map libonnxruntime.so (Python's onnxruntime links ORT "
-                            "into its own module: its runs come from the hook)")
+                            "into its own module: its runs come from the hook or its pybind11 dispatchers)")
             return
         if library is not None and _file_key(library) not in self.tables:
             self._probe(library)
@@ -158,63 +233,14 @@ class CapiCapture(Capture):
             process.stop()
         self._remove_probes()
 
-    def _record_pending(self, system_wide=False):
-        """A perf recording the events added since the last one (with -k mono: the window's clock),
-        of the followed process or, before it exists, of every process (filtered when read)."""
-        from ...recording import profilers
-        if not self.pending or (self.pid is None and not system_wide):
-            return
-        run = self.recorder.run
-        suffix = f"-{len(self.perfs) + 1}" if self.perfs else ""
-        output, log = run.file(CAPI_DATA.replace(".data", f"{suffix}.data")), run.file(CAPI_LOG.replace(".log", f"{suffix}.log"))
-        argv = [self.perf_path, "record", "-k", "mono", "-o", str(output),
-                *[argument for event in self.pending for argument in ("-e", event)],
-                *(["-a"] if system_wide else ["-p", str(self.pid)])]
-        process = profilers.ProfilerProcess(f"perf-capi{suffix}", argv, str(log), str(output)).start()
-        self.pending = []
-        self.perfs.append(process)
-        process.wait_until_recording()
-        if process.early_failure() is not None:
-            raise profilers.EnvironmentProblem(f"perf could not record the C API uprobes: {process.log_tail()}")
-
     def _runs_seen(self) -> int:
-        """Hits of the Run probes so far (tracefs' per-probe counter)."""
+        """Hits of the Run probes' entries so far."""
         from .probes import RETURN_SUFFIX
-        if self.probes is None:
-            return 0
-        runs = {event.split(":", 1)[1] for event in self.probes.events if event.split(":", 1)[1].startswith("Run")}
-        hits = 0
-        try:
-            with open(UPROBE_PROFILE) as stream:
-                for line in stream:
-                    parts = line.split()
-                    if len(parts) == 3 and parts[1].split(":")[-1] in runs and RETURN_SUFFIX not in parts[1]:
-                        hits += int(parts[2])
-        except (OSError, ValueError):
-            return 0
-        return hits
+        return self._hits(lambda event: event.startswith("Run") and RETURN_SUFFIX not in event)
 
     def window_closing(self):
         if self.pid is not None:
             self.thread_starts = thread_starts(self.pid)   # while the process lives
-
-    def processes(self):
-        return {process.name: process for process in self.perfs}
-
-    def stop(self):
-        try:
-            super().stop()
-        finally:
-            self._remove_probes()
-
-    def _remove_probes(self):
-        if self.probes is not None:
-            probes, self.probes = self.probes, None
-            try:
-                probes.remove()
-            except EnvironmentProblem as problem:
-                self.recorder.note(f"the C API uprobes could not be removed: {problem} "
-                                   "(the next `ortprof record` or `ortprof doctor` removes them)")
 
     def finish(self):
         from . import CapiRecord
@@ -227,11 +253,9 @@ class CapiCapture(Capture):
 
     def _write_records(self):
         """capi.data -> the runs signal's records (hook/hook-capi-PID.jsonl); (calls, runs, sessions)."""
-        import json
         import subprocess
         from .sessions import TIMED_KINDS, hook_records
         from .spans import read_calls
-        from ..runs import HOOK_DIR
         if self.pid is None:
             return 0, 0, 0
         try:
@@ -242,9 +266,6 @@ class CapiCapture(Capture):
             return 0, 0, 0
         records = hook_records(calls, self.pid, self.thread_starts,
                                self.table.ort_version if self.table else None, self.library or "")
-        path = self.recorder.run.file(HOOK_DIR) / HOOK_FILE.format(pid=self.pid)
-        with open(path, "w") as stream:
-            for item in records:
-                stream.write(json.dumps(item) + "\n")
+        self.write_hook_records(HOOK_FILE.format(pid=self.pid), records)
         runs = sum(1 for call in calls if call.function in TIMED_KINDS and call.duration_ns is not None)
         return len(calls), runs, sum(1 for item in records if item["event"] == "session")

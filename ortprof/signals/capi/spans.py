@@ -82,13 +82,13 @@ def parse_events(lines: Iterable[str]) -> Iterator[ProbeEvent]:
             yield event
 
 
-def read_calls(perf: str, data_files: Iterable[str], scratch: str, pid: Optional[int] = None,
-               timeout: float = 300, with_samples: bool = False) -> List[CapiCall]:
-    """The C API calls recorded in `data_files` (of process `pid` only, when given). perf script
-    resolves no symbol here (an empty --symfs in `scratch`, no kallsyms) and, for files that also
-    hold cpu-clock samples (`with_samples`: the agent's), skips them (`-F sw:`; perf refuses that
-    option for a file without software events): ~0.01 s for a window instead of ~0.4 s.
-    Raises OSError or subprocess.TimeoutExpired when perf cannot be run."""
+def script_lines(perf: str, data_files: Iterable[str], scratch: str, timeout: float = 300,
+                 with_samples: bool = False) -> List[str]:
+    """`perf script` lines (SCRIPT_FIELDS) of the probe events recorded in `data_files`. perf
+    script resolves no symbol here (an empty --symfs in `scratch`, no kallsyms) and, for files
+    that also hold cpu-clock samples (`with_samples`: the agent's), skips them (`-F sw:`; perf
+    refuses that option for a file without software events): ~0.01 s for a window instead of
+    ~0.4 s. Raises OSError or subprocess.TimeoutExpired when perf cannot be run."""
     import os
     import subprocess
     import tempfile
@@ -103,6 +103,14 @@ def read_calls(perf: str, data_files: Iterable[str], scratch: str, pid: Optional
                                   capture_output=True, text=True, errors="replace", timeout=timeout,
                                   stdin=subprocess.DEVNULL)
             lines += done.stdout.splitlines()
+    return lines
+
+
+def read_calls(perf: str, data_files: Iterable[str], scratch: str, pid: Optional[int] = None,
+               timeout: float = 300, with_samples: bool = False) -> List[CapiCall]:
+    """The C API calls recorded in `data_files` (of process `pid` only, when given); script_lines
+    says how they are read."""
+    lines = script_lines(perf, data_files, scratch, timeout, with_samples)
     return [call for call in pair_calls(parse_events(lines)) if pid is None or call.pid in (None, pid)]
 
 

@@ -28,13 +28,13 @@ import json
 import mmap
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...errors import EnvironmentProblem, InputError
 from ...symbols.cache import code_version, writer_sources
+from ..capi.maps import DELETED, Mapping, parse_maps, read_maps, reachable_path
 from . import records as records_module
 from .code import CodeImage, ExitsUnknown, function_exits
 
@@ -96,46 +96,6 @@ class DispatchSites:
 
 
 # -- /proc ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Mapping:
-    start: int
-    end: int
-    perms: str
-    offset: int
-    device: Tuple[int, int]       # (major, minor)
-    inode: int
-    path: str                     # "" for anonymous memory; "[heap]"
-
-    @property
-    def readable_private_data(self) -> bool:
-        return self.perms.startswith("rw") and self.perms[3] == "p"
-
-
-_MAPS_LINE = re.compile(r"([0-9a-f]+)-([0-9a-f]+)\s+(\S{4})\s+([0-9a-f]+)\s+([0-9a-f]+):([0-9a-f]+)\s+(\d+)\s*(.*)$")
-
-
-def parse_maps(text: str) -> List[Mapping]:
-    mappings = []
-    for line in text.splitlines():
-        match = _MAPS_LINE.match(line)
-        if match:
-            start, end, perms, offset, major, minor, inode, path = match.groups()
-            mappings.append(Mapping(int(start, 16), int(end, 16), perms, int(offset, 16),
-                                    (int(major, 16), int(minor, 16)), int(inode), path))
-    return mappings
-
-
-def read_maps(pid: int) -> List[Mapping]:
-    try:
-        with open(f"/proc/{pid}/maps") as stream:
-            return parse_maps(stream.read())
-    except FileNotFoundError:
-        raise InputError(f"no process {pid}") from None
-    except PermissionError:
-        raise EnvironmentProblem(f"cannot read /proc/{pid}/maps (a process of another user): "
-                                 "run ortprof as root or as that user") from None
-
-
 def module_mappings(mappings: Sequence[Mapping], pid: int) -> List[Mapping]:
     """The mappings of the ORT pybind module; InputError when the process has none, or maps
     two different files of that name."""
@@ -152,22 +112,16 @@ def module_mappings(mappings: Sequence[Mapping], pid: int) -> List[Mapping]:
 
 
 def module_path(pid: int, mapping: Mapping) -> str:
-    """The mapped module as a path in ortprof's mount namespace: its own path when that is the
-    same file (device and inode), else the same path under /proc/PID/root (a container)."""
-    if mapping.path.endswith(" (deleted)"):
+    """The mapped module as a path in ortprof's mount namespace (maps.reachable_path)."""
+    if mapping.path.endswith(DELETED):
         raise EnvironmentProblem(f"process {pid} maps {mapping.path}: the module file was replaced after the "
                                  "process loaded it (an upgrade?), uprobes cannot be put on it; restart the process")
-    for candidate in (mapping.path, f"/proc/{pid}/root{mapping.path}"):
-        try:
-            info = os.stat(candidate)
-        except OSError:
-            continue
-        if (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino) == (*mapping.device, mapping.inode) \
-                and stat.S_ISREG(info.st_mode):
-            return candidate
-    raise EnvironmentProblem(f"process {pid} maps {mapping.path}, which ortprof cannot reach as the same file "
-                             f"(neither {mapping.path} nor /proc/{pid}/root{mapping.path} is device "
-                             f"{mapping.device[0]}:{mapping.device[1]} inode {mapping.inode})")
+    path = reachable_path(pid, mapping)
+    if path is None:
+        raise EnvironmentProblem(f"process {pid} maps {mapping.path}, which ortprof cannot reach as the same file "
+                                 f"(neither {mapping.path} nor /proc/{pid}/root{mapping.path} is device "
+                                 f"{mapping.device[0]}:{mapping.device[1]} inode {mapping.inode})")
+    return path
 
 
 class ProcessMemory:
