@@ -14,6 +14,7 @@ from importlib import resources
 
 from ..analysis.pipeline import stack_category
 from ..model.report import CATEGORIES
+from .html_sched import missing_reason, sched_lanes
 from .terminal import CATEGORY_LABELS
 
 COLORS = {"compute": "#2e7d32", "spin": "#c62828", "caller_spin": "#ef6c00", "sync": "#6a1b9a",
@@ -43,9 +44,10 @@ def embed_json(data):
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_html(report, profile=None):
-    """The page of `report` (the report JSON); `profile` (model.Profile) feeds the charts."""
-    data = page_data(report, profile)
+def render_html(report, profile=None, sched=None):
+    """The page of `report` (the report JSON); `profile` (model.Profile) feeds the charts, `sched`
+    (the sched signal's SchedTimeline) the thread-state lanes and the per-run breakdowns."""
+    data = page_data(report, profile, sched)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>ortprof report</title>"
              f"<meta name=viewport content='width=device-width'><style>{_asset('report.css')}</style></head><body>",
              _header(report), _findings(report),
@@ -64,7 +66,7 @@ def render_html(report, profile=None):
 
 # ---------------------------------------------------------------- data for the charts
 
-def page_data(report, profile):
+def page_data(report, profile, sched=None):
     """Everything report.js draws: categories, flame views, timeline lanes, latency series."""
     runs_total = sum(s.get("runs") or 0 for s in report.get("sessions", []))
     data = {"categories": [{"id": c, "label": CATEGORY_LABELS[c], "color": COLORS[c]} for c in CATEGORIES],
@@ -76,7 +78,7 @@ def page_data(report, profile):
     origin = profile.span()[0]
     if profile.has_samples:
         data["flame"] = flame_views(profile, roles)
-    data["timeline"] = timeline(profile, report, roles, origin)
+    data["timeline"] = timeline(profile, report, roles, origin, sched)
     data["latency"] = latency_series(profile, report, origin)
     return data
 
@@ -188,18 +190,23 @@ def flame_views(profile, roles):
     return {"names": list(names), "dsos": list(dsos), "views": encoded}
 
 
-def timeline(profile, report, roles, origin):
+def timeline(profile, report, roles, origin, sched=None):
     """Lanes (threads with CPU, busiest first): /proc CPU % per interval, sampled CPU % per
-    category per bin, and every run() span with its caller's tid."""
+    category per bin, every run() span with its caller's tid (and whether it was slow), and
+    the callers' and pool workers' scheduler states (html_sched) when the run has them."""
     start, end = profile.span()
     seconds = max(end - start, 1e-3)
     bin_seconds = max(MIN_BIN_SECONDS, seconds / TIMELINE_BINS)
     bins = int(seconds / bin_seconds) + 1
     run_tids = {run.tid for run in profile.runs}
+    order = [row["tid"] for row in report.get("threads", [])]
+    states = sched_lanes(sched, report, profile.runs, origin, seconds, order) if sched is not None else None
+    with_states = {int(tid) for tid in states["lanes"]} if states else set()
     lanes = []
     for row in report.get("threads", []):
         tid = row["tid"]
-        if not ((row.get("cpu_pct") or 0) > 0 or (row.get("proc_cpu_pct") or 0) > 0 or tid in run_tids):
+        if not ((row.get("cpu_pct") or 0) > 0 or (row.get("proc_cpu_pct") or 0) > 0 or tid in run_tids
+                or tid in with_states):
             continue
         lane = {"tid": tid, "role": row["role"], "label": f"{row['role']} {tid}",
                 "cpu_pct": row.get("cpu_pct"), "proc_cpu_pct": row.get("proc_cpu_pct"),
@@ -208,10 +215,15 @@ def timeline(profile, report, roles, origin):
         if thread is not None and thread.samples:
             lane["sampled"] = _sampled_bins(profile, thread, origin, bin_seconds, bins)
         lanes.append(lane)
-    runs = [[run.tid, run.session, round(run.start - origin, 4), round(run.seconds, 5)] for run in profile.runs]
+    p95 = {s["session"]: s.get("p95_ms") for s in report.get("sessions", [])}
+    runs = [[run.tid, run.session, round(run.start - origin, 4), round(run.seconds, 5),
+             int(p95.get(run.session) is not None and run.seconds * 1000 >= p95[run.session])]
+            for run in profile.runs]
     return {"seconds": round(seconds, 3), "bin_seconds": bin_seconds, "lanes": lanes, "runs": runs,
             "has_proc": any(lane["proc"]["t"] for lane in lanes),
-            "has_samples": profile.has_samples}
+            "has_samples": profile.has_samples, "sched": states,
+            "sched_missing": None if states else missing_reason(report.get("empty_sections") or {})}
+
 
 
 def _proc_intervals(points, origin):
@@ -246,15 +258,15 @@ def _sampled_bins(profile, thread, origin, bin_seconds, bins):
 def latency_series(profile, report, origin):
     """Per session: each run()'s start (s from the window start) and ms, with the report's percentiles."""
     by_session = defaultdict(list)
-    for run in profile.runs:
-        by_session[run.session].append((round(run.start - origin, 4), round(run.seconds * 1000, 3)))
+    for index, run in enumerate(profile.runs):   # the index: the run in the timeline's runs, for its breakdown
+        by_session[run.session].append((round(run.start - origin, 4), round(run.seconds * 1000, 3), index))
     series = []
     for session in report.get("sessions", []):
         points = sorted(by_session.get(session["session"], []))
         series.append({"session": session["session"], "model": session.get("model"),
                        "p50_ms": session.get("p50_ms"), "p95_ms": session.get("p95_ms"),
                        "p99_ms": session.get("p99_ms"), "runs": session.get("runs"),
-                       "t": [p[0] for p in points], "ms": [p[1] for p in points]})
+                       "t": [p[0] for p in points], "ms": [p[1] for p in points], "run": [p[2] for p in points]})
     return series
 
 

@@ -250,6 +250,24 @@
     return 10 * power;
   }
 
+  // Binned states (html_sched.binned_states): [first, count, state] or [first, count, % per state...],
+  // drawn from time 0 at `bin` s per bin as rects of class `cls`, stacked where a bin is mixed.
+  function drawStates(parent, states, entries, bin, x, t0, t1, top, height, cls) {
+    entries.forEach(function (e) {
+      var a = e[0] * bin, b = (e[0] + e[1]) * bin;
+      if (b < t0 || a > t1) return;
+      var left = x(a), w = Math.max(x(b) - left, 0.6);
+      var shares = e.length === 3 ? null : e.slice(2), y = top;
+      for (var s = 0; s < states.length; s++) {
+        var h = shares ? shares[s] / 100 * height : (s === e[2] ? height : 0);
+        if (h <= 0) continue;
+        parent.appendChild(svgEl('rect', {'class': cls + (shares ? ' mixed' : ''), x: left, y: y, width: w, height: h,
+                                          fill: states[s].color, 'data-state': states[s].id}));
+        y += h;
+      }
+    });
+  }
+
   function timeline() {
     var app = document.getElementById('timeline-app');
     var T = DATA.timeline;
@@ -257,33 +275,60 @@
       app.appendChild(emptyNote('timeline', 'No timeline: the run has neither per-thread /proc CPU nor perf samples.'));
       return;
     }
+    var S = T.sched;
     var runsByTid = {};
-    T.runs.forEach(function (r) { (runsByTid[r[0]] = runsByTid[r[0]] || []).push(r); });
+    T.runs.forEach(function (r, i) { (runsByTid[r[0]] = runsByTid[r[0]] || []).push({r: r, index: i}); });
     var procNote = T.has_proc ? 'black line: CPU % of a core from /proc (per 100 ms)' : 'no /proc CPU series in this run';
     var sampleNote = T.has_samples ? 'bars: perf samples per ' + Math.round(T.bin_seconds * 1000) +
       ' ms by category' : 'grey: /proc CPU (no perf samples)';
+    var stateNote = S ? '; strip under a lane: the thread\'s scheduler state (' + esc(S.source) + ', per ' +
+      fixed(S.bin_seconds * 1000, 1) + ' ms)' : '';
     var controls = el('div', {'class': 'controls'});
     var reset = el('button', {id: 'timeline-reset', type: 'button'}, 'reset zoom');
     controls.appendChild(reset);
-    controls.appendChild(el('span', {'class': 'dim'}, 'Drag across the chart to zoom in time. ' + sampleNote + '; ' +
-      procNote + '; blue boxes: run() calls on the calling thread. Lane height: 100% of a core.'));
+    controls.appendChild(el('span', {'class': 'dim'}, 'Drag across the chart to zoom in time; click a run() to see ' +
+      'where its time went. ' + sampleNote + '; ' + procNote + '; blue boxes: run() calls on the calling thread, ' +
+      'red: slow runs (at or above the session\'s p95)' + stateNote + '. Lane height: 100% of a core.'));
     app.appendChild(controls);
     var holder = el('div', {id: 'timeline'});
     app.appendChild(holder);
     var spanChip = el('span');
     spanChip.appendChild(el('span', {'class': 'chip', style: 'background:rgba(25,118,210,.25);border:1px solid #1976d2'}));
     spanChip.appendChild(document.createTextNode('run() span'));
-    app.appendChild(legend([spanChip]));
+    var slowChip = el('span');
+    slowChip.appendChild(el('span', {'class': 'chip', style: 'background:rgba(198,40,40,.25);border:1px solid #c62828'}));
+    slowChip.appendChild(document.createTextNode('slow run() (>= p95)'));
+    app.appendChild(legend([spanChip, slowChip]));
+    if (S) {
+      var states = el('div', {'class': 'legend', id: 'state-legend'});
+      states.appendChild(el('span', {'class': 'dim'}, 'thread states:'));
+      S.states.forEach(function (st) {
+        var item = el('span', {'data-state': st.id});
+        item.appendChild(el('span', {'class': 'chip', style: 'background:' + st.color}));
+        item.appendChild(document.createTextNode(st.label));
+        states.appendChild(item);
+      });
+      app.appendChild(states);
+      S.notes.forEach(function (note) { app.appendChild(el('p', {'class': 'dim'}, 'thread states: ' + note)); });
+    } else {
+      app.appendChild(emptyNote('sched', 'No thread-state lanes: ' + T.sched_missing + '.'));
+    }
+    var panel = el('div', {id: 'run-breakdown', hidden: ''});
+    app.appendChild(panel);
 
     var range = [0, T.seconds];
-    var LABEL = 200, LANE = 44, GAP = 8, AXIS = 22;
-    var current = null;   // geometry of the last drawing, for hover and drag
+    var LABEL = 200, LANE = 44, STATE = 12, GAP = 8, AXIS = 22;
+    var current = null;   // geometry of the last drawing, for hover, click and drag
+
+    function stateLane(tid) { return S ? S.lanes[String(tid)] : null; }
+    function laneHeight(lane) { return LANE + (stateLane(lane.tid) ? STATE + 3 : 0); }
 
     function draw() {
       var width = Math.max(holder.clientWidth || 1000, 600), plot = width - LABEL - 8;
       var t0 = range[0], t1 = range[1], scale = plot / Math.max(t1 - t0, 1e-6);
       function x(t) { return LABEL + (Math.min(Math.max(t, t0), t1) - t0) * scale; }
-      var height = AXIS + T.lanes.length * (LANE + GAP);
+      var tops = [], height = AXIS;
+      T.lanes.forEach(function (lane) { tops.push(height); height += laneHeight(lane) + GAP; });
       var root = svgEl('svg', {width: width, height: height, id: 'timeline-svg'});
       var step = niceStep(t1 - t0, 10);
       for (var tick = Math.ceil(t0 / step) * step; tick <= t1 + 1e-9; tick += step) {
@@ -294,7 +339,7 @@
                                fixed(tick, step < 1 ? 1 : 0) + ' s'));
       }
       T.lanes.forEach(function (lane, i) {
-        var top = AXIS + i * (LANE + GAP);
+        var top = tops[i];
         function y(pct) { return top + LANE - Math.min(pct, 100) / 100 * LANE; }
         var g = svgEl('g', {'class': 'lane', 'data-tid': lane.tid, 'data-role': lane.role, 'data-label': lane.label});
         g.appendChild(svgEl('rect', {x: LABEL, y: top, width: plot, height: LANE, fill: '#f5f5f5'}));
@@ -303,12 +348,16 @@
         g.appendChild(svgEl('text', {x: 4, y: top + 34, 'class': 'dim'}, fixed(cpu, 1) + '% of a core'));
         // run() spans behind the CPU bars (narrow ones without an outline), their marks on top.
         var marks = [];
-        (runsByTid[lane.tid] || []).forEach(function (r) {
+        (runsByTid[lane.tid] || []).forEach(function (item) {
+          var r = item.r;
           if (r[2] + r[3] < t0 || r[2] > t1) return;
           var left = x(r[2]), w = Math.max(x(r[2] + r[3]) - left, 1);
-          g.appendChild(svgEl('rect', {'class': 'run-span' + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
-            height: LANE, 'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4)}));
-          marks.push(svgEl('rect', {'class': 'run-mark', x: left, y: top, width: w, height: 4}));
+          var slow = r[4] ? ' slow' : '';
+          g.appendChild(svgEl('rect', {'class': 'run-span' + slow + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
+            height: LANE, 'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4),
+            'data-run': item.index}));
+          marks.push(svgEl('rect', {'class': 'run-mark' + slow, x: left, y: top, width: Math.max(w, r[4] ? 2 : 1),
+                                    height: r[4] ? 6 : 4}));
         });
         var sampled = lane.sampled, bin = T.bin_seconds;
         var binCount = 0;
@@ -340,6 +389,16 @@
         }
         if (path) g.appendChild(svgEl('path', {'class': 'proc-line', d: path}));
         marks.forEach(function (mark) { g.appendChild(mark); });
+        var entries = stateLane(lane.tid);
+        if (entries) {
+          var strip = svgEl('g', {'class': 'state-lane', 'data-tid': lane.tid});
+          strip.appendChild(svgEl('rect', {x: LABEL, y: top + LANE + 3, width: plot, height: STATE, fill: '#fff',
+                                           stroke: '#ddd'}));
+          drawStates(strip, S.states, entries, S.bin_seconds, x, t0, t1, top + LANE + 3, STATE, 'state-bin');
+          strip.appendChild(svgEl('text', {x: LABEL - 4, y: top + LANE + 3 + STATE - 2, 'text-anchor': 'end',
+                                           'class': 'dim'}, 'states'));
+          g.appendChild(strip);
+        }
         root.appendChild(g);
       });
       var selection = svgEl('rect', {id: 'timeline-selection', y: AXIS, height: height - AXIS, width: 0,
@@ -347,7 +406,7 @@
       root.appendChild(selection);
       holder.textContent = '';
       holder.appendChild(root);
-      current = {root: root, x0: LABEL, plot: plot, t0: t0, scale: scale, selection: selection};
+      current = {root: root, x0: LABEL, plot: plot, t0: t0, scale: scale, selection: selection, tops: tops};
     }
 
     function timeAt(evt) {
@@ -356,10 +415,40 @@
       return {px: px, t: current.t0 + (px - current.x0) / current.scale, y: evt.clientY - box.top};
     }
 
+    function laneAt(at) {
+      for (var i = 0; i < T.lanes.length; i++) {
+        var offset = at.y - current.tops[i];
+        if (offset >= 0 && offset <= laneHeight(T.lanes[i])) return {lane: T.lanes[i], inStates: offset > LANE};
+      }
+      return null;
+    }
+
+    function runAt(lane, at) {
+      var slack = 3 / current.scale, found = null;   // a narrow run is clickable within 3 px
+      (runsByTid[lane.tid] || []).forEach(function (item) {
+        var r = item.r;
+        if (r[2] - slack <= at.t && at.t <= r[2] + r[3] + slack &&
+            (found === null || Math.abs(at.t - r[2] - r[3] / 2) < Math.abs(at.t - found.r[2] - found.r[3] / 2))) found = item;
+      });
+      return found;
+    }
+
+    function stateShares(entries, bin, t) {
+      var b = Math.floor(t / bin);
+      for (var i = 0; i < entries.length; i++) {
+        var e = entries[i];
+        if (e[0] <= b && b < e[0] + e[1]) {
+          if (e.length === 3) return S.states.map(function (st, s) { return s === e[2] ? 100 : 0; });
+          return e.slice(2);
+        }
+      }
+      return null;
+    }
+
     function tipAt(evt) {
-      var at = timeAt(evt), index = Math.floor((at.y - AXIS) / (LANE + GAP));
-      var lane = T.lanes[index];
-      if (!lane || at.y - AXIS - index * (LANE + GAP) > LANE) { hideTip(); return; }
+      var at = timeAt(evt), hit = laneAt(at);
+      if (!hit) { hideTip(); return; }
+      var lane = hit.lane;
       var parts = ['<b>' + esc(lane.label) + '</b> at ' + fixed(at.t, 3) + ' s'];
       var proc = lane.proc;
       for (var k = 0; k < proc.pct.length; k++) {
@@ -370,9 +459,18 @@
         var pct = lane.sampled[cat.id] ? lane.sampled[cat.id][b] : 0;
         if (pct) parts.push(esc(cat.label) + ': ' + fixed(pct, 0) + '% in this ' + Math.round(T.bin_seconds * 1000) + ' ms bin');
       });
-      (runsByTid[lane.tid] || []).forEach(function (r) {
-        if (r[2] <= at.t && at.t <= r[2] + r[3]) parts.push('run() of session ' + r[1] + ': ' + fixed(r[3] * 1000, 2) + ' ms');
-      });
+      var entries = stateLane(lane.tid);
+      var shares = entries ? stateShares(entries, S.bin_seconds, at.t) : null;
+      if (shares) {
+        parts.push('states in this ' + fixed(S.bin_seconds * 1000, 1) + ' ms: ' + S.states.map(function (st, s) {
+          return shares[s] ? esc(st.label.split(' (')[0]) + ' ' + shares[s] + '%' : '';
+        }).filter(Boolean).join(', '));
+      }
+      var item = runAt(lane, at);
+      if (item) {
+        parts.push('run() of session ' + item.r[1] + ': ' + fixed(item.r[3] * 1000, 2) + ' ms' +
+                   (item.r[4] ? ' (slow: at or above p95)' : '') + ' · click for its breakdown');
+      }
       showTip(evt, parts.join('<br>'));
     }
 
@@ -397,12 +495,110 @@
       if (!dragStart) return;
       var end = timeAt(evt), a = Math.min(dragStart.t, end.t), b = Math.max(dragStart.t, end.t);
       dragStart = null;
-      if ((b - a) * current.scale > 4) range = [a, b];   // a click is not a zoom
-      draw();
+      if ((b - a) * current.scale > 4) {   // a drag: zoom
+        range = [a, b];
+        draw();
+        return;
+      }
+      current.selection.setAttribute('visibility', 'hidden');
+      var hit = laneAt(end), item = hit && runAt(hit.lane, end);   // a click: the run under it
+      if (item) showRun(item.index);
     });
     reset.addEventListener('click', function () { range = [0, T.seconds]; draw(); });
     onResize(draw);
     draw();
+  }
+
+  // ------------------------------------------------------------------ one run's breakdown
+  var laneLabels = {};
+  ((DATA.timeline && DATA.timeline.lanes) || []).forEach(function (lane) { laneLabels[lane.tid] = lane.label; });
+
+  function showRun(index) {
+    var T = DATA.timeline, S = T.sched, r = T.runs[index];
+    var panel = document.getElementById('run-breakdown');
+    var session = DATA.latency.filter(function (s) { return s.session === r[1]; })[0] || {};
+    panel.textContent = '';
+    panel.hidden = false;
+    panel.setAttribute('data-run', index);
+    panel.className = r[4] ? 'slow' : '';
+    var title = 'run() of session ' + r[1] + ' on ' + (laneLabels[r[0]] || 'thread ' + r[0]) + ' at ' +
+      fixed(r[2], 3) + ' s: ' + fixed(r[3] * 1000, 2) + ' ms';
+    if (session.p50_ms != null) title += ' (session p50 ' + fixed(session.p50_ms, 2) + ' ms, p95 ' + fixed(session.p95_ms, 2) + ' ms)';
+    var close = el('button', {type: 'button', 'class': 'close'}, 'close');
+    close.addEventListener('click', function () { panel.hidden = true; });
+    panel.appendChild(close);
+    panel.appendChild(el('h3', {}, (r[4] ? 'SLOW ' : '') + title));
+    var B = S ? S.runs[index] : null;
+    if (!B) {
+      panel.appendChild(emptyNote('run-breakdown', S ? 'No scheduler states inside this run (outside the recorded ' +
+        'timeline).' : 'No breakdown: ' + T.sched_missing + '.'));
+      return;
+    }
+    var runMs = r[3] * 1000;
+    var bar = el('div', {'class': 'state-bar'});
+    var rows = [];
+    S.states.forEach(function (st, s) {
+      var ms = B.states[s];
+      if (ms > 0) {
+        var part = el('span', {'data-state': st.id, title: st.label + ' ' + fixed(ms, 2) + ' ms'});
+        part.style.cssText = 'width:' + fixed(100 * ms / Math.max(runMs, 1e-9), 2) + '%;background:' + st.color;
+        bar.appendChild(part);
+      }
+      rows.push('<tr data-state="' + st.id + '"><td class=l><span class=chip style="background:' + st.color +
+                '"></span>' + esc(st.label) + '</td><td>' + fixed(ms, 2) + '</td><td>' +
+                fixed(100 * ms / Math.max(runMs, 1e-9), 0) + '%</td></tr>');
+    });
+    panel.appendChild(el('p', {}, 'The calling thread\'s time in this run, by scheduler state:'));
+    panel.appendChild(bar);
+    var table = el('table', {'class': 'run-states'});
+    table.innerHTML = '<tr><th class=l>caller state</th><th>ms</th><th>of the run</th></tr>' + rows.join('');
+    panel.appendChild(table);
+    if (B.held.length) {
+      var held = el('table', {'class': 'run-held'});
+      held.innerHTML = '<tr><th class=l>held the CPU while the caller or its workers were runnable</th><th>pid</th>' +
+        '<th>tid</th><th>ms</th></tr>' + B.held.map(function (h) {
+          return '<tr><td class=l>' + esc(h[0]) + '</td><td>' + h[1] + '</td><td>' + h[2] + '</td><td>' +
+                 fixed(h[3], 2) + '</td></tr>';
+        }).join('');
+      panel.appendChild(held);
+    } else {
+      panel.appendChild(el('p', {'class': 'dim run-held'}, 'No other thread held the CPU while the caller or its ' +
+        'workers were runnable.'));
+    }
+    if (B.workers.length) {
+      var workers = el('table', {'class': 'run-workers'});
+      workers.innerHTML = '<tr><th class=l>worker</th><th>running ms</th><th>runnable ms</th><th>blocked ms</th>' +
+        '<th>wake-ups</th><th>mean wake-up delay ms</th><th>max ms</th></tr>' + B.workers.map(function (w) {
+          return '<tr data-tid="' + w[0] + '"><td class=l>' + esc(laneLabels[w[0]] || w[0]) + '</td><td>' + fixed(w[1], 2) +
+                 '</td><td>' + fixed(w[2], 2) + '</td><td>' + fixed(w[3], 2) + '</td><td>' + w[4] + '</td><td>' +
+                 fixed(w[5], 3) + '</td><td>' + fixed(w[6], 3) + '</td></tr>';
+        }).join('');
+      panel.appendChild(workers);
+      if (!B.workers.some(function (w) { return w[4] > 0; })) {
+        panel.appendChild(el('p', {'class': 'dim'}, 'No worker was woken during this run: they spun (or stayed ' +
+          'idle), so their wake-up delay is not visible to the scheduler.'));
+      }
+    }
+    if (B.strip) panel.appendChild(runStrip(B.strip, r, S));
+    else panel.appendChild(el('p', {'class': 'dim'}, 'No per-thread strip for this run: the page keeps strips ' +
+      'for the slowest runs only (a size bound).'));
+  }
+
+  function runStrip(strip, r, S) {
+    var W = 760, LABEL = 170, ROW = 14, GAP = 4, plot = W - LABEL - 10;
+    var H = 18 + strip.lanes.length * (ROW + GAP);
+    var root = svgEl('svg', {width: W, height: H, 'class': 'run-strip'});
+    var span = r[3];
+    function x(t) { return LABEL + Math.min(Math.max(t, 0), span) / span * plot; }
+    root.appendChild(svgEl('text', {x: LABEL, y: 11}, '0'));
+    root.appendChild(svgEl('text', {x: LABEL + plot, y: 11, 'text-anchor': 'end'}, fixed(span * 1000, 2) + ' ms'));
+    strip.lanes.forEach(function (lane, i) {
+      var top = 16 + i * (ROW + GAP);
+      root.appendChild(svgEl('text', {x: LABEL - 4, y: top + ROW - 3, 'text-anchor': 'end', 'class': 'lane-label'},
+                             laneLabels[lane[0]] || String(lane[0])));
+      drawStates(root, S.states, lane[1], strip.bin_seconds, x, 0, span, top, ROW, 'strip-bin');
+    });
+    return root;
   }
 
   // ------------------------------------------------------------------ latency
@@ -488,10 +684,18 @@
                                       stroke: PCOLORS[key]}));
     });
     s.t.forEach(function (t, i) {
-      var point = svgEl('circle', {'class': 'latency-point', cx: x(t), cy: y(s.ms[i]), r: 2.5,
-                                   'data-t': t, 'data-ms': s.ms[i]});
-      point.appendChild(svgEl('title', {}, fixed(s.ms[i], 2) + ' ms at ' + fixed(t, 2) + ' s'));
+      var slow = s.p95_ms != null && s.ms[i] >= s.p95_ms;
+      var point = svgEl('circle', {'class': 'latency-point' + (slow ? ' slow' : ''), cx: x(t), cy: y(s.ms[i]),
+                                   r: slow ? 3.5 : 2.5, 'data-t': t, 'data-ms': s.ms[i], 'data-run': s.run[i]});
+      point.appendChild(svgEl('title', {}, fixed(s.ms[i], 2) + ' ms at ' + fixed(t, 2) + ' s' +
+                                           (slow ? ' (slow: at or above p95)' : '') + ' · click for its breakdown'));
       root.appendChild(point);
+    });
+    root.addEventListener('click', function (evt) {
+      var point = evt.target.closest('.latency-point');
+      if (!point || !DATA.timeline) return;
+      showRun(+point.getAttribute('data-run'));
+      document.getElementById('run-breakdown').scrollIntoView({block: 'nearest'});
     });
     return root;
   }
