@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from ..analysis.diagnose import SAMPLE_FINDING_IDS
 from ..analysis.pipeline import stack_category
 from ..model.report import CATEGORIES
+from ..signals.sched.timeline import ON_CPU, STATES
 from . import SCHEMA
 from .bins import Bins, by_category, by_role
 from .stats import NOISE_FLOORS, percentile_delta_interval, ratio_delta_interval, verdict
@@ -53,6 +54,10 @@ def compare(before, after, top=10):
     doc["futex"] = futex(before, after, doc["not_compared"])
     doc["throttling"] = throttling(before, after, doc["not_compared"])
     doc["latency"] = latency(before, after, with_intervals, doc["not_compared"])
+    doc["latency_breakdown"] = latency_breakdowns(before, after, doc["not_compared"])
+    if doc["latency_breakdown"]:
+        doc["notes"].append("latency breakdowns are means over groups of runs: their deltas have no interval and "
+                            "are judged by the noise floor alone")
     doc["findings"] = findings(before, after, doc["not_compared"])
     doc["hot_paths"], doc["functions"] = hot_paths(before, after, doc["per_inference"], top, doc["notes"], bins,
                                                    doc["not_compared"])
@@ -304,6 +309,69 @@ def latency(before, after, with_intervals, not_compared):
                                                      durations_a.get(new.session, []), q)
             row[name] = quantity(getattr(old, name), getattr(new, name), interval, "latency_ms")
         rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- latency breakdown (scheduler states)
+
+BREAKDOWN_GROUPS = ("typical", "slow")
+HOLDERS_COMPARED = 3
+
+
+def _breakdown_missing(side):
+    from ..render.html_sched import missing_reason
+    return f"{side.label}: {missing_reason(side.report.empty_sections)}"
+
+
+def _holders(group):
+    """ms per run by holder, keyed by comm (pids and tids differ between two recordings)."""
+    held = defaultdict(float)
+    for holder in group.held_by if group is not None else ():
+        held[holder.comm] += holder.ms
+    return held
+
+
+def breakdown_group(old, new):
+    """One group (typical or slow) of a session in both runs: run ms, the caller's ms per state, the
+    top holders of the CPU, and the wake-up and straggler ms where the analysis gave them."""
+    states = [state for state in STATES
+              if state == ON_CPU or old.states_ms.get(state) or new.states_ms.get(state)]
+    row = {"runs": quantity(old.runs, new.runs, None, "count"),
+           "run_ms": quantity(old.run_ms, new.run_ms, None, "latency_ms"),
+           "states_ms": {state: quantity(old.states_ms.get(state, 0.0), new.states_ms.get(state, 0.0), None,
+                                         "latency_ms") for state in states}}
+    held_b, held_a = _holders(old), _holders(new)
+    top = sorted(set(held_b) | set(held_a), key=lambda comm: -max(held_b.get(comm, 0.0), held_a.get(comm, 0.0)))
+    row["held_by"] = [dict(comm=comm, **quantity(held_b.get(comm, 0.0), held_a.get(comm, 0.0), None, "latency_ms"))
+                      for comm in top[:HOLDERS_COMPARED]]
+    for name, value in (("wakeup_ms", lambda g: g.wakeup.ms if getattr(g, "wakeup", None) else None),
+                        ("straggler_ms", lambda g: getattr(g, "straggler_ms", None))):
+        b, a = value(old), value(new)
+        if b is not None or a is not None:
+            row[name] = quantity(b, a, None, "latency_ms")
+    return row
+
+
+def latency_breakdowns(before, after, not_compared):
+    """Per session in both runs: its typical and slow runs compared (the sched signal's breakdown)."""
+    rows, missing = [], []
+    for old, new in _pair_sessions(before.report.sessions, after.report.sessions):
+        if old is None or new is None:
+            continue
+        b, a = old.latency_breakdown, new.latency_breakdown
+        if b is None or a is None:
+            missing += [_breakdown_missing(side) for side, x in ((before, b), (after, a)) if x is None]
+            continue
+        row = {"session": new.session, "model": new.model, "groups": {}}
+        for group in BREAKDOWN_GROUPS:
+            old_group, new_group = getattr(b, group), getattr(a, group)
+            if old_group is not None and new_group is not None:
+                row["groups"][group] = breakdown_group(old_group, new_group)
+        causes = [getattr(x, "cause", None) for x in (b, a)]
+        row["cause"] = {"before": causes[0].id if causes[0] else None, "after": causes[1].id if causes[1] else None}
+        rows.append(row)
+    if missing:
+        not_compared["latency_breakdown"] = "; ".join(sorted(set(missing)))
     return rows
 
 

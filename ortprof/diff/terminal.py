@@ -46,6 +46,7 @@ def render_diff(diff, console):
     _cpu(diff, console)
     _futex_and_throttling(diff, console)
     _latency(diff, console)
+    _latency_breakdown(diff, console)
     _findings(diff, console)
     _paths(diff, console)
     for section, why in diff["not_compared"].items():
@@ -128,6 +129,33 @@ def _latency(diff, console):
         rows = [(name.replace("_ms", " ms"), row[name]) for name in ("p50_ms", "p95_ms", "p99_ms")]
         rows += [("runs", row["runs"]), ("rate /s", row["rate_per_s"])]
         console.print(_small_table(f"latency, session {row['session']} {model}", rows))
+
+
+STATE_LABELS = {"on_cpu": "running", "runnable": "runnable", "throttled": "throttled", "blocked": "blocked",
+                "other": "other off-CPU"}
+
+
+def breakdown_rows(row):
+    """[(label, quantity)] of one session's latency breakdown diff, typical then slow runs."""
+    rows = []
+    for group, figures in row["groups"].items():
+        rows.append((f"{group} run() ms ({figures['runs']['before']:.0f} -> {figures['runs']['after']:.0f} runs)",
+                     figures["run_ms"]))
+        rows += [(f"{group}   caller {STATE_LABELS.get(state, state)} ms", q) for state, q in figures["states_ms"].items()]
+        rows += [(f"{group}   held by {held['comm']} ms", held) for held in figures["held_by"]]
+        rows += [(f"{group}   {name.replace('_ms', '').replace('wakeup', 'wake-up')} ms", figures[name])
+                 for name in ("wakeup_ms", "straggler_ms") if name in figures]
+    return rows
+
+
+def _latency_breakdown(diff, console):
+    for row in diff.get("latency_breakdown") or []:
+        model = (row.get("model") or "").rsplit("/", 1)[-1]
+        cause = row["cause"]
+        title = f"latency breakdown, session {row['session']} {model} (ms per run)"
+        if cause["before"] or cause["after"]:
+            title += f"; slow runs' cause: {cause['before'] or '-'} -> {cause['after'] or '-'}"
+        console.print(_small_table(title, breakdown_rows(row)))
 
 
 def _findings(diff, console):

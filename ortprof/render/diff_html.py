@@ -10,7 +10,7 @@ out (their time stays in their parent); paths that vanished in AFTER are listed 
 import html
 
 from ..diff.folded import stack_weights
-from ..diff.terminal import row_label
+from ..diff.terminal import breakdown_rows, row_label
 from .html import _asset, embed_json
 
 PRUNE_FRACTION = 0.0005
@@ -135,6 +135,14 @@ def _latency(diff):
         rows += f"<tr><td class=l>runs</td>{_quantity_cells(row['runs'], 0)}</tr>"
         parts.append(f"<h3>session {_e(row['session'])} · {_e((row.get('model') or '').rsplit('/', 1)[-1])}</h3>"
                      f"<table class=latency><tr><th class=l></th>{QUANTITY_HEAD}</tr>{rows}</table>")
+    for row in diff.get("latency_breakdown") or []:
+        rows = "".join(f"<tr><td class=l>{_e(label)}</td>{_quantity_cells(q)}</tr>" for label, q in breakdown_rows(row))
+        cause = row["cause"]
+        because = (f"<p>slow runs' cause: <b>{_e(cause['before'] or '-')}</b> → <b>{_e(cause['after'] or '-')}</b></p>"
+                   if cause["before"] or cause["after"] else "")
+        parts.append(f"<h3>latency breakdown, session {_e(row['session'])} (ms per run)</h3>{because}"
+                     f"<table class=latency-breakdown data-session='{_e(row['session'])}'><tr><th class=l></th>"
+                     f"{QUANTITY_HEAD}</tr>{rows}</table>")
     futex_rows = []
     if diff.get("futex"):
         f = diff["futex"]
