@@ -185,3 +185,20 @@ def test_without_a_timeline_the_lanes_are_absent_and_a_line_says_why(nospin, tmp
         page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         assert why in page.inner_text("#run-breakdown")
         assert errors == []
+
+
+def test_the_sessions_breakdown_is_tabled(nospin):
+    loaded, report, timeline, _ = nospin
+    typical = {"runs": 16, "run_ms": 4.7, "states_ms": {"on_cpu": 2.9, "runnable": 0.0, "throttled": 0.0,
+                                                         "blocked": 1.8, "other": 0.0}, "held_by": []}
+    slow = {"runs": 5, "run_ms": 14.2, "states_ms": {"on_cpu": 3.0, "runnable": 9.5, "throttled": 0.0,
+                                                      "blocked": 1.7, "other": 0.0},
+            "held_by": [{"pid": 4242, "tid": 4242, "comm": "hog", "ms": 9.1}]}
+    session = dict(report["sessions"][0], latency_breakdown={"typical": typical, "slow": slow})
+    page = render_html(dict(report, sessions=[session]), loaded.profile, timeline)
+    rows = re.findall(r"<tr data-group=(\w+)>(.*?)</tr>", page)
+    assert [name for name, _ in rows] == ["typical", "slow"]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[1][1])
+    assert cells[:8] == ["slow", "5", "14.20", "3.00", "9.50", "0.00", "1.70", "0.00"]
+    assert "hog (4242/4242) 9.10 ms" in cells[8]
+    assert "<table class=latency-breakdown" not in render_html(report, loaded.profile, timeline)

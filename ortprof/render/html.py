@@ -14,7 +14,8 @@ from importlib import resources
 
 from ..analysis.pipeline import stack_category
 from ..model.report import CATEGORIES
-from .html_sched import missing_reason, sched_lanes
+from ..signals.sched.timeline import STATES
+from .html_sched import STATE_LABELS, missing_reason, sched_lanes
 from .terminal import CATEGORY_LABELS
 
 COLORS = {"compute": "#2e7d32", "spin": "#c62828", "caller_spin": "#ef6c00", "sync": "#6a1b9a",
@@ -342,7 +343,34 @@ def _sessions(report):
         why = (report.get("empty_sections") or {}).get("sessions", "no run() records")
         return f"<p class='dim empty' data-empty=sessions>No latency: {_e(why)}.</p>"
     return ("<table><tr><th>session</th><th class=l>model</th><th>runs</th>"
-            f"<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th></tr>{rows}</table>")
+            f"<th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th></tr>{rows}</table>"
+            + "".join(_breakdown(s) for s in report.get("sessions", []) if s.get("latency_breakdown")))
+
+
+def _breakdown(session):
+    """The sched signal's latency breakdown of one session: typical and slow runs side by side, and
+    the cause the analysis named."""
+    breakdown = session["latency_breakdown"]
+    head = "".join(f"<th>{_e(STATE_LABELS[state].split(' (')[0])} ms</th>" for state in STATES)
+    rows = []
+    for name in ("typical", "slow"):
+        group = breakdown.get(name)
+        if not group:
+            continue
+        held = ", ".join(f"{_e(h['comm'])} ({h['pid']}/{h['tid']}) {h['ms']:.2f} ms"
+                         for h in (group.get("held_by") or [])[:2])
+        rows.append(f"<tr data-group={name}><td class=l>{name}</td><td>{group['runs']}</td>"
+                    f"<td>{_num(group['run_ms'], 2)}</td>"
+                    + "".join(f"<td>{_num((group.get('states_ms') or {}).get(state), 2)}</td>" for state in STATES)
+                    + f"<td class=l>{held or '-'}</td></tr>")
+    lines = "".join(f"<p>{label}: {_e(part['detail'])}</p>"
+                    for label, part in (("slow runs", breakdown.get("cause")),
+                                        ("latency stepped", (breakdown.get("step") or {}).get("cause")))
+                    if part and part.get("detail"))
+    return (f"<h3>session {session['session']}: where run() time went (the caller's mean ms per run, from the "
+            f"scheduler)</h3><table class=latency-breakdown data-session={session['session']}><tr>"
+            f"<th class=l>runs</th><th>n</th><th>run() ms</th>{head}<th class=l>held the CPU (ms per run)</th></tr>"
+            f"{''.join(rows)}</table>{lines}")
 
 
 def _hot_paths(report):

@@ -134,10 +134,15 @@ def run_breakdown(clipper, run, workers):
 
 
 def _workers_by_session(report):
-    """session -> its pool workers' tids (tied by the hook), and the tids of every pool worker."""
+    """session -> its pool workers' tids (those its latency breakdown joined, else those the hook tied
+    to it), and the tids of every pool worker."""
     by_session = defaultdict(list)
     for worker in report.get("pool_workers") or ():
         by_session[worker["session"]].append(worker["tid"])
+    for session in report.get("sessions", []):
+        joined = (session.get("latency_breakdown") or {}).get("workers")
+        if joined is not None:
+            by_session[session["session"]] = list(joined)
     every = [row["tid"] for row in report.get("threads", []) if row["role"] in WORKER_ROLES]
     every += [tid for tids in by_session.values() for tid in tids if tid not in every]
     return by_session, every
@@ -159,7 +164,7 @@ def sched_lanes(timeline, report, runs, origin, seconds, lane_order):
     clipper = _Clipper(timeline)
     breakdowns = []
     for run in runs:
-        workers = by_session.get(run.session) or every_worker
+        workers = by_session[run.session] if run.session in by_session else every_worker
         breakdowns.append(run_breakdown(clipper, run, workers))
     _add_strips(clipper, runs, breakdowns)
     notes = list(timeline.notes)
