@@ -65,6 +65,9 @@ def detect_client(maps_text: Optional[str], exe: Optional[str] = None,
 
 CONFIG, EXECUTION_MODE = "config", "execution_mode"
 INTRA_THREADS, INTER_THREADS = "intra_op_num_threads", "inter_op_num_threads"
+# One intra-op pool shared by the process's sessions: created once with the environment, and every
+# session then opts out of its own pools.
+GLOBAL_POOL, PER_SESSION_OFF = "global_intra_op_num_threads", "use_per_session_threads"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,14 @@ def execution_mode(mode: str, **layout) -> Setting:
     return Setting(EXECUTION_MODE, mode, **layout)
 
 
+def global_pool(count, **layout) -> Setting:
+    return Setting(GLOBAL_POOL, str(count), **layout)
+
+
+def per_session_threads_off(**layout) -> Setting:
+    return Setting(PER_SESSION_OFF, "false", **layout)
+
+
 @dataclass
 class Remedy:
     lines: List[Line] = field(default_factory=list)
@@ -136,6 +147,9 @@ class Language:
 
     def statement(self, setting: Setting) -> str:
         quote = self.quote
+        if setting.option not in self.statements:     # e.g. global thread pools: not in every binding
+            return (f"{self.comment} {setting.option} = {setting.value}: set through {self.title}'s own API "
+                    "(ortprof has no form of it for this binding)")
         return self.statements[setting.option].format(
             key=quote(setting.key or ""), value=quote(setting.value) if setting.option == CONFIG else setting.value,
             MODE=setting.value.upper(), mode=quote(setting.value))
@@ -145,7 +159,9 @@ PYTHON_LANGUAGE = Language(
     "Python", "#", ("import onnxruntime as ort", "opts = ort.SessionOptions()"),
     {CONFIG: "opts.add_session_config_entry({key}, {value})", INTRA_THREADS: "opts.intra_op_num_threads = {value}",
      INTER_THREADS: "opts.inter_op_num_threads = {value}",
-     EXECUTION_MODE: "opts.execution_mode = ort.ExecutionMode.ORT_{MODE}"},
+     EXECUTION_MODE: "opts.execution_mode = ort.ExecutionMode.ORT_{MODE}",
+     GLOBAL_POOL: "ort.capi._pybind_state.set_global_thread_pool_sizes({value}, 1)",
+     PER_SESSION_OFF: "opts.use_per_session_threads = False"},
     ('session = ort.InferenceSession("model.onnx", opts, providers=["CPUExecutionProvider"])',))
 C_LANGUAGE = Language(
     "C API (onnxruntime_c_api.h; each call returns an OrtStatus*, NULL on success)", "//",
@@ -153,13 +169,19 @@ C_LANGUAGE = Language(
      "api->CreateSessionOptions(&opts);"),
     {CONFIG: "api->AddSessionConfigEntry(opts, {key}, {value});",
      INTRA_THREADS: "api->SetIntraOpNumThreads(opts, {value});", INTER_THREADS: "api->SetInterOpNumThreads(opts, {value});",
-     EXECUTION_MODE: "api->SetSessionExecutionMode(opts, ORT_{MODE});"},
+     EXECUTION_MODE: "api->SetSessionExecutionMode(opts, ORT_{MODE});",
+     GLOBAL_POOL: ("OrtThreadingOptions* tp; api->CreateThreadingOptions(&tp); api->SetGlobalIntraOpNumThreads(tp, "
+                   "{value}); api->CreateEnvWithGlobalThreadPools(ORT_LOGGING_LEVEL_WARNING, \"app\", tp, &env);"),
+     PER_SESSION_OFF: "api->DisablePerSessionThreads(opts);"},
     ("OrtSession* session;", "api->CreateSession(env, {model}, opts, &session);"))
 CPP_LANGUAGE = Language(
     "or the C++ API (onnxruntime_cxx_api.h)", "//", ("Ort::SessionOptions opts;",),
     {CONFIG: "opts.AddConfigEntry({key}, {value});", INTRA_THREADS: "opts.SetIntraOpNumThreads({value});",
      INTER_THREADS: "opts.SetInterOpNumThreads({value});",
-     EXECUTION_MODE: "opts.SetExecutionMode(ExecutionMode::ORT_{MODE});"},
+     EXECUTION_MODE: "opts.SetExecutionMode(ExecutionMode::ORT_{MODE});",
+     GLOBAL_POOL: ("Ort::ThreadingOptions tp; tp.SetGlobalIntraOpNumThreads({value}); "
+                   "Ort::Env env(tp, ORT_LOGGING_LEVEL_WARNING, \"app\");"),
+     PER_SESSION_OFF: "opts.DisablePerSessionThreads();"},
     ("Ort::Session session(env, {model}, opts);",))
 CSHARP_LANGUAGE = Language(
     "C#", "//", ("using Microsoft.ML.OnnxRuntime;", "var opts = new SessionOptions();"),
