@@ -4,6 +4,7 @@ taken out at its end; the report's latency against the service's own."""
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import OLD_ORT_PYTHON, ROOT
 from live import report_json, run_ortprof
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
@@ -73,3 +74,160 @@ def test_record_pid_of_a_non_python_process_says_so_and_records(tmp_path):
         sleeper.kill()
         sleeper.wait()
     assert result.returncode == 3 and "onnxruntime is not loaded" in result.stderr
+
+
+# -- without injection: the pybind11 dispatcher probes (the pybind signal) ------------------------
+PYBIND_SERVICE = ROOT / "tests" / "workloads" / "pybind_service.py"
+# runs of a few ms: the ~0.1 ms the span leaves out (Python's wrapper, docs/pybind.md) is within 10%
+HEAVY = ("--rate", "20", "--width", "512", "--depth", "8", "--batch", "48", "--threads", "2")
+needs_uprobes = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("perf") is None,
+                                   reason="uprobes need root and perf")
+
+
+def start_pybind_service(out, *arguments, python=sys.executable, prefix=(), env=None):
+    process = subprocess.Popen([*prefix, str(python), str(PYBIND_SERVICE), "--out", str(out), "--seconds", "90",
+                                *arguments], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True, env=env)
+    assert process.stdout.readline().startswith("ready"), "the service did not start"
+    time.sleep(1.0)
+    return process, json.loads((out / "ready.json").read_text())
+
+
+def stop(process):
+    process.kill()
+    process.wait()
+
+
+def record_pid(pid, run, *arguments, env=None, timeout=120):
+    """`ortprof record --pid` as a child whose pid names its probe group; (exit code, stderr, its pid)."""
+    recording = subprocess.Popen([sys.executable, "-m", "ortprof", "record", "-q", "--pid", str(pid), "-o", str(run),
+                                  *arguments], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, **(env or {})})
+    _, stderr = recording.communicate(timeout=timeout)
+    return recording.returncode, stderr, recording.pid
+
+
+def probe_groups_of(owner_pid):
+    """tracefs' uprobe events of the probe group of ortprof process `owner_pid`."""
+    with open("/sys/kernel/tracing/uprobe_events") as stream:
+        return [line for line in stream if f"ortprof_{owner_pid}_" in line]
+
+
+def assert_timed_by_probes(run, out, ready, why):
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["pybind"]["instead_of_attach"] == why and manifest["pybind"]["not_timed"] is None
+    report = report_json(run)
+    (session,) = report["sessions"]
+    assert session["source"] == "pybind" and session["handle"] == hex(ready["session"])
+    assert session["options_known"] is False and session["model"] is None
+    assert session["caller_tids"] == [ready["pid"]]
+    window = manifest["window"]
+    own = own_runs(out, window["start_mono"], window["end_mono"])
+    assert abs(session["runs"] - len(own)) <= 2 and len(own) >= 40
+    assert session["p50_ms"] == pytest.approx(statistics.median(own), rel=0.1)
+    # nothing guessed: the remedies and the notes say the options are unknown
+    evidence = json.dumps([f["evidence"] for f in report["findings"]])
+    assert "allow_spinning=1" not in evidence and "(default)" not in evidence
+    assert any("options and models unknown" in note for note in report["notes"])
+    return manifest, report, session
+
+
+@needs_uprobes
+@pytest.mark.parametrize("python", [sys.executable, OLD_ORT_PYTHON], ids=["wheel", "1.15.1"])
+def test_record_pid_no_attach_times_run_at_the_dispatchers_and_leaves_no_probe(python, tmp_path):
+    if not os.path.exists(python):
+        pytest.skip(f"{python} is not there (make test-tools makes it)")
+    out = tmp_path / "service"
+    out.mkdir()
+    model = tmp_path / "model.onnx"      # built by this venv's onnx (the 1.15.1 venv has none)
+    subprocess.run([sys.executable, str(PYBIND_SERVICE), "--out", str(out), *HEAVY, "--save-model", str(model)],
+                   check=True)
+    process, ready = start_pybind_service(out, *HEAVY, "--model", str(model), python=python)
+    try:
+        code, stderr, ortprof_pid = record_pid(process.pid, tmp_path / "run", "--no-attach", "--duration", "4")
+        assert code == 0, stderr
+        manifest, _, session = assert_timed_by_probes(tmp_path / "run", out, ready, "--no-attach")
+    finally:
+        stop(process)
+    assert manifest["hook"]["attach"] == "not attached (--no-attach)" and manifest["hook"]["runs"] == 0
+    assert session["ort_version"] == ready["version"]
+    assert probe_groups_of(ortprof_pid) == []
+
+
+@needs_uprobes
+def test_record_pid_falls_back_to_the_probes_when_the_attach_is_refused(tmp_path):
+    """gdb missing (a PATH without it): the attach is refused, the dispatchers time run()."""
+    if shutil.which("bpftrace") is None:
+        pytest.skip("needs bpftrace for the PATH given to ortprof")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("perf", "bpftrace"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    out = tmp_path / "service"
+    out.mkdir()
+    process, ready = start_pybind_service(out, *HEAVY)
+    try:
+        code, stderr, ortprof_pid = record_pid(process.pid, tmp_path / "run", "--duration", "4",
+                                               env={"PATH": str(tools)})
+        assert code == 0, stderr
+        manifest, _, _ = assert_timed_by_probes(tmp_path / "run", out, ready,
+                                                "the startup hook's recording could not be attached")
+    finally:
+        stop(process)
+    assert "gdb is not installed" in manifest["hook"]["attach"]
+    assert probe_groups_of(ortprof_pid) == []
+
+
+@needs_uprobes
+def test_sigterm_of_record_pid_keeps_the_runs_and_removes_the_probes(tmp_path):
+    out = tmp_path / "service"
+    out.mkdir()
+    process, ready = start_pybind_service(out, "--rate", "20")
+    try:
+        recording = subprocess.Popen([sys.executable, "-m", "ortprof", "record", "-q", "--pid", str(process.pid),
+                                      "--no-attach", "--duration", "60", "-o", str(tmp_path / "run")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not probe_groups_of(recording.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert probe_groups_of(recording.pid), "the probes were never added"
+        time.sleep(3)
+        recording.send_signal(signal.SIGTERM)
+        recording.wait(timeout=60)
+        assert probe_groups_of(recording.pid) == []
+        manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert manifest["status"] == "interrupted" and manifest["pybind"]["runs"] >= 40
+        (session,) = report_json(tmp_path / "run", allowed_exits=(0, 1))["sessions"]
+        assert session["handle"] == hex(ready["session"]) and session["runs"] >= 10
+    finally:
+        stop(process)
+
+
+@needs_uprobes
+def test_a_service_in_another_mount_namespace_is_probed_through_its_root(tmp_path):
+    """The module's path exists only in the service's mount namespace (a bind mount there): the
+    probes reach the same file through /proc/PID/root."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare")
+    import onnxruntime
+    package = os.path.dirname(onnxruntime.__file__)
+    inside = tmp_path / "ns"          # empty here; onnxruntime is bound under it in the namespace only
+    inside.mkdir()
+    out = tmp_path / "service"
+    out.mkdir()
+    script = (f"mount -t tmpfs none {inside} && mkdir {inside}/onnxruntime && "
+              f"mount --bind {package} {inside}/onnxruntime && exec \"$0\" \"$@\"")
+    env = {**os.environ, "PYTHONPATH": str(inside)}
+    process, ready = start_pybind_service(out, *HEAVY, prefix=("unshare", "--mount", "--fork", "--kill-child", "sh",
+                                                               "-c", script), env=env)
+    try:
+        pid = int(ready["pid"])
+        mapped = next(line.split()[-1] for line in open(f"/proc/{pid}/maps") if "onnxruntime_pybind11_state" in line)
+        assert mapped.startswith(str(inside)) and not os.path.exists(mapped)
+        code, stderr, ortprof_pid = record_pid(pid, tmp_path / "run", "--no-attach", "--duration", "4")
+        assert code == 0, stderr
+        manifest, _, _ = assert_timed_by_probes(tmp_path / "run", out, ready, "--no-attach")
+    finally:
+        stop(process)
+    assert manifest["pybind"]["module"] == mapped
+    assert probe_groups_of(ortprof_pid) == []

@@ -50,19 +50,9 @@ def capture(recorder):
     return PybindCapture(recorder, recorder.chosen.get("perf"))
 
 
-def load(run, loaded):
-    """Nothing of its own to load (its records are the runs signal's); a note that its sessions'
-    options and models are unknown, said once."""
-    section = loaded.manifest.section("pybind", PybindRecord)
-    if section is not None and section.runs:
-        loaded.notes.append(f"{section.sessions} session(s) timed by uprobes on the pybind11 dispatchers: "
-                            "options and model unknown (nothing was injected into the process); "
-                            "`ortprof record --pid` without --no-attach reads them where ptrace is allowed")
-
-
 SIGNAL = Signal(name="pybind", description="Python run() latency by uprobes on the pybind11 dispatchers "
                 "(record --pid without injection)",
                 sections={"pybind": PybindRecord}, files=(PYBIND_DATA, PYBIND_LOG), checks=("uprobes",),
-                load=load, capture=capture)
+                capture=capture)
 
 __all__ = ["PYBIND_DATA", "PYBIND_LOG", "PybindRecord", "SIGNAL"]

@@ -18,7 +18,7 @@ from ..capi.capture import UprobeCapture
 from . import PYBIND_DATA, PYBIND_LOG, PybindRecord
 
 HOOK_FILE = "hook-pybind-{pid}.jsonl"
-NO_ATTACH = "--no-attach: nothing is injected into the process"
+NO_ATTACH = "--no-attach"
 # the attach's statuses (signals.runs.HookCapture) that time run() already
 ATTACHED = ("attached", "hooked")
 
@@ -29,7 +29,7 @@ def probing_decision(no_attach: bool, attach_status: Optional[str], is_root: boo
     nothing is to be done (the hook times run() already)."""
     if not no_attach and attach_status in ATTACHED:
         return None, None
-    why = NO_ATTACH if no_attach else f"the startup hook's recording could not be attached ({attach_status})"
+    why = NO_ATTACH if no_attach else "the startup hook's recording could not be attached"
     if perf is None:
         return why, "uprobes need perf (`ortprof doctor --check uprobes`)"
     if not is_root:
@@ -105,9 +105,10 @@ class PybindCapture(UprobeCapture):
             sites.module_in_process, sites.build_id, sites.layout
         self.record.methods = sites.methods
         self.record.ort_version = ort_version_of_module(sites.module)[1]
-        self.recorder.note(f"run() of process {pid} is timed by uprobes on its pybind11 dispatchers "
-                           f"({', '.join(sites.methods)}; nothing runs inside the process): its sessions' "
-                           "options and models are unknown")
+        self.recorder.note(f"run() of process {pid} is timed by uprobes on its pybind11 dispatchers, nothing "
+                           f"injected ({self.record.instead_of_attach}): options and models unknown" + (
+                               "; without --no-attach ortprof attaches the startup hook's recording, which reads "
+                               "them" if self.record.instead_of_attach == NO_ATTACH else ""))
 
     def _give_up(self, pid, why):
         """No run() timing for this run: the perf first (probes it has open cannot be removed)."""

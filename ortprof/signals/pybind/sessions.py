@@ -77,6 +77,17 @@ def hook_records(spans: Sequence[RunSpan], pid: int, ort_version: Optional[str] 
     return records
 
 
+def known_from_hook_records(records: Sequence[dict]) -> Dict[int, dict]:
+    """`self` id -> the session record the startup hook or an attach wrote of it (their `handle`
+    is the same pybind object's address), for hook_records' `known`."""
+    known: Dict[int, dict] = {}
+    for record in records:
+        handle = record.get("handle")
+        if record.get("event") == "session" and isinstance(handle, str) and handle.startswith("0x"):
+            known[int(handle, 16)] = record
+    return known
+
+
 def untimed_counts(spans: Sequence[RunSpan]) -> Dict[str, int]:
     """Calls seen but not timed, by why: run_async submissions, runs that raised, calls whose
     arguments did not convert, runs cut by the recording's start or end."""
