@@ -65,10 +65,13 @@ def test_each_run_is_broken_down_as_the_timeline_clips_it(nospin):
         truth = _state_ns(timeline.states_between(CALLER, start, end), start, end)
         assert breakdown["states"] == [pytest.approx(truth[s] / 1e6, abs=2e-3) for s in STATES]
         assert sum(breakdown["states"]) == pytest.approx(run.seconds * 1000, abs=0.01)
+        # The worker sleeps between sections and is woken for each: 40 wake-ups, each 5% of a section.
         (worker,) = breakdown["workers"]
         wakeups = [i for i in timeline.states_between(WORKER, start, end) if i.state == RUNNABLE and i.woken_by]
-        assert worker[0] == WORKER and worker[4] == len(wakeups) == 40
-        assert worker[5] == pytest.approx(sum(i.ns for i in wakeups) / len(wakeups) / 1e6, abs=2e-3)
+        assert worker[0] == WORKER and worker[1] == len(wakeups) == 40
+        assert worker[2] == pytest.approx(sum(i.ns for i in wakeups) / len(wakeups) / 1e6, abs=2e-3)
+        assert breakdown["sections"] == "visible" and breakdown["section_count"] == 40
+        assert breakdown["preempted_ms"] == breakdown["throttled_ms"] == 0
         # The caller computes 60% and waits 40% of each section (the hog's share aside).
         hog = 0.4 * run.seconds * 1000 if run is slowest else 0.0
         states = dict(zip(STATES, breakdown["states"]))
@@ -158,7 +161,8 @@ def test_lanes_and_a_slow_run_in_the_browser(nospin, tmp_path):
         runnable = float(page.locator("#run-breakdown tr[data-state=runnable] td").nth(1).inner_text())
         assert runnable == pytest.approx(0.4 * slowest.seconds * 1000, abs=0.01)
         assert HOG.comm in page.locator("#run-breakdown table.run-held").inner_text()
-        assert page.locator(f"#run-breakdown .run-workers tr[data-tid='{WORKER}'] td").nth(4).inner_text() == "40"
+        assert page.locator(f"#run-breakdown .run-workers tr[data-tid='{WORKER}'] td").nth(1).inner_text() == "40"
+        assert page.locator("#run-breakdown .run-sections").get_attribute("data-sections") == "visible"
         assert page.locator("#run-breakdown .run-strip .strip-bin").count() > 20
         page.screenshot(path=str(tmp_path / "lanes.png"), full_page=True)
 

@@ -3,17 +3,21 @@
 With spinning off a pool worker changes state thousands of times a second, far more than a
 chart can draw, so the states are reduced here: each lane is the window cut into at most
 STATE_BINS bins, each bin the share of its time the thread spent in each state, and runs
-of equal bins merged. Every run() gets its caller's ms per state, who held the CPU while
-the caller or its session's workers were runnable, and the workers' wake-up delays; the
+of equal bins merged. Every run() is joined with the states as its session's breakdown joins
+them (sched.breakdown.join_run): its caller's ms per state, who held the CPU while the caller
+or its session's workers were runnable, the workers' wake-up delays and stragglers; the
 runs (slowest first) also get a strip of their own threads at RUN_STRIP_BINS bins, until
 the strips reach RUN_STRIP_BUDGET bytes of JSON. So the embedded data is bounded by
 STATE_LANES x STATE_BINS bins, RUN_STRIP_BUDGET bytes of strips, and a few numbers per run.
 """
 import json
-from bisect import bisect_left, bisect_right
 from collections import defaultdict
+from types import SimpleNamespace
 
-from ..signals.sched.timeline import BLOCKED, ON_CPU, RUNNABLE, STATES, THROTTLED, SchedTimeline
+from ..signals.sched.breakdown import SessionThreads, join_run
+from ..signals.sched.breakdown import _Intervals as Intervals
+from ..signals.sched.report import _spinning as spinning_of
+from ..signals.sched.timeline import BLOCKED, ON_CPU, RUNNABLE, STATES, THROTTLED
 
 STATE_BINS = 1500               # bins across the window (about one per pixel of the widest chart)...
 MIN_STATE_BIN_SECONDS = 0.0005  # ...each at least 0.5 ms
@@ -74,78 +78,55 @@ def binned_states(intervals, start_ns, bin_ns, bins):
     return encoded
 
 
-class _Clipper:
-    """states_between for many runs: each thread's intervals are cut to the run by bisection first."""
-
-    def __init__(self, timeline):
-        self.timeline = timeline
-        self.starts = {tid: [i.start_ns for i in intervals] for tid, intervals in timeline.threads.items()}
-        self.ends = {tid: [i.end_ns for i in intervals] for tid, intervals in timeline.threads.items()}
-
-    def between(self, tid, start_ns, end_ns):
-        intervals = self.timeline.threads.get(tid)
-        if not intervals:
-            return []
-        first = bisect_right(self.ends[tid], start_ns)
-        last = bisect_left(self.starts[tid], end_ns)
-        part = SchedTimeline(self.timeline.source, self.timeline.window, self.timeline.pid,
-                             threads={tid: intervals[first:last]})
-        return part.states_between(tid, start_ns, end_ns)
-
-
 def _ms(ns):
     return round(ns / 1e6, 3)
 
 
-def run_breakdown(clipper, run, workers):
-    """{states: caller ms per state, held: [[comm, pid, tid, ms]], workers: [[tid, on-CPU ms, runnable ms,
-    blocked ms, wake-ups, mean wake-up ms, max wake-up ms]]} of one run, or None outside the timeline."""
+def run_breakdown(index, run, threads):
+    """One run joined with the scheduler as the session's breakdown joins it (sched.breakdown.join_run):
+    {states: the caller's ms per state, held: [[comm, pid, tid, ms]], workers: [[tid, wake-ups, mean and max
+    wake-up ms]], preempted_ms / throttled_ms: the workers', sections: what the scheduler saw of its
+    parallel sections, section_count, straggler_ms}; None for a run outside the timeline."""
     start_ns = int(round(run.start * 1e9))
     end_ns = start_ns + int(round(run.seconds * 1e9))
-    caller = clipper.between(run.tid, start_ns, end_ns)
-    if not caller:
+    if not any(True for _ in index.overlapping(run.tid, start_ns, end_ns)):
         return None
-    states = [0] * len(STATES)
-    held = defaultdict(int)
-    for interval in caller:
-        states[_INDEX.get(interval.state, _INDEX["other"])] += interval.ns
-        for holder in interval.holders:
-            held[(holder.comm, holder.pid, holder.tid)] += holder.ns
-    worker_rows = []
-    for tid in workers:
-        intervals = clipper.between(tid, start_ns, end_ns)
-        if not intervals:
-            continue
-        ns = defaultdict(int)
-        wakeups = []
-        for interval in intervals:
-            ns[interval.state] += interval.ns
-            if interval.state == RUNNABLE and interval.woken_by is not None:
-                wakeups.append(interval.ns)
-            for holder in interval.holders:
-                held[(holder.comm, holder.pid, holder.tid)] += holder.ns
-        worker_rows.append([tid, _ms(ns[ON_CPU]), _ms(ns[RUNNABLE] + ns[THROTTLED]), _ms(ns[BLOCKED]), len(wakeups),
-                            _ms(sum(wakeups) / len(wakeups)) if wakeups else None,
-                            _ms(max(wakeups)) if wakeups else None])
-    top = sorted(held.items(), key=lambda item: -item[1])[:HOLDERS_SHOWN]
-    return {"states": [_ms(v) for v in states],
-            "held": [[comm, pid, tid, _ms(ns)] for (comm, pid, tid), ns in top if ns > 0],
-            "workers": worker_rows}
+    facts = join_run(index, start_ns, end_ns, run.tid, threads)
+    delays = defaultdict(list)
+    for wake in facts.wakes:
+        delays[wake.worker].append(wake.delay_ns)
+    return {"states": [_ms(facts.states[state]) for state in STATES],
+            "held": [[comm, pid, tid, _ms(ns)] for (pid, tid, comm), ns in facts.holders.most_common(HOLDERS_SHOWN)
+                     if ns > 0],
+            "workers": [[tid, len(delays[tid]), _ms(sum(delays[tid]) / len(delays[tid])) if delays[tid] else None,
+                         _ms(max(delays[tid])) if delays[tid] else None] for tid in threads.workers or ()],
+            "preempted_ms": _ms(facts.workers[RUNNABLE]), "throttled_ms": _ms(facts.workers[THROTTLED]),
+            "sections": facts.sections, "section_count": facts.section_count,
+            "straggler_ms": None if facts.straggler_ns is None else _ms(facts.straggler_ns)}
 
 
-def _workers_by_session(report):
-    """session -> its pool workers' tids (those its latency breakdown joined, else those the hook tied
-    to it), and the tids of every pool worker."""
-    by_session = defaultdict(list)
+def session_threads(report):
+    """session -> SessionThreads, as the session's breakdown joined them: its pool workers (those its
+    breakdown names, else those the hook tied to it, else with one session every pool worker; None:
+    not known), whether they spin, and each pool worker's and caller's session."""
+    sessions = report.get("sessions", [])
+    tied = defaultdict(list)
+    tid_session = {}
     for worker in report.get("pool_workers") or ():
-        by_session[worker["session"]].append(worker["tid"])
-    for session in report.get("sessions", []):
+        tied[worker["session"]].append(worker["tid"])
+        tid_session[worker["tid"]] = worker["session"]
+    for session in sessions:
+        for tid in session.get("caller_tids") or ():
+            tid_session.setdefault(tid, session["session"])
+    every = sorted(row["tid"] for row in report.get("threads", []) if row["role"] in WORKER_ROLES)
+    threads = {}
+    for session in sessions:
         joined = (session.get("latency_breakdown") or {}).get("workers")
-        if joined is not None:
-            by_session[session["session"]] = list(joined)
-    every = [row["tid"] for row in report.get("threads", []) if row["role"] in WORKER_ROLES]
-    every += [tid for tids in by_session.values() for tid in tids if tid not in every]
-    return by_session, every
+        workers = joined if joined is not None else tied.get(session["session"]) or (every if len(sessions) == 1
+                                                                                       else None)
+        threads[session["session"]] = SessionThreads(session["session"], workers, spinning_of(SimpleNamespace(**session)),
+                                                     tid_session)
+    return threads
 
 
 def sched_lanes(timeline, report, runs, origin, seconds, lane_order):
@@ -154,19 +135,18 @@ def sched_lanes(timeline, report, runs, origin, seconds, lane_order):
     start_ns = int(round(origin * 1e9))
     bins = max(1, min(STATE_BINS, int(seconds / MIN_STATE_BIN_SECONDS)))
     bin_ns = max(1, int(seconds * 1e9 / bins) + 1)
-    by_session, every_worker = _workers_by_session(report)
+    threads = session_threads(report)
     callers = {run.tid for run in runs} | {tid for s in report.get("sessions", []) for tid in s.get("caller_tids") or ()}
-    wanted = callers | set(every_worker)
+    wanted = callers | {tid for t in threads.values() for tid in t.workers or ()}
+    wanted |= {row["tid"] for row in report.get("threads", []) if row["role"] in WORKER_ROLES}
     order = {tid: i for i, tid in enumerate(lane_order)}
     chosen = sorted((tid for tid in wanted if timeline.threads.get(tid)),
                     key=lambda tid: (tid not in callers, order.get(tid, len(order)), tid))
     lanes = {str(tid): binned_states(timeline.threads[tid], start_ns, bin_ns, bins) for tid in chosen[:STATE_LANES]}
-    clipper = _Clipper(timeline)
-    breakdowns = []
-    for run in runs:
-        workers = by_session[run.session] if run.session in by_session else every_worker
-        breakdowns.append(run_breakdown(clipper, run, workers))
-    _add_strips(clipper, runs, breakdowns)
+    index = Intervals(timeline)
+    unknown = SessionThreads(-1, None, None)
+    breakdowns = [run_breakdown(index, run, threads.get(run.session, unknown)) for run in runs]
+    _add_strips(index, runs, breakdowns)
     notes = list(timeline.notes)
     if len(chosen) > STATE_LANES:
         notes.append(f"state lanes for {STATE_LANES} of {len(chosen)} callers and pool workers")
@@ -177,11 +157,11 @@ def sched_lanes(timeline, report, runs, origin, seconds, lane_order):
             "throttling_known": timeline.throttling_known, "notes": notes}
 
 
-def _add_strips(clipper, runs, breakdowns):
+def _add_strips(index, runs, breakdowns):
     """Each run's threads at RUN_STRIP_BINS bins, slowest runs first, until RUN_STRIP_BUDGET bytes."""
     budget = RUN_STRIP_BUDGET
-    for index in sorted(range(len(runs)), key=lambda i: -runs[i].seconds):
-        run, breakdown = runs[index], breakdowns[index]
+    for position in sorted(range(len(runs)), key=lambda i: -runs[i].seconds):
+        run, breakdown = runs[position], breakdowns[position]
         if breakdown is None:
             continue
         start_ns = int(round(run.start * 1e9))
@@ -189,8 +169,8 @@ def _add_strips(clipper, runs, breakdowns):
         tids = [run.tid] + [row[0] for row in breakdown["workers"]][:RUN_STRIP_THREADS - 1]
         end_ns = start_ns + bin_ns * RUN_STRIP_BINS
         strip = {"bin_seconds": bin_ns / 1e9,
-                 "lanes": [[tid, binned_states(clipper.between(tid, start_ns, end_ns), start_ns, bin_ns,
-                                               RUN_STRIP_BINS)] for tid in tids]}
+                 "lanes": [[tid, binned_states([i for _, i, _, _ in index.overlapping(tid, start_ns, end_ns)],
+                                               start_ns, bin_ns, RUN_STRIP_BINS)] for tid in tids]}
         size = len(json.dumps(strip, separators=(",", ":")))
         if size > budget:
             break

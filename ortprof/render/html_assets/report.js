@@ -565,19 +565,30 @@
       panel.appendChild(el('p', {'class': 'dim run-held'}, 'No other thread held the CPU while the caller or its ' +
         'workers were runnable.'));
     }
+    var SECTIONS = {
+      visible: 'its workers slept between parallel sections and were woken for each',
+      spinning: 'its workers spun between parallel sections: the scheduler cannot see the sections, so wake-up ' +
+                'delay and stragglers are unknown',
+      'no-pool': 'its session has no pool workers (one thread)',
+      unused: 'its workers slept through it (no wake-up)',
+      unknown: 'its session\'s pool workers are not known: only the caller is joined'};
+    var sections = el('p', {'class': 'run-sections', 'data-sections': B.sections},
+      'Parallel sections: ' + (SECTIONS[B.sections] || B.sections) +
+      (B.section_count ? ' (' + B.section_count + ' seen)' : '') + '.');
+    panel.appendChild(sections);
     if (B.workers.length) {
       var workers = el('table', {'class': 'run-workers'});
-      workers.innerHTML = '<tr><th class=l>worker</th><th>running ms</th><th>runnable ms</th><th>blocked ms</th>' +
-        '<th>wake-ups</th><th>mean wake-up delay ms</th><th>max ms</th></tr>' + B.workers.map(function (w) {
-          return '<tr data-tid="' + w[0] + '"><td class=l>' + esc(laneLabels[w[0]] || w[0]) + '</td><td>' + fixed(w[1], 2) +
-                 '</td><td>' + fixed(w[2], 2) + '</td><td>' + fixed(w[3], 2) + '</td><td>' + w[4] + '</td><td>' +
-                 fixed(w[5], 3) + '</td><td>' + fixed(w[6], 3) + '</td></tr>';
+      workers.innerHTML = '<tr><th class=l>worker</th><th>wake-ups</th><th>mean wake-up delay ms</th><th>max ms</th></tr>' +
+        B.workers.map(function (w) {
+          return '<tr data-tid="' + w[0] + '"><td class=l>' + esc(laneLabels[w[0]] || w[0]) + '</td><td>' + w[1] +
+                 '</td><td>' + fixed(w[2], 3) + '</td><td>' + fixed(w[3], 3) + '</td></tr>';
         }).join('');
       panel.appendChild(workers);
-      if (!B.workers.some(function (w) { return w[4] > 0; })) {
-        panel.appendChild(el('p', {'class': 'dim'}, 'No worker was woken during this run: they spun (or stayed ' +
-          'idle), so their wake-up delay is not visible to the scheduler.'));
-      }
+      var extra = ['workers preempted (runnable, not after a wake-up): ' + fixed(B.preempted_ms, 2) + ' ms',
+                   'workers throttled: ' + fixed(B.throttled_ms, 2) + ' ms'];
+      if (B.straggler_ms != null) extra.push('straggler lateness (the last worker of a section, and the caller ' +
+                                             'asleep until a worker woke it): ' + fixed(B.straggler_ms, 2) + ' ms');
+      panel.appendChild(el('p', {'class': 'dim'}, extra.join(' · ')));
     }
     if (B.strip) panel.appendChild(runStrip(B.strip, r, S));
     else panel.appendChild(el('p', {'class': 'dim'}, 'No per-thread strip for this run: the page keeps strips ' +
