@@ -64,7 +64,9 @@ def analyze(loaded, top=15):
 def build_report(run, samples=None, with_ort_symbols=True):
     """(Profile, Report) of `run` (a RunDirectory). `samples` overrides perf.data (tests, fixtures)."""
     loaded = load_run(run, samples=samples, with_ort_symbols=with_ort_symbols)
-    return loaded.profile, analyze(loaded)
+    report = analyze(loaded)
+    loaded.profile.sched = getattr(loaded, "sched_timeline", None)   # the exporters get the profile only
+    return loaded.profile, report
 
 
 def report_from_perf_script(path):

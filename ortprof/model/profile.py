@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ..signals.futex.accumulator import FutexAccumulator
+from ..signals.sched.timeline import SchedTimeline
 from ..analysis.roles import UNKNOWN, StackEvidence, ThreadEvidence
 
 
@@ -101,6 +102,7 @@ class Profile:
     thread_cpu: Dict[int, List[Tuple[float, float]]] = field(default_factory=lambda: defaultdict(list))
     # ^ tid -> [(monotonic s, cumulative CPU s)] from /proc (threads.csv)
     unix_minus_mono: Optional[float] = None   # wall clock - CLOCK_MONOTONIC, from the hook's hello record
+    sched: Optional[SchedTimeline] = None     # the sched signal's thread states, for the exporters (HTML lanes)
 
     @property
     def cpu_samples(self):
