@@ -8,7 +8,7 @@ from .base import Exporter
 class HtmlExporter(Exporter):
     def write(self, profile, report, stream):
         from ..render.html import render_html
-        stream.write(render_html(report.to_json(), profile))
+        stream.write(render_html(report.to_json(), profile, profile.sched))
 
 
 EXPORTER = HtmlExporter("html", ".html",
