@@ -26,8 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
 from live import ORTPROF
-from ortprof.agent.capi import NativeProcess, ProbedLibrary, timed_runs
+from ortprof.agent.capi import NativeProcess, timed_runs
 from ortprof.agent.perfsession import PerfSession
+from ortprof.agent.sessions import SessionLabels, session_labels
+from ortprof.agent.uprobes import ProbedFile
 from ortprof.agent.window import WindowOptions
 from ortprof.analysis.latency import session_latencies
 from ortprof.signals.capi.spans import CapiCall
@@ -55,7 +57,7 @@ def runs_of(handle, first_ms, count, ms=3, every=100):
 
 def native():
     table = SimpleNamespace(ort_version="1.31.1", api_version=23, build_id="ab")
-    return NativeProcess(ProbedLibrary("/opt/ort/libonnxruntime.so.1", "l0", table, []))
+    return NativeProcess(ProbedFile("/opt/ort/libonnxruntime.so.1", "l0", table, []))
 
 
 def sessions_by_handle(records):
@@ -75,7 +77,8 @@ def test_a_session_keeps_its_model_and_options_in_later_windows():
         assert session["model"] == "/srv/models/bert.onnx" and session["options_known"] is True
         assert session["options"]["intra_op_num_threads"] == 2
         assert session["options"]["config"] == {"session.intra_op.allow_spinning": "0"}
-        assert process.labels(records) == {session["session"]: "bert.onnx@0xb0"}
+        assert session_labels(records) == {session["session"]: SessionLabels(
+            "bert.onnx@0xb0", "/srv/models/bert.onnx", "intra_op_num_threads=2,session.intra_op.allow_spinning=0")}
         (latency,) = session_latencies(records)
         assert latency.source == "capi" and len(latency.durations_ms) == count
         assert latency.durations_ms[0] == pytest.approx(3.0)
@@ -88,14 +91,14 @@ def test_a_session_created_before_the_probes_is_not_given_a_later_creation():
     process = native()
     first = process.window_records(runs_of("0xa0", 0, 3), PID, {})
     assert sessions_by_handle(first)["0xa0"]["options_known"] is False
-    assert process.labels(first) == {1: "unknown@0xa0"}
+    assert session_labels(first) == {1: SessionLabels("unknown@0xa0", "unknown", "unknown")}
     window = runs_of("0xa0", 60_000, 4) + [call("CreateSession", 60_050, 60_120, model="/m/b.onnx", options="0x20")]
     window += runs_of("0xb0", 60_200, 2)
     records = process.window_records(sorted(window, key=lambda c: c.start_ns), PID, {})
     sessions = sessions_by_handle(records)
     assert sessions["0xa0"]["model"] is None and sessions["0xa0"]["options_known"] is False
     assert sessions["0xb0"]["model"] == "/m/b.onnx" and sessions["0xb0"]["options_known"] is True
-    labels = process.labels(records)
+    labels = {number: labels.session for number, labels in session_labels(records).items()}
     assert sorted(labels.values()) == ["b.onnx@0xb0", "unknown@0xa0"]
     counts = {labels[latency.session]: len(latency.durations_ms) for latency in session_latencies(records)}
     assert counts == {"unknown@0xa0": 4, "b.onnx@0xb0": 2}
@@ -131,9 +134,11 @@ def test_the_histogram_labels_sessions_and_bounds_their_number():
     from ortprof.agent.metrics import MAX_SESSION_LABELS, AgentMetrics
     metrics = AgentMetrics()
     target = SimpleNamespace(service="svc", pid=PID, container=None, pod=None, key=(PID, 1.0))
-    metrics.observe_runs(target, [(1, 0.0, 0.004, PID, "run"), (1, 0.1, 0.006, PID, "run")], {1: "b.onnx@0xb0"})
+    metrics.observe_runs(target, [(1, 0.0, 0.004, PID, "run"), (1, 0.1, 0.006, PID, "run")],
+                         {1: SessionLabels("b.onnx@0xb0", "/m/b.onnx", "none set")})
     sessions = range(2, MAX_SESSION_LABELS + 10)
-    metrics.observe_runs(target, [(n, 0.0, 0.001, PID, "run") for n in sessions], {n: f"unknown@0x{n:x}" for n in sessions})
+    metrics.observe_runs(target, [(n, 0.0, 0.001, PID, "run") for n in sessions],
+                         {n: SessionLabels(f"unknown@0x{n:x}") for n in sessions})
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
     series = latency_series(families, PID)
     assert series["b.onnx@0xb0"] == (2, pytest.approx(0.010))

@@ -85,6 +85,11 @@ def environ_value(pid, name):
     return None
 
 
+def is_python(target):
+    """Whether the process runs Python's onnxruntime (the ORT module it maps is the pybind one)."""
+    return "onnxruntime_pybind11_state" in os.path.basename(target.ort_module or "")
+
+
 def visible_path(pid, path):
     """`path` of process `pid` as this process can open it (through /proc/PID/root when needed)."""
     if _same_root(pid):

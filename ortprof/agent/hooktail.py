@@ -1,10 +1,12 @@
 """The startup hook's records of one process, read incrementally.
 
 A process launched with ortprof's hook (ORTPROF_HOOK_DIR set) appends JSON lines to
-hook-<pid>.jsonl, <pid> as the process sees itself (its PID namespace's). The agent
+hook-<pid>.jsonl, <pid> as the process sees itself (its PID namespace's); so does an
+attachment of the agent's (--attach, attachments.py), in the agent's directory. The agent
 keeps the file offset, so each window reads only what was appended: `hello` and
 `session` records are kept for every window, run() records are handed out once
-(for the latency histograms) and kept only as long as a window may need them.
+(take(), for the latency histograms, whoever read them) and kept only as long as a
+window may need them.
 """
 import json
 import os
@@ -18,7 +20,9 @@ class HookTail:
         self.partial = b""
         self.static = []                # hello and session records, in order
         self.runs = deque()             # (session, start_mono, duration_s, tid, kind)
+        self.fresh = []                 # runs read and not yet taken
         self.keep_seconds = keep_seconds
+        self.source = None              # what its runs records say timed them ("attach"; the hook's say none)
 
     @classmethod
     def of(cls, target):
@@ -26,8 +30,17 @@ class HookTail:
             return None
         return cls(os.path.join(target.hook_dir, f"hook-{target.ns_pid or target.pid}.jsonl"))
 
+    def take(self):
+        """The run() records not handed out yet (read now or by an earlier poll)."""
+        self.poll()
+        fresh, self.fresh = self.fresh, []
+        return fresh
+
+    def newest_start(self):
+        return self.runs[-1][1] if self.runs else None
+
     def poll(self):
-        """Read what was appended; returns the new run() records."""
+        """Read what was appended; returns the new run() records (take() hands them out)."""
         try:
             with open(self.path, "rb") as stream:
                 stream.seek(self.offset)
@@ -48,8 +61,10 @@ class HookTail:
             if event in ("hello", "session"):
                 self.static.append(record)
             elif event == "runs":
+                self.source = record.get("source", self.source)
                 new_runs.extend(tuple(run) for run in record.get("runs", ()) if len(run) == 5)
         self.runs.extend(new_runs)
+        self.fresh.extend(new_runs)
         if self.runs:
             newest = self.runs[-1][1]
             while self.runs and self.runs[0][1] < newest - self.keep_seconds:
@@ -70,6 +85,8 @@ class HookTail:
             for record in self.static:
                 stream.write(json.dumps(record) + "\n")
             if runs:
-                stream.write(json.dumps({"event": "runs", "pid": pid,
-                                         "fields": ["session", "start_mono", "duration_s", "tid", "kind"],
-                                         "runs": runs}) + "\n")
+                record = {"event": "runs", "pid": pid, "fields": ["session", "start_mono", "duration_s", "tid", "kind"],
+                          "runs": runs}
+                if self.source is not None:     # the runs signal keys sessions on it
+                    record["source"] = self.source
+                stream.write(json.dumps(record) + "\n")

@@ -8,10 +8,13 @@ Per process (labels service, pid, container, pod):
   ortprof_cgroup_throttled_seconds_total CFS throttling of the process's cgroup (all the time, not only windows)
   ortprof_pool_threads / ortprof_usable_cores / ortprof_cpu_quota_cores
   ortprof_finding{id,severity}           1 while a finding holds in the last window, 0 after
-  ortprof_run_duration_seconds{session}  histogram of run() latency: every run the startup hook timed (hooked
-                                         Python processes; session "1", "2"...), the runs of the windows
-                                         for native C API clients (uprobes; session "model.onnx@0x55d0c3a0");
-                                         past 64 session labels a process's runs go to session "other"
+  ortprof_run_duration_seconds{session,model,options}
+                                         histogram of run() latency: every run the startup hook timed
+                                         (launched with it, or attached: --attach), the runs of the windows
+                                         timed by uprobes (C API clients, Python's pybind11 dispatchers);
+                                         labels from sessions.py (session "model.onnx@0x55d0c3a0",
+                                         "unknown@0x7f3a..."); past 64 session labels a process's runs go
+                                         to session "other"
 Agent: ortprof_agent_windows_total{outcome}, ortprof_agent_pushes_total{outcome},
   ortprof_agent_spool_profiles, ortprof_agent_spool_dropped_total, ortprof_agent_cpu_seconds_total
   (the agent and its perf children).
@@ -22,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily
 
 from ..model.report import CATEGORIES
+from .sessions import SessionLabels
 
 PROCESS_LABELS = ("service", "pid", "container", "pod")
 # A process that creates session after session (one per request) must not create series without
@@ -62,8 +66,9 @@ class AgentMetrics:
         self.finding = Gauge("ortprof_finding", "1 while the finding holds in the last window", labels +
                              ("id", "severity"), registry=registry)
         self.latency = Histogram("ortprof_run_duration_seconds",
-                                 "run() latency timed by ortprof's startup hook or C API uprobes",
-                                 labels + ("session",), buckets=LATENCY_BUCKETS, registry=registry)
+                                 "run() latency timed by ortprof's startup hook (launched or attached) or uprobes",
+                                 labels + ("session", "model", "options"), buckets=LATENCY_BUCKETS,
+                                 registry=registry)
         self.info = Gauge("ortprof_process_info", "An ORT process the agent follows", labels +
                           ("ort_version", "ort_module"), registry=registry)
         self.windows = Counter("ortprof_agent_windows", "Profiling windows by outcome", ("outcome",),
@@ -107,17 +112,17 @@ class AgentMetrics:
         self._sessions.pop(target.key, None)
 
     def observe_runs(self, target, runs, labels=None):
-        """`runs`: (session, start, duration, tid, kind); `labels`: session -> its label (default
-        the session's number)."""
+        """`runs`: (session, start, duration, tid, kind); `labels`: session number -> its
+        sessions.SessionLabels (default: the number, model and options unknown)."""
         labels = labels or {}
         known = self._sessions.setdefault(target.key, set())
         for session, _start, duration, _tid, _kind in runs:
-            label = labels.get(session, str(session))
-            if label not in known:
+            label = labels.get(session) or SessionLabels.of_number(session)
+            if label.session not in known:
                 if len(known) >= MAX_SESSION_LABELS:
-                    label = "other"
-                known.add(label)
-            self._of(self.latency, target, label).observe(duration)
+                    label = SessionLabels("other", "", "")
+                known.add(label.session)
+            self._of(self.latency, target, label.session, label.model, label.options).observe(duration)
 
     def throttling(self, target, stat):
         """Add the throttled time since the last reading of the cgroup's cpu.stat."""

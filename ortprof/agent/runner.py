@@ -4,11 +4,15 @@ of them at once, turn each into a report, Prometheus metrics and a pprof push.
 The agent runs niced (its perf children inherit it), records at a low frequency,
 keeps one perf per process across windows (started once, enabled for each window),
 decodes perf data once per window and never waits on Pyroscope: pushes go through
-the spool's thread. A native client's perf also records C API uprobes on its
-libonnxruntime.so (capi.py: one probe group for the agent). SIGTERM or SIGINT ends
-the loop: a window in progress is cut short, the perf processes are stopped and their
-data deleted, the probes removed, the spool is given a few seconds to drain and the
-rest stays on disk for the next start.
+the spool's thread. run() is timed for every kind of ORT process: a Python process
+launched with the startup hook by its records (hooktail.py); with --attach, any other
+Python process by the hook's recording attached to it (attachments.py); otherwise by
+uprobes its perf records (uprobes.py: one probe group for the agent), on a native
+client's libonnxruntime.so C API (capi.py) or a Python process's pybind11 dispatchers
+(pybind.py). SIGTERM or SIGINT ends the loop: a window in progress is cut short, the
+attached processes detached, the perf processes stopped and their data deleted, the
+probes removed, the spool is given a few seconds to drain and the rest stays on disk
+for the next start.
 """
 import os
 import shutil
@@ -22,12 +26,14 @@ from typing import Optional
 
 from ..errors import InputError
 from . import discovery
-from .capi import AgentUprobes
+from .attachments import AgentAttachments
 from .hooktail import HookTail
 from .logs import StructuredLog
 from .metrics import AgentMetrics
 from .perfsession import stale_sessions
 from .pyroscope import Pusher, Spool, check_url
+from .sessions import session_labels
+from .uprobes import AgentUprobes
 from .window import WindowOptions, close_sessions, record_window
 
 DEFAULT_WORK_DIR = "/tmp/ortprof-agent"
@@ -52,6 +58,7 @@ class AgentOptions:
     work_dir: str = DEFAULT_WORK_DIR
     spool_max_bytes: int = 64 << 20
     nice: int = 10
+    attach: bool = False                    # attach the startup hook's recording to Python processes
 
 
 def _wait_gone(pids, timeout=5.0):
@@ -86,7 +93,8 @@ class Agent:
         self.missing_pids = set()    # --pid values already reported as not ORT processes
         self.pusher = None
         self.perf = None
-        self.uprobes = None          # AgentUprobes: the C API probes of native clients
+        self.uprobes = None          # AgentUprobes: the probes timing runs no hook records time
+        self.attachments = None      # AgentAttachments, with --attach
         self.windows_dir = os.path.join(options.work_dir, "windows")
 
     # -- setup ---------------------------------------------------------------
@@ -113,6 +121,13 @@ class Agent:
         os.environ.setdefault("PERF_BUILDID_DIR", os.path.join(options.work_dir, "buildid"))
         self.uprobes = AgentUprobes(self.perf, self.log)
         self.uprobes.start()         # probe groups a killed agent left
+        if options.attach:
+            self.attachments = AgentAttachments(options.work_dir, self.log)
+            try:
+                self.attachments.prepare()
+            except OSError as error:
+                raise InputError(f"cannot write the agent's directory {self.attachments.directory}: "
+                                 f"{error.strerror or error}")
         if options.nice:
             try:
                 os.nice(options.nice)
@@ -153,12 +168,14 @@ class Agent:
                 self.metrics.track(target)
                 tail = HookTail.of(target)
                 if tail is not None:
-                    tail.poll()   # what ran before the agent saw the process is not counted
+                    tail.take()   # what ran before the agent saw the process is not counted
                     self.tails[key] = tail
         for key in list(self.targets):
             if key not in found:
                 target = self.targets.pop(key)
                 self.tails.pop(key, None)
+                if self.attachments is not None:
+                    self.attachments.release(key)
                 session = self.sessions.pop(key, None)
                 if session is not None:
                     session.close()
@@ -169,17 +186,37 @@ class Agent:
         self.targets.update(found)
         return list(found.values())
 
+    def attach_all(self):
+        """--attach: every followed Python process not launched with the hook is attached (again,
+        when its attachment was lost); refused ones have their runs probed."""
+        if self.attachments is None:
+            return
+        for key, target in self.targets.items():
+            if target.hook_dir or not discovery.is_python(target):
+                continue
+            if self.attachments.holds(key) and key in self.tails:
+                old = self.tails[key]   # its last records before a re-attach replaces the tail
+                if not self.attachments.held[key].attached:
+                    self.metrics.observe_runs(target, old.take(), session_labels(old.static))
+            tail = self.attachments.follow(target)
+            if tail is None:
+                self.tails.pop(key, None)
+            else:
+                self.tails[key] = tail
+
     def poll_side_data(self):
         """Latency records and throttling counters, whole intervals (not only windows)."""
         from ..cgroup import cpu_stat
         for key, target in self.targets.items():
             tail = self.tails.get(key)
             if tail is not None:
-                self.metrics.observe_runs(target, tail.poll())
+                self.metrics.observe_runs(target, tail.take(), session_labels(tail.static))
             try:
                 self.metrics.throttling(target, cpu_stat(target.pid))
             except OSError:
                 pass
+        if self.attachments is not None:
+            self.attachments.trim()
         if self.pusher is not None:
             self.metrics.spooled.set(len(self.pusher.spool.items()))
 
@@ -194,7 +231,7 @@ class Agent:
 
     def handle(self, result):
         target, report = result.target, result.report
-        if result.runs:        # a native client's runs, timed by the C API probes in the window
+        if result.runs:        # runs timed by the uprobes in the window (C API, pybind11 dispatchers)
             self.metrics.observe_runs(target, result.runs, result.run_labels)
         if result.error or report is None:
             self.metrics.windows.labels("failed").inc()
@@ -232,6 +269,7 @@ class Agent:
                 cycle = time.monotonic()
                 targets = self.refresh()
                 self.poll_side_data()
+                self.attach_all()
                 if targets:
                     idle_logged = False
                     _results, took = self.record(targets)
@@ -264,6 +302,8 @@ class Agent:
 
     def shutdown(self):
         spooled = 0
+        if self.attachments is not None:
+            self.attachments.close()
         close_sessions(self.sessions, self.uprobes)
         if self.uprobes is not None:
             self.uprobes.close()
@@ -281,6 +321,7 @@ class Agent:
         self.prepare(serve_metrics=False)
         try:
             targets = self.refresh()
+            self.attach_all()
             if not targets:
                 raise InputError("no running process has ORT loaded" +
                                  (" among --pid/--match" if self.options.pids or self.options.match else "") +

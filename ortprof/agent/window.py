@@ -56,8 +56,8 @@ class WindowResult:
     pprof: Optional[bytes] = None       # gzipped profile.proto; None without CPU samples
     exited: bool = False                # the process exited during the window
     error: Optional[str] = None
-    runs: list = field(default_factory=list)         # (session, start, duration, tid, kind) the C API probes timed
-    run_labels: dict = field(default_factory=dict)   # their session -> histogram label
+    runs: list = field(default_factory=list)         # (session, start, duration, tid, kind) the uprobes timed
+    run_labels: dict = field(default_factory=dict)   # their session -> its sessions.SessionLabels
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,7 +94,7 @@ class ProcessWindow:
         self.start_unix = None
         self.exited = False         # the process is gone
         self.perf_died = False      # perf stopped on its own while the process lives
-        self.runs, self.run_labels = [], {}   # what the C API probes timed (WindowCapiCapture)
+        self.runs, self.run_labels = [], {}   # what the uprobes timed (WindowCapiCapture, WindowPybindCapture)
         self.captures = window_captures(self, session, tail, uprobes, perf)
         self.perf = self.captures[0]
 
@@ -203,22 +203,27 @@ def futex_usable(options):
     return bool(options.futex and options.futex_probe is not None and options.futex_probe.usable)
 
 
-def ensure_sessions(targets, options, perf, work_dir, sessions, log=None, uprobes=None):
+def ensure_sessions(targets, options, perf, work_dir, sessions, log=None, uprobes=None, probe_python=None):
     """A running perf for each target in `sessions` (key -> PerfSession): kept from the last
-    window, else started now (with the C API uprobes of a native client, from `uprobes`:
-    agent/capi.AgentUprobes); those of processes no longer targeted are closed."""
+    window, else started now, with the uprobes that time its runs (`uprobes`:
+    uprobes.AgentUprobes; a Python process's dispatchers only where `probe_python(target)`
+    says, not when the startup hook or an attach times it); those of processes no longer
+    targeted are closed."""
     keys = {target.key for target in targets}
     for key in [key for key in sessions if key not in keys]:
         sessions.pop(key).close()
         if uprobes is not None:
             uprobes.release(key)
     for target in targets:
+        python = probe_python(target) if probe_python is not None else True
         session = sessions.get(target.key)
-        if session is not None and session.running():
+        if session is not None and session.running() and (uprobes is None or uprobes.keeps(target, python)):
             continue
         if session is not None:
-            sessions.pop(target.key).close()   # perf ended (the process exited, or perf failed)
-        events = uprobes.events_for(target) if uprobes is not None else ()
+            # perf ended (the process exited, or perf failed), or its probes change (attached, or no
+            # longer): its events must be closed before they can be removed
+            sessions.pop(target.key).close()
+        events = uprobes.events_for(target, python) if uprobes is not None else ()
         try:
             sessions[target.key] = PerfSession(target, options, perf, work_dir, futex_usable(options),
                                                events).start()
@@ -240,10 +245,12 @@ def close_sessions(sessions, uprobes=None):
 def record_window(targets, options, perf, work_dir, tails, stop_event, log=None, sessions=None, uprobes=None):
     """One window of every target at once -> [WindowResult]. `sessions` (key -> PerfSession)
     carries each process's perf from one window to the next; without it, perf is started and
-    stopped for this window. `uprobes` (agent/capi.AgentUprobes): native clients' C API probes.
+    stopped for this window. `uprobes` (uprobes.AgentUprobes): the probes timing the runs of
+    native clients, and of Python processes whose runs no hook records (`tails`) time.
     `stop_event` (threading.Event) cuts the window short; nothing is analyzed then."""
     own_sessions = sessions is None
-    sessions = ensure_sessions(targets, options, perf, work_dir, {} if own_sessions else sessions, log, uprobes)
+    sessions = ensure_sessions(targets, options, perf, work_dir, {} if own_sessions else sessions, log, uprobes,
+                               lambda target: target.key not in tails)
     windows = []
     for target in targets:
         if target.key in sessions:

@@ -40,10 +40,13 @@ from ..recording import profilers
               help="Niceness of the agent and its perf.")
 @click.option("--log-format", type=click.Choice(["json", "logfmt"]), default="json", show_default=True,
               help="Log lines on stderr.")
+@click.option("--attach", is_flag=True,
+              help="Attach the startup hook's recording to Python processes not launched with it (gdb, ptrace): "
+                   "their sessions' models and options; detached when the agent stops.")
 @click.option("--once", is_flag=True, help="Record one window, print each process's report and exit.")
 def command(interval, window_seconds, pids, match, service, host, pyroscope_url, basic_auth_user,
             basic_auth_password, tenant, metrics_port, metrics_addr, work_dir, spool_max_mb, frequency, stack_size,
-            futex, nice, log_format, once):
+            futex, nice, log_format, attach, once):
     """Profile every ORT process on this host continuously (foreground).
 
     \b
@@ -54,8 +57,10 @@ def command(interval, window_seconds, pids, match, service, host, pyroscope_url,
     Finds processes with ORT's native module mapped (host and containers), and
     every --interval records a --window of each with perf at a low frequency.
     Each window becomes a report (roles, categories, findings), Prometheus
-    metrics and a pprof profile pushed to Pyroscope. Logs are JSON lines (or
-    logfmt) on stderr; SIGTERM stops it cleanly.
+    metrics (run() latency of every ORT process: the startup hook's records,
+    or uprobes; --attach for Python sessions' models and options) and a pprof
+    profile pushed to Pyroscope. Logs are JSON lines (or logfmt) on stderr;
+    SIGTERM stops it cleanly.
     """
     from ..agent.logs import StructuredLog
     from ..agent.runner import Agent, AgentOptions
@@ -72,7 +77,7 @@ def command(interval, window_seconds, pids, match, service, host, pyroscope_url,
         interval=interval, window=WindowOptions(window_seconds, frequency, stack_size, futex), pids=tuple(pids),
         match=pattern, service=service, host=host, pyroscope=pyroscope_url, user=basic_auth_user,
         password=basic_auth_password, tenant=tenant, metrics_port=metrics_port, metrics_addr=metrics_addr,
-        work_dir=work_dir, spool_max_bytes=int(spool_max_mb * (1 << 20)), nice=nice)
+        work_dir=work_dir, spool_max_bytes=int(spool_max_mb * (1 << 20)), nice=nice, attach=attach)
     agent = Agent(options, StructuredLog(sys.stderr, log_format))
     if not once:
         sys.exit(agent.run())
