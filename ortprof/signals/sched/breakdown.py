@@ -263,7 +263,8 @@ def group(facts: Sequence[RunFacts], pid: int, threads: SessionThreads) -> RunGr
                          p95_us=round(_percentile(delays, 95) / 1e3, 1), max_us=round(delays[-1] / 1e3, 1),
                          ms=_ms(sum(delays) / len(visible)),
                          contended_ms=_ms(sum(w.contended_ns for f in visible for w in f.wakes) / len(visible)),
-                         gap_p90_us=round(_percentile(gaps, 90) / 1e3, 1) if gaps else None)
+                         gap_p90_us=round(_percentile(gaps, 90) / 1e3, 1) if gaps else None,
+                         gaps_ms=_ms(sum(gaps) / len(visible)))
     return RunGroup(
         runs=runs, run_ms=_ms(sum(f.ns for f in facts) / runs), states_ms=_mean_states(facts),
         held_by=_held_by(holders, runs, pid, threads, HOLDERS_SHOWN),

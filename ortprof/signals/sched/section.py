@@ -34,6 +34,8 @@ class WakeUps:
                                                     # (counted as contention or throttling, not as wake-up)
     gap_p90_us: Optional[float] = None              # a worker's sleep between two sections of one run (p90):
                                                     # the spin that would have kept it awake
+    gaps_ms: Optional[float] = None                 # the workers' sleeps between sections, ms per run (what
+                                                    # spinning through them would cost in CPU)
 
 
 @dataclass
