@@ -255,6 +255,12 @@ def test_options_set_before_ortprof_attached_are_unknown_not_default(spinning_do
 
 
 def test_latency_variance_says_unknown_for_that_session(spinning_document):
-    found = _finding(spinning_document, "latency-variance", [_session(options_known=False)], client="java")
+    # dynamic_block_base is its remedy where the scheduler saw stragglers
+    from ortprof.signals.sched.section import Cause, LatencyBreakdown, RunGroup
+    states = dict(on_cpu=1.0, runnable=0.0, throttled=0.0, blocked=0.0, other=0.0)
+    stragglers = LatencyBreakdown(RunGroup(40, 1.0, states, straggler_ms=0.1), RunGroup(5, 3.0, states, straggler_ms=2.0),
+                                  cause=Cause("straggler", 2.0, 1.9, "slow runs: the last worker finished late"))
+    found = _finding(spinning_document, "latency-variance", [_session(options_known=False, latency_breakdown=stragglers)],
+                     client="java")
     assert "// now: dynamic_block_base=unknown (the session was created before ortprof attached)" in found.remedy
     assert 'opts.addConfigEntry("session.dynamic_block_base", "4");' in found.remedy
