@@ -153,9 +153,13 @@ def lanes(page):
 
 
 def check_lanes(page, report):
-    with_cpu = [t for t in report["threads"] if (t["cpu_pct"] or 0) > 0 or (t["proc_cpu_pct"] or 0) > 0]
-    assert [tid for tid, _ in lanes(page)] == [t["tid"] for t in with_cpu]   # busiest first
-    assert [label for _, label in lanes(page)] == [f"{t['role']} {t['tid']}" for t in with_cpu]
+    """A lane per thread with CPU or with scheduler states (an idle pool worker), busiest first."""
+    sched = json.loads(page.text_content("#ortprof-data"))["timeline"]["sched"]
+    with_states = {int(tid) for tid in sched["lanes"]} if sched else set()
+    shown = [t for t in report["threads"]
+             if (t["cpu_pct"] or 0) > 0 or (t["proc_cpu_pct"] or 0) > 0 or t["tid"] in with_states]
+    assert [tid for tid, _ in lanes(page)] == [t["tid"] for t in shown]
+    assert [label for _, label in lanes(page)] == [f"{t['role']} {t['tid']}" for t in shown]
 
 
 def check_timeline_zoom(page):

@@ -158,6 +158,7 @@ def test_lanes_and_a_slow_run_in_the_browser(nospin, tmp_path):
         panel = page.locator("#run-breakdown")
         assert panel.is_visible() and panel.get_attribute("data-run") == str(slowest_index)
         assert "SLOW" in panel.locator("h3").inner_text()
+        assert page.locator(".run-span.selected").evaluate_all("els => els.map(e => +e.dataset.run)") == [slowest_index]
         runnable = float(page.locator("#run-breakdown tr[data-state=runnable] td").nth(1).inner_text())
         assert runnable == pytest.approx(0.4 * slowest.seconds * 1000, abs=0.01)
         assert HOG.comm in page.locator("#run-breakdown table.run-held").inner_text()

@@ -352,8 +352,8 @@
           var r = item.r;
           if (r[2] + r[3] < t0 || r[2] > t1) return;
           var left = x(r[2]), w = Math.max(x(r[2] + r[3]) - left, 1);
-          var slow = r[4] ? ' slow' : '';
-          g.appendChild(svgEl('rect', {'class': 'run-span' + slow + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
+          var slow = r[4] ? ' slow' : '', chosen = item.index === selectedRun ? ' selected' : '';
+          g.appendChild(svgEl('rect', {'class': 'run-span' + slow + chosen + (w < 4 ? ' narrow' : ''), x: left, y: top, width: w,
             height: LANE, 'data-tid': r[0], 'data-session': r[1], 'data-start': r[2], 'data-end': fixed(r[2] + r[3], 4),
             'data-run': item.index}));
           marks.push(svgEl('rect', {'class': 'run-mark' + slow, x: left, y: top, width: Math.max(w, r[4] ? 2 : 1),
@@ -513,8 +513,18 @@
   var laneLabels = {};
   ((DATA.timeline && DATA.timeline.lanes) || []).forEach(function (lane) { laneLabels[lane.tid] = lane.label; });
 
+  var selectedRun = null;   // the run whose breakdown is open, outlined on the timeline
+
+  function selectRun(index) {
+    selectedRun = index;
+    Array.prototype.forEach.call(document.querySelectorAll('.run-span'), function (span) {
+      span.classList.toggle('selected', +span.getAttribute('data-run') === index);
+    });
+  }
+
   function showRun(index) {
     var T = DATA.timeline, S = T.sched, r = T.runs[index];
+    selectRun(index);
     var panel = document.getElementById('run-breakdown');
     var session = DATA.latency.filter(function (s) { return s.session === r[1]; })[0] || {};
     panel.textContent = '';
@@ -525,7 +535,10 @@
       fixed(r[2], 3) + ' s: ' + fixed(r[3] * 1000, 2) + ' ms';
     if (session.p50_ms != null) title += ' (session p50 ' + fixed(session.p50_ms, 2) + ' ms, p95 ' + fixed(session.p95_ms, 2) + ' ms)';
     var close = el('button', {type: 'button', 'class': 'close'}, 'close');
-    close.addEventListener('click', function () { panel.hidden = true; });
+    close.addEventListener('click', function () {
+      panel.hidden = true;
+      selectRun(null);
+    });
     panel.appendChild(close);
     panel.appendChild(el('h3', {}, (r[4] ? 'SLOW ' : '') + title));
     var B = S ? S.runs[index] : null;
