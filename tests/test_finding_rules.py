@@ -384,3 +384,180 @@ def test_no_python_overhead_when_the_caller_runs_ort(captured, name):
     caller = run.thread(run.caller_tid)
     assert caller["cpu_pct"] >= 2                     # busy enough for the rule to look at it
     assert caller["categories"]["compute"] > caller["categories"]["python"] + caller["categories"]["other"]
+
+
+# -- why slow runs were slow: findings from the scheduler breakdown ----------------------------------
+# The breakdowns come from scheduler timelines built run by run (test_sched_breakdown.py), where each
+# cause is known by construction; the findings are checked against those figures.
+
+from ortprof.analysis.diagnose import diagnose                                      # noqa: E402
+from ortprof.model.report import OrtContext, Report                                 # noqa: E402
+from ortprof.signals.cgroup import CgroupSection                                    # noqa: E402
+from ortprof.signals.runs import SessionSummary                                     # noqa: E402
+from ortprof.signals.sched.breakdown import SessionThreads, session_breakdown       # noqa: E402
+from test_sched_breakdown import (CALLER, HOG, OTHER_WORKER, PID, WORKER, WORKER2, Builder, RunPlan,  # noqa: E402
+                                  Seg, _sections_of, on_cpu, runnable)
+
+
+def _summary(session=1, breakdown=None, options=None, runs=60, p50=3.0, p99=8.0, caller=CALLER, **values):
+    return SessionSummary(session=session, pid=PID, model="/srv/encoder.onnx", providers=None, ort_version="1.31.1",
+                          options=options or {}, runs=runs, rate_per_s=10.0, mean_ms=p50, p50_ms=p50, p95_ms=p99,
+                          p99_ms=p99, max_ms=p99, variance_p99_p50=round(p99 / p50, 2), caller_tids=[caller],
+                          latency_breakdown=breakdown, **values)
+
+
+def _report(*sessions, ort_version="1.31.1", client="python", usable_cores=2, **fields):
+    return Report(window_seconds=10.0, ort=OrtContext(ort_version=ort_version, client=client, usable_cores=usable_cores),
+                  sessions=list(sessions), **fields)
+
+
+def _findings(report):
+    return {finding.id: finding for finding in diagnose(report)}
+
+
+def _built(builder, workers=None, spinning=False, tid_session=None):
+    threads = SessionThreads(builder.session, builder.workers if workers is None else workers, spinning,
+                             tid_session or {CALLER: 1, **{w: 1 for w in builder.workers}})
+    return session_breakdown(builder.timeline(), builder.spans, threads)
+
+
+def _hogged(every=5, wait_us=5000, holder=HOG):
+    builder = Builder()
+    for index in range(60):
+        slow = index % every == every - 1
+        builder.run(RunPlan([on_cpu(1500), runnable(wait_us, held_by=holder), on_cpu(1500)] if slow else [on_cpu(3000)]))
+    return _built(builder, workers=[])
+
+
+def test_cpu_contention_names_the_other_process():
+    """One-thread session; one run in five waits 5 ms for its CPU, held by another process."""
+    findings = _findings(_report(_summary(breakdown=_hogged(), options={"intra_op_num_threads": 1})))
+    finding = findings["cpu-contention"]
+    evidence = finding.evidence
+    assert evidence["waited_ms"] == 5.0 and evidence["slow_caller_runnable_ms"] == 5.0
+    assert evidence["typical_caller_runnable_ms"] == 0.0 and evidence["slow_run_ms"] == 8.0
+    assert evidence["held_by"][0] == {"pid": HOG[0], "tid": HOG[1], "comm": "stress-ng", "ms": 5.0,
+                                      "whose": "other-process", "session": None}
+    assert "stress-ng (pid 9100" in finding.title and "taskset" in finding.remedy
+    assert finding.severity == "critical"                     # waiting as long as a typical run takes
+    # a one-thread session: latency-variance says what it is instead of a knob for a pool it has not got
+    variance = findings["latency-variance"]
+    assert "dynamic_block_base" not in variance.remedy and variance.evidence["cause"] == "cpu-contention"
+    assert "see the cpu-contention finding" in variance.remedy
+
+
+def test_cpu_contention_by_the_other_sessions_pool_asks_for_one_shared_pool():
+    builder = Builder(workers=[WORKER])
+    for index in range(60):
+        slow = index % 5 == 4
+        wait = [runnable(4000, held_by=(PID, OTHER_WORKER, "python"))] if slow else []
+        builder.run(RunPlan([on_cpu(7000 if slow else 3000)],
+                            {WORKER: [Seg("runnable", 20, woken_by=CALLER), *wait, on_cpu(2500), Seg("blocked", 100)]}))
+    breakdown = _built(builder, tid_session={CALLER: 1, WORKER: 1, OTHER_WORKER: 2})
+    report = _report(_summary(breakdown=breakdown), _summary(session=2, caller=CALLER))
+    finding = _findings(report)["cpu-contention"]
+    assert finding.evidence["held_by"][0]["whose"] == "other-session" and finding.evidence["held_by"][0]["session"] == 2
+    assert finding.evidence["slow_workers_runnable_ms"] == 4.0
+    assert "ort.capi._pybind_state.set_global_thread_pool_sizes(2, 1)" in finding.remedy
+    assert "opts.use_per_session_threads = False" in finding.remedy
+    # the C API's form for a native client; a Python too old for global pools is told so
+    native = _findings(_report(_summary(breakdown=breakdown), _summary(session=2), client="native"))["cpu-contention"]
+    assert "api->CreateEnvWithGlobalThreadPools(" in native.remedy and "api->DisablePerSessionThreads(opts);" in native.remedy
+    old = _findings(_report(_summary(breakdown=breakdown), _summary(session=2), ort_version="1.15.1"))["cpu-contention"]
+    assert "1.15.1 does not" in old.remedy
+
+
+def test_throttling_per_run_is_part_of_cpu_throttling():
+    """The quota runs out in one run in five: caller and worker stalled 4 ms each; one finding, with the
+    per-run figures beside the cgroup's counters."""
+    builder = Builder(workers=[WORKER])
+    for index in range(60):
+        stall = [Seg("throttled", 4000)] if index % 5 == 4 else []
+        builder.run(RunPlan([on_cpu(1000), *stall, on_cpu(2000)],
+                            {WORKER: [Seg("runnable", 30, woken_by=CALLER), on_cpu(500), *stall, on_cpu(400),
+                                      Seg("blocked", 100)]}))
+    cgroup = CgroupSection(quota_cpus=1.0, throttled_periods=12, throttled_ms=48.0, periods=100)
+    findings = _findings(_report(_summary(breakdown=_built(builder)), cgroup=cgroup))
+    assert "cpu-contention" not in findings
+    finding = findings["cpu-throttling"]
+    assert finding.evidence["slow_run_throttled_ms"] == 8.0 and finding.evidence["typical_run_throttled_ms"] == 0.0
+    assert "stalled 8.0 ms each" in finding.title
+    assert "opts.intra_op_num_threads = 1" in finding.remedy                 # floor(quota 1)
+
+
+def test_straggler_and_latency_variance_recommend_dynamic_blocks():
+    builder = Builder(workers=[WORKER, WORKER2])
+    for index in range(60):
+        late = 1500 if index % 5 == 4 else 0
+        workers, section_us = _sections_of([{WORKER: 1000, WORKER2: 1000 + late}] * 2)
+        builder.run(RunPlan([on_cpu(section_us + 100)], workers))
+    findings = _findings(_report(_summary(breakdown=_built(builder), options={"config": {
+        "session.intra_op.allow_spinning": "0"}})))
+    finding = findings["straggler"]
+    assert finding.evidence["slow_straggler_ms"] == 3.0 and finding.evidence["typical_straggler_ms"] == 0.0
+    assert finding.evidence["workers"] == 2
+    assert 'opts.add_session_config_entry("session.dynamic_block_base", "4")' in finding.remedy
+    assert "# or fewer threads: opts.intra_op_num_threads = 2" in finding.remedy
+    assert "dynamic_block_base" in findings["latency-variance"].remedy
+    assert "cpu-contention" not in findings and "wake-up-delay" not in findings
+
+
+def _woken_sections(delay_slow_us, sections=4, gap_us=300):
+    builder = Builder(workers=[WORKER])
+    for index in range(60):
+        delay = delay_slow_us if index % 5 == 4 else 20
+        plan = [seg for n in range(sections) for seg in
+                [Seg("blocked", gap_us)] * bool(n) + [Seg("runnable", delay, woken_by=CALLER), on_cpu(500), Seg("blocked", 10)]]
+        builder.run(RunPlan([on_cpu(sections * (delay + 510) + (sections - 1) * gap_us + 50)], {WORKER: plan}))
+    return _built(builder)
+
+
+@pytest.mark.parametrize("version,spin_line", [
+    ("1.31.1", 'opts.add_session_config_entry("session.intra_op.spin_duration_us", "310")'), ("1.15.1", None)])
+def test_wake_up_delay_with_spinning_off(version, spin_line):
+    """Spinning off, 4 sections a run: the worker's wake-ups take 1 ms in one run in five."""
+    options = {"config": {"session.intra_op.allow_spinning": "0"}}
+    findings = _findings(_report(_summary(breakdown=_woken_sections(1000), options=options), ort_version=version))
+    finding = findings["wake-up-delay"]
+    evidence = finding.evidence
+    assert evidence["wakeups_per_run"] == 4.0 and evidence["mean_us"] == 20.0
+    assert evidence["gap_p90_us"] == 310.0 and evidence["gaps_ms_per_run"] == 0.93   # 3 x 310 us
+    assert evidence["spin_cost_pct_max"] == 0.93                   # 0.93 ms a run at 10 runs/s
+    assert "waking sleeping pool workers took 3.92 ms more per run" in evidence["slow_runs_cause"]
+    assert 'opts.add_session_config_entry("session.intra_op.allow_spinning", "1")' in finding.remedy
+    assert 'opts.add_session_config_entry("session.force_spinning_stop", "1")' in finding.remedy
+    assert (spin_line in finding.remedy) if spin_line else "spin_duration_us" not in finding.remedy
+    assert "dynamic_block_base" not in findings["latency-variance"].remedy
+
+
+def test_no_scheduler_finding_on_steady_runs():
+    builder = Builder(workers=[WORKER])
+    for index in range(60):
+        builder.run(RunPlan([on_cpu(3000 + 10 * (index % 7))],
+                            {WORKER: [Seg("runnable", 15, woken_by=CALLER), on_cpu(1200), Seg("blocked", 10)]}))
+    findings = _findings(_report(_summary(breakdown=_built(builder), p99=3.1)))
+    assert not {"cpu-contention", "straggler", "wake-up-delay", "latency-variance"} & set(findings)
+
+
+def test_latency_variance_names_a_step():
+    builder = Builder()
+    for index in range(60):
+        builder.run(RunPlan([on_cpu(1500), runnable(5000), on_cpu(1500)] if index < 25 else [on_cpu(3000)]))
+    findings = _findings(_report(_summary(breakdown=_built(builder, workers=[]), p99=8.0)))
+    variance = findings["latency-variance"]
+    assert "latency stepped at" in variance.title and variance.evidence["step_at_s"] > 0
+    assert variance.evidence["cause"] == "cpu-contention" and "dynamic_block_base" not in variance.remedy
+    assert findings["cpu-contention"].evidence["where"].startswith("slow runs") or \
+        findings["cpu-contention"].evidence["where"].startswith("the step")
+
+
+def test_thread_oversubscription_counts_every_sessions_pool():
+    """Two sessions, each with its own 2-thread pool, on 2 CPUs: 3 threads (2 workers, one caller) for 2
+    CPUs; one session alone fits."""
+    two = _findings(_report(_summary(options={"intra_op_num_threads": 2}),
+                            _summary(session=2, options={"intra_op_num_threads": 2})))
+    finding = two["thread-oversubscription"]
+    assert finding.evidence["pool_threads"] == 3 and finding.evidence["session_pools"] == {"1": 2, "2": 2}
+    assert "set_global_thread_pool_sizes(2, 1)" in finding.remedy
+    assert "thread-oversubscription" not in _findings(_report(_summary(options={"intra_op_num_threads": 2}),
+                                                              pool_threads=2))

@@ -63,6 +63,8 @@ def missing_reason(loaded, report) -> Optional[str]:
     if any(summary.latency_breakdown is not None for summary in report.sessions):
         return None
     timeline = getattr(loaded, "sched_timeline", None)
+    if timeline is None and getattr(loaded, "sched_missing", None):
+        return loaded.sched_missing          # why the capture has no timeline, as it says it
     if timeline is not None and not report.sessions:
         return "no run() was timed in the window, so there are no runs to break down"
     spans = _spans_by_session(loaded)
