@@ -345,3 +345,34 @@ def test_why_not():
     elsewhere = [RunSpan(1, 777, span.start, span.seconds) for span in builder.spans]
     assert "777" in why_not(timeline, elsewhere)
     assert session_breakdown(timeline, builder.spans, SessionThreads(1, [], None)) is None
+
+
+# -- the report's JSON and terminal text of a breakdown ---------------------------------------------
+
+def test_breakdown_json_and_terminal_golden():
+    """A one-thread session whose runs stepped (another process held its CPU for the first 25 runs),
+    as `ortprof report --json` and the terminal print it; the JSON is checked against the schema."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from golden_files import check_golden
+    from ortprof.model.report import OrtContext, Report
+    from ortprof.render.terminal import _slow_runs
+    from ortprof.signals.runs import SessionSummary
+
+    builder = Builder()
+    for index in range(40):
+        builder.run(RunPlan([on_cpu(1500), runnable(5000), on_cpu(1500)] if index < 15 else [on_cpu(3000)]))
+    breakdown, _ = breakdown_of(builder, workers=[], tid_session={CALLER: 1})
+    session = SessionSummary(session=1, pid=PID, model="/srv/encoder.onnx", providers=None, ort_version="1.31.1",
+                             options={"intra_op_num_threads": 1}, runs=40, rate_per_s=10.0, mean_ms=4.9, p50_ms=3.0,
+                             p95_ms=8.0, p99_ms=8.0, max_ms=8.0, variance_p99_p50=2.67, caller_tids=[CALLER],
+                             latency_breakdown=breakdown)
+    report = Report(window_seconds=1.0, ort=OrtContext(ort_version="1.31.1", client="python"), sessions=[session])
+    document = report.to_json()
+    check_golden("sched-breakdown-step.json", json.dumps(document["sessions"][0]["latency_breakdown"], indent=1) + "\n")
+    stream = io.StringIO()
+    _slow_runs(report, Console(file=stream, width=140, force_terminal=False, highlight=False))
+    check_golden("sched-breakdown-step.txt", stream.getvalue())

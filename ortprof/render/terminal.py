@@ -40,6 +40,7 @@ def render_report(report, console, top=8):
 
     _threads(report, console)
     _sessions(report, console)
+    _slow_runs(report, console)
     _pool_workers(report, console)
     _operators(report, console, top)
     _python(report, console, top)
@@ -122,6 +123,60 @@ def _sessions(report, console):
     models = sorted({s.model for s in sessions if s.model and not s.model.startswith("<")})
     for model in models:
         console.print(Text(f"model-side checks (fusions, initializer inputs, layout): ortprof lint {model}", style="dim"))
+
+
+STATE_LABELS = (("on_cpu", "on-CPU"), ("runnable", "runnable"), ("throttled", "throttled"), ("blocked", "blocked"),
+                ("other", "other"))
+SECTIONS_UNSEEN = {"spinning": "parallel sections unknown: the workers spin, the scheduler cannot see them",
+                   "unknown": "parallel sections unknown: the session's workers are not known",
+                   "no-pool": "no pool (one thread): no parallel sections"}
+
+
+def _group_line(name, group):
+    states = ", ".join(f"{label} {group.states_ms.get(state, 0.0):.2f}" for state, label in STATE_LABELS
+                       if group.states_ms.get(state, 0.0) >= 0.005 or state == "on_cpu")
+    line = f"  {name:<8}{group.run_ms:7.2f} ms ({group.runs} runs) = {states}"
+    workers = group.workers_ms or {}
+    if workers.get("runnable", 0) >= 0.005 or workers.get("throttled", 0) >= 0.005:
+        line += f"; workers waited {workers.get('runnable', 0.0):.2f} runnable, {workers.get('throttled', 0.0):.2f} throttled"
+    if group.held_by:
+        from ..signals.sched.breakdown import holder_name
+        line += "; CPU held by " + ", ".join(f"{holder_name(h)} {h.ms:.2f}" for h in group.held_by[:2])
+    if group.wakeup is not None:
+        line += (f"; {group.wakeup.per_run:.1f} wake-ups/run of {group.wakeup.mean_us:.0f} us "
+                 f"(p95 {group.wakeup.p95_us:.0f})")
+    if group.straggler_ms:
+        line += f"; stragglers {group.straggler_ms:.2f}"
+    return line
+
+
+def _slow_runs(report, console):
+    """Why slow runs were slow (sessions[].latency_breakdown): typical against slow runs, in ms per run."""
+    explained = [s for s in report.sessions if s.latency_breakdown is not None]
+    if not explained:
+        return
+    console.print("[bold]Slow runs explained[/] (scheduler states of the caller, ms per run)")
+    for session in explained:
+        breakdown = session.latency_breakdown
+        model = os.path.basename(session.model or "")
+        console.print(f"session {session.session}" + (f" ({model})" if model else ""))
+        for name, group in (("typical", breakdown.typical), ("slow", breakdown.slow)):
+            if group is not None:
+                console.print(Text(_group_line(name, group)), overflow="fold")
+        unseen = SECTIONS_UNSEEN.get(breakdown.slow.sections) if breakdown.slow else None
+        if unseen:
+            console.print(Text(f"  {unseen}", style="dim"))
+        step = breakdown.step
+        if breakdown.cause is not None and not (step is not None and step.cause.id == breakdown.cause.id):
+            style = "dim" if breakdown.cause.id in ("none", "unknown") else "bold"
+            console.print(Text.assemble("  cause: ", (breakdown.cause.id, style), f": {breakdown.cause.detail}"),
+                          overflow="fold")
+        if step is not None:
+            console.print(Text.assemble(f"  step at {step.at_s:.1f} s: {step.before.run_ms:.2f} ms before, "
+                                        f"{step.after.run_ms:.2f} ms after: ", (step.cause.id, "bold"),
+                                        f": {step.cause.detail}"), overflow="fold")
+        for note in breakdown.notes:
+            console.print(Text(f"  note: {note}", style="yellow"))
 
 
 def _pool_workers(report, console):

@@ -332,10 +332,11 @@ def explain(faster: RunGroup, slower: RunGroup, what: str = "slow runs", than: s
         return Cause("unknown", excess, grown, f"{head}; no scheduler figure grew by much: the scheduler does not "
                                                "explain the difference")
     holder = slower.held_by[0] if slower.held_by and cause in ("cpu-contention", "cpu-throttling") else None
+    who = "the caller" if slower.sections == NO_POOL else "the caller and its workers"
     details = {
-        "cpu-contention": (f"the caller and its workers waited {grown:.2f} ms more per run for a CPU"
+        "cpu-contention": (f"{who} waited {grown:.2f} ms more per run for a CPU"
                            + (f", held mostly by {holder_name(holder)}: {holder.ms:.2f} ms per run" if holder else "")),
-        "cpu-throttling": f"the CPU quota stalled the caller and its workers {grown:.2f} ms more per run",
+        "cpu-throttling": f"the CPU quota stalled {who} {grown:.2f} ms more per run",
         "wake-up-delay": f"waking sleeping pool workers took {grown:.2f} ms more per run",
         "straggler": f"the last worker of parallel sections finished {grown:.2f} ms more per run after the others",
         "blocked": f"the caller slept {grown:.2f} ms more per run on a lock or wait not tied to its workers "
