@@ -39,6 +39,8 @@ class LoadedRun:
     ort_profiles: Optional[Any] = None      # analysis.ort_profile.OrtProfileData (record --ort-profile)
     given_samples: Optional[Any] = None     # decoded samples given instead of perf.data (tests, fixtures)
     unreadable_signals: Dict[str, str] = field(default_factory=dict)   # signal name -> why it did not load
+    sched_timeline: Optional[Any] = None    # signals.sched.timeline.SchedTimeline (None: sched_missing says why)
+    sched_missing: Optional[str] = None
     # derived from several signals once all are loaded (derive(), the analysis' first step)
     window_seconds: float = 1.0
     proc_cpu_pct: Dict[int, float] = field(default_factory=dict)    # tid -> % of one core, from /proc
