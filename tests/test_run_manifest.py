@@ -66,10 +66,10 @@ def test_written_and_read_back_is_the_same_manifest(tmp_path):
 def test_keys_a_newer_ortprof_writes_are_kept(tmp_path):
     run = RunDirectory.create("newer", tmp_path / "run")
     (run.path / "run.json").write_text(json.dumps({"schema": "ortprof.run/1", "status": "completed",
-                                                   "sched": {"method": "bpf"}, "hostname": "h1"}))
+                                                   "gpu": {"method": "cupti"}, "hostname": "h1"}))
     manifest = run.read_manifest()
     assert manifest.hostname == "h1"
-    assert manifest.to_json()["sched"] == {"method": "bpf"}
+    assert manifest.to_json()["gpu"] == {"method": "cupti"}
 
 
 @pytest.mark.parametrize("document, message", [
