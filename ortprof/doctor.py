@@ -359,6 +359,29 @@ def check_futex_bpf(facts, thorough):
                                   f"(attached in {attach_seconds:.2f} s)")
 
 
+SCHED_CONSEQUENCE = "no scheduler states per thread (runnable, throttled, who held the CPU) in the report"
+SCHED_TRACEPOINT = "sched:sched_switch"
+
+
+def check_sched_bpf(facts, thorough):
+    """Whether `record` can follow the scheduler in BPF (bpftrace, root, the sched tracepoints);
+    on a machine where tracefs is not mounted yet, as root, perf mounts it (as for futex)."""
+    info = env.bpftrace_info()
+    if info is None or info["version"] is None:
+        return Check("sched-bpf", WARNING, f"bpftrace is not installed or does not run: {SCHED_CONSEQUENCE}",
+                     bpftrace_install_command(), apt=("bpftrace",))
+    if not facts.root:
+        return Check("sched-bpf", WARNING, f"bpftrace runs as root only: {SCHED_CONSEQUENCE}", "run ortprof as root")
+    if env.tracepoint_format(SCHED_TRACEPOINT) is None and (facts.perf or {}).get("path"):
+        env.perf_tracepoint_probe(facts.perf["path"], (SCHED_TRACEPOINT,))   # perf mounts tracefs as root
+    if env.tracepoint_format(SCHED_TRACEPOINT) is None:
+        return Check("sched-bpf", WARNING,
+                     f"tracefs is not mounted (bpftrace reads the sched tracepoints' formats there): {SCHED_CONSEQUENCE}",
+                     "mount -t tracefs nodev /sys/kernel/tracing")
+    return Check("sched-bpf", OK, f"bpftrace {info['version']}, root, {SCHED_TRACEPOINT}: scheduler events "
+                                  "of the recorded process are followed in the kernel")
+
+
 def _count_child_futex_calls(bpftrace):
     """(futex calls the counting program saw from a child's thread hand-offs, attach seconds)."""
     from .signals.futex import bpf as futex_bpf
@@ -730,6 +753,7 @@ CHECKS = {
     "perf-dwarf": ("perf dwarf sampling", check_perf_dwarf, True),
     "futex-tracepoints": ("futex tracepoints", check_futex_tracepoints, True),
     "futex-bpf": ("futex counting in BPF", check_futex_bpf, True),
+    "sched-bpf": ("scheduler events in BPF", check_sched_bpf, False),
     "uprobes": ("uprobes (C API calls)", check_uprobes, True),
     "py-spy": ("py-spy attach", check_pyspy, True),
     "attach": ("record --pid: attach", check_attach, False),

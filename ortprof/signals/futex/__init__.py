@@ -189,10 +189,13 @@ class FutexCapture(Capture):
         plan = self.plan
         if plan.method != BPF_METHOD:
             return
+        # Other signals' probes that share the program (the scheduler's: one program, one start).
+        joining = [capture for capture in self.recorder.captures if hasattr(capture, "bpftrace_part")]
         try:
             with self.recorder.status("attaching the futex counters (bpftrace)"):
                 self.counter, seconds = bpf.start_futex_counter(
-                    (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path)
+                    (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path,
+                    extra="".join(capture.bpftrace_part() for capture in joining))
         except EnvironmentProblem as problem:
             if plan.requested == "bpf":
                 raise
@@ -203,6 +206,8 @@ class FutexCapture(Capture):
             self.recorder.note(f"futex calls are traced by perf, one event per call: {problem}")
             return
         plan.bpftrace_attach_seconds = round(seconds, 3)
+        for capture in joining:
+            capture.joined()
 
     def follow(self, pid):
         if self.counter is not None:

@@ -72,9 +72,10 @@ END { printf("%s\\n"); }
 """ % (ATTACHED_LINE, WINDOW_MARK, TARGET_MARK, " || ".join(f"$op == {op}" for op in WAIT_OPS), END_LINE)
 
 
-def write_script(path):
+def write_script(path, extra=""):
+    """The program, with `extra` probes appended (the sched signal's, sharing @target and @start)."""
     with open(path, "w") as stream:
-        stream.write(SCRIPT)
+        stream.write(SCRIPT + extra)
     return str(path)
 
 
@@ -101,14 +102,14 @@ def set_target(pid):
     _mark(TARGET_MARK, pid)
 
 
-def start_futex_counter(bpftrace, directory, timeout=ATTACH_TIMEOUT):
+def start_futex_counter(bpftrace, directory, timeout=ATTACH_TIMEOUT, extra=""):
     """Start the counting program, its files in `directory`; it counts nothing until
     set_target() names a process. Returns (ProfilerProcess named "bpftrace", seconds
     it took to attach). Raises EnvironmentProblem with bpftrace's own words when it
     does not attach."""
     from ...recording.profilers import ProfilerProcess
     directory = Path(directory)
-    script = write_script(directory / FUTEX_BPF_SCRIPT)
+    script = write_script(directory / FUTEX_BPF_SCRIPT, extra)
     output = directory / FUTEX_BPF_OUT
     counter = ProfilerProcess("bpftrace", bpftrace_command(bpftrace, script, output),
                               str(directory / FUTEX_BPF_LOG), str(output)).start()

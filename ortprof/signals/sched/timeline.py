@@ -50,6 +50,8 @@ class ThrottledPeriod:
     """The process's cgroup was throttled (its quota used up) from start_ns to end_ns."""
     start_ns: int
     end_ns: int
+    cpu: Optional[int] = None               # the CPU whose share of the group was throttled (cpu.stat's
+                                            # throttled time adds up these periods over the CPUs)
 
 
 @dataclass
