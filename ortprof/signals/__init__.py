@@ -8,12 +8,12 @@ sections are filled in: ORT's profile labels stripped frames before the samples'
 hot paths show them, and the futex table takes each thread's role from the
 samples' thread table.
 """
-from . import capi, cgroup, futex, ort_profile, pybind, pyspy, runs, samples, threads
+from . import capi, cgroup, futex, ort_profile, pybind, pyspy, runs, samples, sched, threads
 from .base import Signal
 
-SIGNALS = (samples.SIGNAL, futex.SIGNAL, runs.SIGNAL, capi.SIGNAL, pybind.SIGNAL, ort_profile.SIGNAL, threads.SIGNAL,
-           pyspy.SIGNAL, cgroup.SIGNAL)
-REPORT_ORDER = ("runs", "cgroup", "ort_profile", "samples", "futex", "pyspy")
+SIGNALS = (samples.SIGNAL, futex.SIGNAL, runs.SIGNAL, capi.SIGNAL, pybind.SIGNAL, sched.SIGNAL, ort_profile.SIGNAL,
+           threads.SIGNAL, pyspy.SIGNAL, cgroup.SIGNAL)
+REPORT_ORDER = ("runs", "sched", "cgroup", "ort_profile", "samples", "futex", "pyspy")
 BY_NAME = {signal.name: signal for signal in SIGNALS}
 
 
