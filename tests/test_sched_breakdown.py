@@ -376,3 +376,59 @@ def test_breakdown_json_and_terminal_golden():
     stream = io.StringIO()
     _slow_runs(report, Console(file=stream, width=140, force_terminal=False, highlight=False))
     check_golden("sched-breakdown-step.txt", stream.getvalue())
+
+
+# -- the report hooks ----------------------------------------------------------------------------------
+
+def _loaded(builder, timeline, pools=None, hook_sessions=(), missing=None):
+    from types import SimpleNamespace
+
+    from ortprof.model.profile import Profile
+    profile = Profile()
+    profile.runs = list(builder.spans)
+    return SimpleNamespace(profile=profile, pools=pools, hook_sessions=list(hook_sessions), sched_timeline=timeline,
+                           sched_missing=missing)
+
+
+def _session_summary(session=1, options=None, caller=CALLER):
+    from ortprof.signals.runs import SessionSummary
+    return SessionSummary(session=session, pid=PID, model=None, providers=None, ort_version="1.31.1",
+                          options=options or {}, runs=20, rate_per_s=10.0, mean_ms=3.0, p50_ms=3.0, p95_ms=3.0,
+                          p99_ms=3.0, max_ms=3.0, variance_p99_p50=1.0, caller_tids=[caller])
+
+
+def test_fill_ties_workers_to_sessions_and_says_why_when_it_cannot():
+    from ortprof.analysis.roles import PoolThread
+    from ortprof.model.report import Report
+    from ortprof.signals.sched.report import fill, missing_reason
+
+    builder = Builder(workers=[WORKER])
+    for _ in range(20):
+        builder.run(RunPlan([on_cpu(3000)], {WORKER: [Seg(RUNNABLE, 20, woken_by=CALLER), on_cpu(1000), Seg(BLOCKED, 10)]}))
+    timeline = builder.timeline()
+    pools = {WORKER: PoolThread(WORKER, 1, "intra-op", "session-creation"),
+             OTHER_WORKER: PoolThread(OTHER_WORKER, 2, "intra-op", "session-creation")}
+    report = Report(window_seconds=1.0, sessions=[_session_summary(options={"config": {
+        "session.intra_op.allow_spinning": "0"}}), _session_summary(session=2, caller=OTHER_CALLER)])
+    fill(_loaded(builder, timeline, pools), report, 8)
+    breakdown = report.sessions[0].latency_breakdown
+    assert breakdown.workers == [WORKER] and breakdown.typical.sections == "visible"
+    assert breakdown.typical.wakeup.per_run == 1.0
+    assert report.sessions[1].latency_breakdown is None          # session 2 ran nothing in the window
+    assert missing_reason(_loaded(builder, timeline, pools), report) is None
+    # a session the hook saw start no thread has no pool; an unknown one with several sessions stays unknown
+    one = Report(window_seconds=1.0, sessions=[_session_summary(), _session_summary(session=2, caller=OTHER_CALLER)])
+    fill(_loaded(builder, timeline, None, [{"session": 1, "pid": PID, "new_threads": []}]), one, 8)
+    assert one.sessions[0].latency_breakdown.workers == []
+    unknown = Report(window_seconds=1.0, sessions=[_session_summary(), _session_summary(session=2, caller=OTHER_CALLER)])
+    fill(_loaded(builder, timeline, None), unknown, 8)
+    assert unknown.sessions[0].latency_breakdown.workers is None
+    # nothing to break down: the capture's reason, else the join's
+    empty = Report(window_seconds=1.0, sessions=[_session_summary()])
+    assert missing_reason(_loaded(builder, None, missing="bpftrace is not installed"), empty) == "bpftrace is not installed"
+    assert missing_reason(_loaded(builder, None), empty) == "no scheduler events were recorded in this run"
+    few = Builder()
+    for _ in range(3):
+        few.run(RunPlan([on_cpu(3000)]))
+    fill(_loaded(few, few.timeline()), empty, 8)
+    assert "3 run(s) in the window" in missing_reason(_loaded(few, few.timeline()), empty)

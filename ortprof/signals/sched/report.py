@@ -37,9 +37,10 @@ def _workers(summary, loaded, report) -> Optional[List[int]]:
     options = summary.options or {}
     if str(options.get("intra_op_num_threads")) == "1" and "PARALLEL" not in str(options.get("execution_mode") or "").upper():
         return []
-    if len(report.sessions) == 1 and report.threads:
-        from ...analysis import roles
-        return sorted(t.tid for t in report.threads if t.role in (roles.INTRA_WORKER, roles.INTER_WORKER))
+    if len(report.sessions) == 1 and loaded.profile.threads:
+        from ...analysis import roles     # roles are the profile's once derived, before the report hooks
+        return sorted(tid for tid, thread in loaded.profile.threads.items()
+                      if thread.role in (roles.INTRA_WORKER, roles.INTER_WORKER)) or None
     return None
 
 
