@@ -1,6 +1,7 @@
 """`ortprof record --pid` of a Python service ortprof did not start: the startup hook's recording
 is attached for the window (sessions, options, per-run latency, as a launched workload gets) and
 taken out at its end; the report's latency against the service's own."""
+import glob
 import json
 import os
 import shutil
@@ -230,4 +231,55 @@ def test_a_service_in_another_mount_namespace_is_probed_through_its_root(tmp_pat
     finally:
         stop(process)
     assert manifest["pybind"]["module"] == mapped
+    assert probe_groups_of(ortprof_pid) == []
+
+
+@needs_uprobes
+def test_a_c_api_client_in_another_mount_namespace_is_probed_through_its_root(tmp_path):
+    """The capi signal's --pid: libonnxruntime.so mapped under a path that exists only in the
+    client's mount namespace is probed as the same file through /proc/PID/root."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper, save
+    import numpy as np
+    library = next(iter(sorted(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi",
+                                                       "libonnxruntime.so.*")))), None)
+    if shutil.which("gcc") is None or shutil.which("unshare") is None or library is None:
+        pytest.skip("needs gcc, unshare and the wheel's libonnxruntime.so")
+    client = tmp_path / "ortapi_client"
+    subprocess.run(["gcc", "-O2", "-o", str(client), str(ROOT / "tests" / "c" / "ortapi_client.c"), "-ldl"], check=True)
+    side = 256                       # the client feeds a 256x256 input
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [side, side])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [side, side])
+    weight = numpy_helper.from_array(np.full((side, side), 0.01, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "m", [x], [y], [weight])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(tmp_path / "m.onnx"))
+    inside = tmp_path / "ns"
+    inside.mkdir()
+    script = (f"mount -t tmpfs none {inside} && mkdir {inside}/lib && "
+              f"mount --bind {os.path.dirname(library)} {inside}/lib && exec \"$0\" \"$@\"")
+    log = tmp_path / "client.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(["unshare", "--mount", "--fork", "--kill-child", "sh", "-c", script, str(client),
+                                    f"{inside}/lib/{os.path.basename(library)}", str(tmp_path / "m.onnx"), "100000"],
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "run " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        client_pid = int(subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()[0])
+        mapped = next(line.split()[-1] for line in open(f"/proc/{client_pid}/maps") if "libonnxruntime.so" in line)
+        assert mapped.startswith(str(inside)) and not os.path.exists(mapped)
+        code, stderr, ortprof_pid = record_pid(client_pid, tmp_path / "run", "--duration", "3")
+        assert code == 0, stderr
+    finally:
+        stop(process)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["capi"]["library"] == f"/proc/{client_pid}/root{mapped}" and manifest["capi"]["not_timed"] is None
+    (session,) = report_json(tmp_path / "run")["sessions"]
+    window = manifest["window"]
+    own = [(int(end) - int(begin)) / 1e6 for _, _, begin, end in
+           (line.split() for line in log.read_text().splitlines() if line.startswith("run "))
+           if window["start_mono"] <= int(begin) / 1e9 <= window["end_mono"]]
+    assert session["source"] == "capi" and abs(session["runs"] - len(own)) <= 2 and len(own) >= 20
+    assert session["p50_ms"] == pytest.approx(statistics.median(own), rel=0.1)
     assert probe_groups_of(ortprof_pid) == []
