@@ -42,13 +42,16 @@ from .common import emit_json, stderr_console
 @click.option("--no-attach", is_flag=True, help="With --pid of a Python process: time run() by uprobes on its "
               "pybind11 dispatchers instead of attaching the startup hook's recording (nothing runs inside the "
               "process; sessions' options and models are then unknown; root).")
+@click.option("--sched", is_flag=True,
+              help="Follow the scheduler in BPF (bpftrace, root): per-thread states, who held the CPU, throttled "
+                   "periods, for the slow-run breakdown. Costs latency with spinning off (docs/benchmarks.md).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory (default .ortprof/runs/<time>-<name>).")
 @click.option("-n", "--name", help="Name of the run (default: the script's name).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler, frequency, call_graph,
             stack_size, no_futex, futex_method, futex_stack_period, pyspy_rate, cpus, ort_build, output, name, quiet, as_json,
-            ort_profile, no_attach):
+            ort_profile, no_attach, sched):
     """Launch CMD (or attach to --pid) and record it into a run directory.
 
     \b
@@ -88,6 +91,7 @@ def command(command, pid, duration, delay, warmup_runs, warmup_timeout, profiler
         cpus=cpus, extra_python_paths=extra_paths, ort_build=build, progress=not quiet, stdout_for_json=as_json)
     options.ort_profile = ort_profile
     options.attach = not no_attach
+    options.sched = sched
     console = stderr_console()
     run, manifest = Recorder(options, console).record()
     if as_json:

@@ -59,6 +59,7 @@ class RecordOptions:
     session_overrides: Optional[dict] = None
     ort_profile: bool = False         # ORT's own per-node profiler in every session (the hook turns it on)
     attach: bool = True               # --pid of Python: attach the hook's recording (False: dispatcher probes only)
+    sched: bool = False               # --sched: scheduler states in BPF (signals/sched)
     progress: bool = True
     stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
 
@@ -397,5 +398,5 @@ def profilers_error(name, log_tail):
 
 def _options_for_manifest(options):
     keep = ("duration", "delay", "warmup_runs", "warmup_timeout", "profiler", "frequency",
-            "call_graph", "stack_size", "futex", "futex_method", "futex_stack_period", "pyspy_rate", "cpus", "thread_hz", "session_overrides", "attach")
+            "call_graph", "stack_size", "futex", "futex_method", "futex_stack_period", "pyspy_rate", "cpus", "thread_hz", "session_overrides", "attach", "sched")
     return {key: getattr(options, key) for key in keep}
