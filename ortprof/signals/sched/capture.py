@@ -135,8 +135,8 @@ def plan(recorder) -> SchedRecord:
     from ...checks import OK
     from ...doctor import run_checks
     options = recorder.options
-    if not getattr(options, "sched", True):
-        return SchedRecord(reason="turned off with --no-sched", fix="record without --no-sched")
+    if not getattr(options, "sched", False):
+        return SchedRecord(reason="not asked for (record --sched)", fix="record with --sched")
     check = run_checks(["sched-bpf"], thorough=False)[0]
     if check.status != OK:
         return SchedRecord(reason=check.detail, fix=check.fix or None)
