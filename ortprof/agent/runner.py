@@ -329,6 +329,7 @@ class Agent:
             results, _took = self.record(targets)
             if self.stop_event.is_set():
                 raise KeyboardInterrupt
+            self.poll_side_data()      # the hook's and attachments' runs into the histogram, as each interval
             return results
         finally:
             self.shutdown()
