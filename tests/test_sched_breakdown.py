@@ -432,3 +432,28 @@ def test_fill_ties_workers_to_sessions_and_says_why_when_it_cannot():
         few.run(RunPlan([on_cpu(3000)]))
     fill(_loaded(few, few.timeline()), empty, 8)
     assert "3 run(s) in the window" in missing_reason(_loaded(few, few.timeline()), empty)
+
+
+def test_threads_of_one_name_are_one_holder_and_profilers_are_named_as_such():
+    """Three hogs hold 2 ms each, the recording's bpftrace 5 ms: the cause names the hogs (6 ms); a
+    profiler is named only when nothing else held the CPU, and a note says what it cost."""
+    hogs = [(9201 + n, 9201 + n, "hog") for n in range(3)]
+    builder = Builder()
+    for index in range(40):
+        if index % 5 == 4:
+            waits = [runnable(2000, held_by=hog) for hog in hogs] + [runnable(5000, held_by=(9300, 9300, "bpftrace"))]
+            builder.run(RunPlan([on_cpu(1500), *waits, on_cpu(1500)]))
+        else:
+            builder.run(RunPlan([on_cpu(3000)]))
+    breakdown, _ = breakdown_of(builder, workers=[])
+    holder = breakdown.cause.holder
+    assert (holder.comm, holder.ms, holder.threads, holder.whose) == ("hog", 6.0, 3, OTHER_PROCESS)
+    assert "hog (3 threads" in breakdown.cause.detail
+    assert [h.whose for h in breakdown.slow.held_by][0] == "profiler"     # the biggest single thread, listed
+    assert any("profilers (bpftrace" in note and "5.00 ms of the 11.00 ms" in note for note in breakdown.notes)
+    alone = Builder()
+    for index in range(20):
+        alone.run(RunPlan([on_cpu(1500), runnable(4000, held_by=(9300, 9300, "bpftrace")), on_cpu(1500)]
+                          if index % 5 == 4 else [on_cpu(3000)]))
+    breakdown, _ = breakdown_of(alone, workers=[])
+    assert breakdown.cause.holder.comm == "bpftrace" and "a profiler" in breakdown.cause.detail

@@ -356,7 +356,7 @@ def cpu_contention(report: Report):
     if found is None:
         return None
     session, cause, faster, slower, where = found
-    holder = cause.holder or (slower.held_by[0] if slower.held_by else None)
+    holder = cause.holder or slower.top_holder
     evidence = {"session": session.session, "where": where, "excess_ms": cause.excess_ms,
                 "waited_ms": cause.explained_ms,
                 **_group_evidence(faster, slower, ("caller_runnable_ms", lambda g: g.states_ms.get("runnable", 0.0)),
@@ -381,9 +381,10 @@ def cpu_contention(report: Report):
                  config_entry("session.intra_op.allow_spinning", "0", active=False, lead="or")]
         tradeoff = "A pool no larger than the CPUs the process gets: fewer threads, no preemption among its own."
     else:
-        lines = [Note(f"{name} held the CPU {holder.ms:.1f} ms per slow run: give this service CPUs of its own "
-                      "(taskset -c, a cpuset, container CPU requests) or run the other work at a lower priority "
-                      "(nice, SCHED_IDLE)" if holder else "another thread held the CPU"),
+        lines = [Note(f"{name} held the CPU {holder.ms:.1f} ms per slow run:" if holder else
+                      "another thread held the CPU:"),
+                 Note("give this service CPUs of its own (taskset -c, a cpuset, container CPU requests)"),
+                 Note("or run the other work at a lower priority (nice, SCHED_IDLE)"),
                  intra_op_threads(max(1, usable - 1), active=False, lead="or leave it a CPU")]
         tradeoff = ("Isolating CPUs removes the interference at the price of dedicated cores; fewer intra-op threads "
                     "keep the pool off the shared CPU at the price of parallel speed-up.")

@@ -22,14 +22,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .section import (OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, SAME_PROCESS, Cause, HeldBy, LatencyBreakdown,
-                      RunDetail, RunGroup, Step, WakeUps)
+from .section import (OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, PROFILER, SAME_PROCESS, Cause, HeldBy,
+                      LatencyBreakdown, RunDetail, RunGroup, Step, WakeUps)
 from .timeline import BLOCKED, ON_CPU, OTHER, RUNNABLE, STATES, THROTTLED, SchedTimeline, StateInterval
 
 MIN_RUNS = 10                 # fewer runs than this: no groups to compare
 SLOW_MIN_RUNS = 5             # the slow group has at least the 5 slowest runs
 SLOW_RUNS_SHOWN = 10          # per-run details of the slowest runs
-HOLDERS_SHOWN = 5
+HOLDERS_SHOWN = 8
 SECTION_GAP_NS = 200_000      # wake-ups of workers closer than this (each worker once) are one section
 CAUSE_MIN_MS = 0.5            # slow runs this much slower than typical (and CAUSE_MIN_SHARE of it) need a cause
 CAUSE_MIN_SHARE = 0.25
@@ -42,6 +42,11 @@ STEP_SEPARATION = 0.7         # this share of the slower side above the faster s
 
 # Section visibility (RunGroup.sections).
 VISIBLE, SPINNING, NO_POOL, UNUSED, UNKNOWN = "visible", "spinning", "no-pool", "unused", "unknown"
+# Profilers' processes, by name: this recording's bpftrace and perf hold CPUs too (its cost), as do other
+# profilers on the machine. Named as such so that a cause is not blamed on them when something else
+# held the CPU.
+PROFILER_COMMS = frozenset({"bpftrace", "perf", "py-spy", "ortprof"})
+PROFILER_NOTE_SHARE = 0.1     # profilers held this share of the slow runs' wait: a note says so
 
 
 def _percentile(sorted_values, q):
@@ -220,21 +225,36 @@ def _sections(facts: RunFacts, threads: SessionThreads):
 
 
 def _whose(holder: Tuple[int, int, str], pid: int, threads: SessionThreads) -> Tuple[str, Optional[int]]:
-    holder_pid, tid, _comm = holder
+    holder_pid, tid, comm = holder
     if holder_pid != pid:
-        return OTHER_PROCESS, None
+        return (PROFILER if comm in PROFILER_COMMS else OTHER_PROCESS), None
     session = threads.tid_session.get(tid)
     if session is None:
         return SAME_PROCESS, None
     return (OWN_SESSION if session == threads.session else OTHER_SESSION), session
 
 
-def _held_by(holders: Counter, runs: int, pid: int, threads: SessionThreads, shown: int) -> List[HeldBy]:
+def _held_by(holders: Counter, runs: int, pid: int, threads: SessionThreads, shown: Optional[int]) -> List[HeldBy]:
     result = []
     for holder, ns in holders.most_common(shown):
         whose, session = _whose(holder, pid, threads)
         result.append(HeldBy(holder[0], holder[1], holder[2], _ms(ns / runs), whose, session))
     return result
+
+
+def top_holder(held_by: Sequence[HeldBy]) -> Optional[HeldBy]:
+    """The holder a cause names: threads of one name (and kind) together (three hogs are one cause),
+    the one that held most; a profiler only when nothing else held the CPU."""
+    groups: Dict[Tuple[Optional[str], str], List[HeldBy]] = {}
+    for holder in held_by:
+        groups.setdefault((holder.whose, holder.comm), []).append(holder)
+    ranked = sorted(groups.values(), key=lambda group: -sum(h.ms for h in group))
+    chosen = next((group for group in ranked if group[0].whose != PROFILER), ranked[0] if ranked else None)
+    if not chosen:
+        return None
+    first = max(chosen, key=lambda h: h.ms)
+    return HeldBy(first.pid, first.tid, first.comm, round(sum(h.ms for h in chosen), 3), first.whose, first.session,
+                  threads=len(chosen))
 
 
 def _ms(ns: float) -> float:
@@ -265,9 +285,10 @@ def group(facts: Sequence[RunFacts], pid: int, threads: SessionThreads) -> RunGr
                          contended_ms=_ms(sum(w.contended_ns for f in visible for w in f.wakes) / len(visible)),
                          gap_p90_us=round(_percentile(gaps, 90) / 1e3, 1) if gaps else None,
                          gaps_ms=_ms(sum(gaps) / len(visible)))
+    held_by = _held_by(holders, runs, pid, threads, None)
     return RunGroup(
         runs=runs, run_ms=_ms(sum(f.ns for f in facts) / runs), states_ms=_mean_states(facts),
-        held_by=_held_by(holders, runs, pid, threads, HOLDERS_SHOWN),
+        held_by=held_by[:HOLDERS_SHOWN], top_holder=top_holder(held_by),
         workers_ms={state: _ms(sum(f.workers[state] for f in facts) / runs) for state in (RUNNABLE, THROTTLED)},
         sections=status,
         sections_per_run=round(sum(f.section_count or 0 for f in known) / len(known), 2) if known else None,
@@ -305,6 +326,11 @@ def _growth(faster: RunGroup, slower: RunGroup) -> Dict[str, float]:
 
 
 def holder_name(holder: HeldBy) -> str:
+    if holder.whose in (OTHER_PROCESS, PROFILER) and holder.threads > 1:
+        return (f"{holder.comm} ({holder.threads} threads, the most pid {holder.pid}; "
+                + ("a profiler)" if holder.whose == PROFILER else "other processes)"))
+    if holder.whose == PROFILER:
+        return f"{holder.comm} (pid {holder.pid}, a profiler: this recording's own or another)"
     if holder.whose == OTHER_PROCESS:
         return f"{holder.comm} (pid {holder.pid}, another process)"
     if holder.whose == OTHER_SESSION:
@@ -331,7 +357,7 @@ def explain(faster: RunGroup, slower: RunGroup, what: str = "slow runs", than: s
     if grown < EXPLAINED_MIN_SHARE * excess:
         return Cause("unknown", excess, grown, f"{head}; no scheduler figure grew by much: the scheduler does not "
                                                "explain the difference")
-    holder = slower.held_by[0] if slower.held_by and cause in ("cpu-contention", "cpu-throttling") else None
+    holder = slower.top_holder if cause in ("cpu-contention", "cpu-throttling") else None
     who = "the caller" if slower.sections == NO_POOL else "the caller and its workers"
     details = {
         "cpu-contention": (f"{who} waited {grown:.2f} ms more per run for a CPU"
@@ -448,6 +474,13 @@ def session_breakdown(timeline: SchedTimeline, spans: Iterable, threads: Session
         what, than = ("runs before", "after") if slower is before else ("runs after", "before")
         at_s = round((facts[split].start_ns - timeline.window[0]) / 1e9, 3)
         breakdown.step = Step(at_s, before, after, explain(faster, slower, f"{what} {at_s:.1f} s", than))
+    profilers = sum(h.ms for h in slow.held_by if h.whose == PROFILER)
+    waited = slow.states_ms[RUNNABLE] + slow.workers_ms.get(RUNNABLE, 0.0)
+    if waited and profilers >= PROFILER_NOTE_SHARE * waited:
+        names = ", ".join(sorted({h.comm for h in slow.held_by if h.whose == PROFILER}))
+        breakdown.notes.append(f"profilers ({names}: this recording's own, or another on the machine) held the CPU "
+                               f"{profilers:.2f} ms of the {waited:.2f} ms the slow runs' threads waited for one: part "
+                               "of the wait is the cost of recording")
     skipped = len(spans) - len(facts)
     if skipped:
         breakdown.notes.append(f"{skipped} run(s) on threads the scheduler events do not hold were left out")

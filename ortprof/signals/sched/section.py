@@ -8,6 +8,8 @@ OTHER_PROCESS = "other-process"      # another process on the machine
 OWN_SESSION = "own-session"          # the session's own caller or pool worker (more threads than CPUs)
 OTHER_SESSION = "other-session"      # another session's pool worker in the same process
 SAME_PROCESS = "same-process"        # another thread of the process, not an ORT pool worker of a session
+PROFILER = "profiler"                # a profiler's process (bpftrace, perf, py-spy, ortprof): this recording's
+                                     # own tools, or another profiler on the machine
 
 
 @dataclass
@@ -17,8 +19,11 @@ class HeldBy:
     tid: int
     comm: str
     ms: float
-    whose: Optional[str] = None                     # OTHER_PROCESS | OWN_SESSION | OTHER_SESSION | SAME_PROCESS
+    whose: Optional[str] = None                     # OTHER_PROCESS | PROFILER | OWN_SESSION | OTHER_SESSION |
+                                                    # SAME_PROCESS
     session: Optional[int] = None                   # the session whose pool (or caller) it is, if any
+    threads: int = 1                                # a cause's holder: the threads of that name it adds up
+                                                    # (pid, tid: the one that held most)
 
 
 @dataclass
@@ -45,7 +50,9 @@ class RunGroup:
     run_ms: float                                   # mean wall ms per run
     states_ms: Dict[str, float]                     # the caller's mean ms per run: on_cpu, runnable,
                                                     # throttled, blocked, other
-    held_by: List[HeldBy] = field(default_factory=list)
+    held_by: List[HeldBy] = field(default_factory=list)          # the 8 that held most
+    top_holder: Optional[HeldBy] = None             # the threads of one name that held most together (three
+                                                    # hogs are one), profilers only when nothing else did
     workers_ms: Dict[str, float] = field(default_factory=dict)   # the session's pool workers during the run:
                                                     # runnable while another thread held their CPU (preempted,
                                                     # or woken and waiting), throttled
@@ -82,7 +89,9 @@ class Cause:
     excess_ms: float                                # slower group's run_ms minus the faster group's
     explained_ms: float                             # how much the cause's own figure grew, ms per run
     detail: str                                     # one sentence with the numbers
-    holder: Optional[HeldBy] = None                 # cpu-contention: the top holder in the slower group
+    holder: Optional[HeldBy] = None                 # cpu-contention: the top holder in the slower group, its
+                                                    # threads of one name together; profilers only when
+                                                    # nothing else held the CPU
 
 
 @dataclass
