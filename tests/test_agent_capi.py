@@ -277,7 +277,7 @@ def test_a_window_of_a_node_service_has_its_session_latency_and_histogram(node_a
     finally:
         service.kill()
         service.wait()
-    assert left == [] and not agent.uprobes.libraries
+    assert left == [] and not agent.uprobes.files
     assert lines.events("capi-probed") and not lines.events("capi-not-timed")
     report, profile = result.report, result.profile
     (session,) = [s for s in report.sessions if s.source == "capi"]
