@@ -80,7 +80,7 @@ def test_record_pid_of_a_non_python_process_says_so_and_records(tmp_path):
 # -- without injection: the pybind11 dispatcher probes (the pybind signal) ------------------------
 PYBIND_SERVICE = ROOT / "tests" / "workloads" / "pybind_service.py"
 # runs of a few ms: the ~0.1 ms the span leaves out (Python's wrapper, docs/pybind.md) is within 10%
-HEAVY = ("--rate", "20", "--width", "512", "--depth", "8", "--batch", "48", "--threads", "2")
+HEAVY = ("--rate", "20", "--width", "512", "--depth", "8", "--batch", "96", "--threads", "2")
 needs_uprobes = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("perf") is None,
                                    reason="uprobes need root and perf")
 
