@@ -94,7 +94,7 @@ class RunFacts:
         return self.end_ns - self.start_ns
 
 
-class _Intervals:
+class Intervals:
     """Each thread's intervals with an index on their ends, to find a run's intervals fast."""
 
     def __init__(self, timeline: SchedTimeline):
@@ -157,7 +157,7 @@ def _add_holders(facts: RunFacts, interval: StateInterval, share: float):
         facts.holders[(holder.pid, holder.tid, holder.comm)] += int(holder.ns * share)
 
 
-def join_run(index: _Intervals, start_ns: int, end_ns: int, caller: int, threads: SessionThreads) -> RunFacts:
+def join_run(index: Intervals, start_ns: int, end_ns: int, caller: int, threads: SessionThreads) -> RunFacts:
     """One run's facts (see the module's docstring)."""
     facts = RunFacts(start_ns, end_ns, caller)
     workers = set(threads.workers or ())
@@ -452,7 +452,7 @@ def session_breakdown(timeline: SchedTimeline, spans: Iterable, threads: Session
     spans = sorted(spans, key=lambda span: span.start)
     if why_not(timeline, spans) is not None:
         return None
-    index = _Intervals(timeline)
+    index = Intervals(timeline)
     facts = []
     for span in spans:
         if span.tid not in timeline.threads:
