@@ -14,8 +14,7 @@ import json
 from collections import defaultdict
 from types import SimpleNamespace
 
-from ..signals.sched.breakdown import SessionThreads, join_run
-from ..signals.sched.breakdown import _Intervals as Intervals
+from ..signals.sched.breakdown import Intervals, SessionThreads, join_run
 from ..signals.sched.report import _spinning as spinning_of
 from ..signals.sched.timeline import BLOCKED, ON_CPU, RUNNABLE, STATES, THROTTLED
 
