@@ -154,32 +154,29 @@ def test_a_hog_on_the_callers_core_is_named(tmp_path):
 
     # each slow run during the hogs: its runnable time against the caller's run-queue wait that the
     # kernel counted around the same run() (schedstat, read by the workload itself)
-    compared = 0
+    compared, waited_total, run_delay_total = 0, 0.0, 0.0
     for run in breakdown["slow_runs"]:
         mono = window[0] + run["start_s"]
         request = workload.request_at(mono)
         assert request is not None, f"no request of the workload started at {mono}"
         assert run["run_ms"] == pytest.approx(request["ms"], abs=0.5)
+        # most runs within 0.1 ms; single runs were seen 2.3 ms apart (8.6 vs 11.0 ms), the sum within 8%
         waited = run["states_ms"]["runnable"] + run["states_ms"]["throttled"]
-        assert waited == pytest.approx(request["run_delay_ns"] / 1e6, rel=0.15, abs=0.3)
+        assert waited == pytest.approx(request["run_delay_ns"] / 1e6, rel=0.3, abs=0.3)
+        waited_total += waited
+        run_delay_total += request["run_delay_ns"] / 1e6
         if hogs_from <= mono <= hogs_to:
             compared += 1            # the machine is shared: the hogs are among the run's top holders
             assert any(h["pid"] in hog_pids for h in run["held_by"]), run["held_by"]
     assert compared >= 3
+    assert waited_total == pytest.approx(run_delay_total, rel=0.12)
 
     # The time the hogs held the caller's CPU during runs, joined run by run, against the hogs' own CPU
     # time (their schedstat): at 20 requests/s of ~100 ms the caller wants the CPU nearly all the time
     # the hogs run, so nearly all of their CPU time is time it waited for them.
-    from ortprof.analysis.loading import load_run
-    from ortprof.recording.rundir import RunDirectory
-    from ortprof.signals.sched.breakdown import Intervals, SessionThreads, join_run
-    loaded = load_run(RunDirectory(tmp_path / "run"))
-    index, threads = Intervals(loaded.sched_timeline), SessionThreads(1, [], None)
-    held_ns = 0
-    for span in loaded.profile.runs:
-        start = int(span.start * 1e9)
-        facts = join_run(index, start, start + int(span.seconds * 1e9), span.tid, threads)
-        held_ns += sum(ns for (pid, _tid, _comm), ns in facts.holders.items() if pid in hog_pids)
+    from ortprof.signals.sched.breakdown import SessionThreads
+    held_ns = sum(ns for facts in _join_every_run(_loaded(tmp_path / "run"), SessionThreads(1, [], None))
+                  for (pid, _tid, _comm), ns in facts.holders.items() if pid in hog_pids)
     hogs_cpu_ns = sum(h["cpu_ns"] for h in workload.hogs)
     busy = sum(r["ms"] for r in workload.requests if hogs_from <= r["mono"] <= hogs_to) / 1e3 / (hogs_to - hogs_from)
     assert busy > 0.7, "the caller did not want the CPU most of the hogs' time: the comparison means nothing"
@@ -206,9 +203,24 @@ def test_cpu_quota_throttles_slow_runs(tmp_path):
     assert finding is not None and finding["evidence"]["slow_run_throttled_ms"] == pytest.approx(slow_throttled, abs=0.01)
 
 
-def _futex_waits_per_run(report, tid, runs):
-    row = next(row for row in report["futex"]["threads"] if row["tid"] == tid)
-    return row["waits"] / runs
+def _loaded(run):
+    from ortprof.analysis.loading import load_run
+    from ortprof.recording.rundir import RunDirectory
+    return load_run(RunDirectory(run))
+
+
+def _join_every_run(loaded, threads):
+    """RunFacts of every run() of the recording (breakdown.join_run)."""
+    from ortprof.signals.sched.breakdown import Intervals, join_run
+    index = Intervals(loaded.sched_timeline)
+    for span in loaded.profile.runs:
+        start = int(span.start * 1e9)
+        yield join_run(index, start, start + int(span.seconds * 1e9), span.tid, threads)
+
+
+def _wakeups_in_runs(run, worker):
+    from ortprof.signals.sched.breakdown import SessionThreads
+    return sum(len(facts.wakes) for facts in _join_every_run(_loaded(run), SessionThreads(1, [worker], False)))
 
 
 def test_wake_up_delay_with_spinning_off_and_none_with_one_thread(tmp_path):
@@ -220,15 +232,16 @@ def test_wake_up_delay_with_spinning_off_and_none_with_one_thread(tmp_path):
     typical = breakdown["typical"]
     assert typical["sections"] == "visible" and breakdown["workers"]
     wakeup = typical["wakeup"]
-    assert wakeup["per_run"] > 1 and wakeup["mean_us"] > 0 and wakeup["p95_us"] >= wakeup["mean_us"] * 0.5
-    # as many wake-ups per run as the worker's futex waits per run, counted by the futex signal's
-    # BPF counters (each wait ends with a wake-up)
-    session = report["sessions"][0]
+    assert wakeup["per_run"] > 1 and wakeup["mean_us"] > 0 and wakeup["max_us"] >= wakeup["p95_us"] > 0
+    # Every run joined: about as many wake-ups of the worker inside runs as futex waits it made in the
+    # window, counted by the futex signal's own BPF counters (between runs it sleeps in one wait; each
+    # wait that sleeps ends with a wake-up in a run). Slow runs have more wake-ups than typical ones.
     if report["futex"]["recorded"]:
-        waits = _futex_waits_per_run(report, breakdown["workers"][0], session["runs"])
-        all_wakeups = (typical["wakeup"]["per_run"] * typical["runs"] + breakdown["slow"]["wakeup"]["per_run"]
-                       * breakdown["slow"]["runs"]) / (typical["runs"] + breakdown["slow"]["runs"])
-        assert all_wakeups == pytest.approx(waits, rel=0.25)
+        worker = breakdown["workers"][0]
+        waits = next(row for row in report["futex"]["threads"] if row["tid"] == worker)["waits"]
+        # a futex wait whose word already changed returns at once, without sleeping: a few more waits than
+        # wake-ups (596 wake-ups for 601 waits, 908 for 980 measured)
+        assert 0.85 * waits <= _wakeups_in_runs(tmp_path / "nospin", worker) <= waits + 3
 
     one = _record(tmp_path / "one", sys.executable, "-m", "ortprof.demo", "--rate", "20", "--allow-spinning", "0",
                   "--intra-op-num-threads", "1", duration=2.0)
