@@ -42,7 +42,7 @@ def missing_reason(empty_sections):
                 if empty_sections.get(section):
                     return empty_sections[section]
     return (empty_sections.get("latency_breakdown")
-            or "the run has no scheduler events (recorded without the sched signal)")
+            or "the run has no scheduler events (ortprof record --sched records them)")
 
 
 def binned_states(intervals, start_ns, bin_ns, bins):
