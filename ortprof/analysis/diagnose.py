@@ -5,6 +5,7 @@ cgroup, the ORT module's facts in `report.ort`), so they are pure and testable
 on fixtures. Each `Rule` declares the signals it needs; the lists of finding
 ids (all, sample-only) are derived from RULES.
 """
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -536,7 +537,7 @@ def latency_variance(report: Report):
                     "runs slow is not known from this run" if breakdown is None else "no cause named")
         return Finding(
             id="latency-variance", severity="warning", title=title, evidence=evidence,
-            remedy=f"# {what}",
+            remedy="\n".join(f"# {line}" for line in textwrap.wrap(what, 100)),
             tradeoff="None to weigh: the remedy is the cause's own (dynamic_block_base is for imbalance, not shown here).",
             explanation="What made the slow runs slow: " + what)
     return None
