@@ -14,7 +14,8 @@ another thread held a CPU one of them waited for:
        preempted or throttled), on CPU `in_cpu` again at in_ns
   H cpu pid tid from_ns to_ns comm    thread tid of process pid had `cpu` from from_ns to
        to_ns while a thread of ours waited for it (idle is not a holder)
-  P ns                                the cgroup's CFS period timer fired (its quota refilled)
+  P ns                                the cgroup's CFS period timer (its quota refilled) or slack
+                                      timer (runtime idle CPUs gave back, handed on) fired
 
 Episodes still open when the window closes stay in @out/@wake_ns/@waker/@wcpu, printed
 when bpftrace exits. Everything before the window only keeps the maps current: nothing
@@ -118,10 +119,12 @@ PART = _fill(PART, throttled=KIND_THROTTLED, preempted=KIND_PREEMPTED, dead_stat
 # The group's CFS period timer, told from other groups' by its expiry time (the program
 # cannot take the address of a member of the task group it read).
 PERIOD_TIMER_PART = """\
-tracepoint:timer:hrtimer_expire_entry /args->function == <FUNCTION>/ {
+tracepoint:timer:hrtimer_expire_entry /args->function == <FUNCTION> || args->function == <SLACK_FUNCTION>/ {
   $tg = (uint64)@tg;
   if ($tg != 0 && ((uint64)@target >> 32)) {
-    if (((struct hrtimer *)args->hrtimer)->node.expires == ((struct task_group *)$tg)->cfs_bandwidth.period_timer.node.expires) {
+    $expires = ((struct hrtimer *)args->hrtimer)->node.expires;
+    if ($expires == ((struct task_group *)$tg)->cfs_bandwidth.period_timer.node.expires ||
+        $expires == ((struct task_group *)$tg)->cfs_bandwidth.slack_timer.node.expires) {
       printf("P %llu\\n", nsecs);
     }
   }
@@ -129,6 +132,7 @@ tracepoint:timer:hrtimer_expire_entry /args->function == <FUNCTION>/ {
 """
 
 PERIOD_TIMER_FUNCTION = "sched_cfs_period_timer"
+SLACK_TIMER_FUNCTION = "sched_cfs_slack_timer"    # hands on the runtime a group's idle CPUs gave back
 
 
 def kernel_symbol(name):
@@ -147,4 +151,5 @@ def kernel_symbol(name):
 def script_part():
     """The scheduler probes, with the period timer's when the kernel shows where it is."""
     function = kernel_symbol(PERIOD_TIMER_FUNCTION)
-    return PART + (_fill(PERIOD_TIMER_PART, function=hex(function)) if function else "")
+    slack = kernel_symbol(SLACK_TIMER_FUNCTION) or function
+    return PART + (_fill(PERIOD_TIMER_PART, function=hex(function), slack_function=hex(slack)) if function else "")
