@@ -534,7 +534,8 @@ def latency_variance(report: Report):
             what = f"{cause.detail}: {CAUSE_ADVICE.get(cause.id, '')}"
         else:
             what = ("no scheduler events were recorded and perf saw no imbalance (caller-spin): what made the slow "
-                    "runs slow is not known from this run" if breakdown is None else "no cause named")
+                    "runs slow is not known from this run; `ortprof record --sched -- CMD` records them"
+                    if breakdown is None else "no cause named")
         return Finding(
             id="latency-variance", severity="warning", title=title, evidence=evidence,
             remedy="\n".join(f"# {line}" for line in textwrap.wrap(what, 100)),
