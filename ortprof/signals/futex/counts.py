@@ -28,17 +28,23 @@ class FutexCounts:
         return sum(stats.wait_seconds for stats in self.threads.values())
 
 
-def _latest_maps(lines):
-    maps: Dict[str, Any] = {}     # map name -> its last print
-    complete = False
+def json_records(lines):
+    """The JSON objects of bpftrace -f json output (other lines, and a line cut short by a
+    killed bpftrace, skipped)."""
     for line in lines:
         line = line.strip()
         if not line.startswith("{"):
             continue
         try:
-            record = json.loads(line)
+            yield json.loads(line)
         except ValueError:
-            continue    # a line cut short by a killed bpftrace
+            continue
+
+
+def _latest_maps(lines):
+    maps: Dict[str, Any] = {}     # map name -> its last print
+    complete = False
+    for record in json_records(lines):
         if record.get("type") in ("map", "stats"):
             maps.update(record.get("data") or {})
         elif record.get("type") == "printf" and "ortprof-futex-end" in str(record.get("data")):

@@ -5,11 +5,11 @@ maps, `lost_events` records, and at exit every map, among them the episodes stil
 at the window's close (@out, @wake_ns, @waker, @wcpu).
 """
 import bisect
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..futex.counts import json_records
 from .bpf import KIND_BITS, KIND_DEAD, KIND_FUTEX, KIND_NEW, KIND_OTHER, KIND_PREEMPTED, KIND_THROTTLED
 from .timeline import (BLOCKED, ON_CPU, OTHER, RUNNABLE, THROTTLED, Holder, SchedTimeline, StateInterval,
                        ThrottledPeriod)
@@ -80,14 +80,7 @@ def _printf_line(text, events):
 def read_events(lines) -> SchedEvents:
     events = SchedEvents()
     maps: Dict[str, Any] = {}
-    for line in lines:
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+    for record in json_records(lines):
         kind = record.get("type")
         if kind == "printf":
             _printf_line(str(record.get("data", "")), events)
