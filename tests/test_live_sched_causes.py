@@ -1,7 +1,7 @@
 """Why slow runs were slow, on real recordings with the cause injected on purpose, checked against
 what the workload and the kernel say without ortprof:
 
-- a CPU hog pinned to the caller's core for part of the window: named by cpu-contention; each slow
+- CPU hogs (five) pinned to the caller's core for 2 s of the window: named by cpu-contention; each slow
   run's runnable time against the caller's own run-queue wait around that run() (its
   /proc/thread-self/schedstat, read by the workload), and the time the hogs held the CPU against the
   hogs' own CPU time (their schedstat);
@@ -133,12 +133,12 @@ def _finding(report, finding_id):
 
 def test_a_hog_on_the_callers_core_is_named(tmp_path):
     log = tmp_path / "workload.log"
-    manifest = _record(tmp_path / "run", sys.executable, "-c", WORKLOAD, "0", "20", "30", "3", "1.5", "1.5",
+    manifest = _record(tmp_path / "run", sys.executable, "-c", WORKLOAD, "0", "20", "30", "5", "1.0", "2.0",
                        str(log), HOG, duration=4.0)
     _needs_sched(manifest)
     workload = WorkloadLog(log)
     hog_pids = {int(h["pid"]) for h in workload.hogs}
-    assert len(hog_pids) == 3
+    assert len(hog_pids) == 5
     window = (manifest["window"]["start_mono"], manifest["window"]["end_mono"])
     hogs_from, hogs_to = min(h["start"] for h in workload.hogs), max(h["end"] for h in workload.hogs)
     assert window[0] < hogs_from and hogs_to < window[1], "the hogs ran outside the window"
@@ -171,16 +171,20 @@ def test_a_hog_on_the_callers_core_is_named(tmp_path):
     assert compared >= 3
     assert waited_total == pytest.approx(run_delay_total, rel=0.12)
 
-    # The time the hogs held the caller's CPU during runs, joined run by run, against the hogs' own CPU
-    # time (their schedstat): at 20 requests/s of ~100 ms the caller wants the CPU nearly all the time
-    # the hogs run, so nearly all of their CPU time is time it waited for them.
+    # Every run during the hogs joined: the time the hogs held the caller's CPU against (1) the caller's
+    # run-queue wait the kernel counted around the same runs (the workload's schedstat) and (2) the hogs'
+    # own CPU time (their schedstat) in the share of their time the caller was in a run (it only waits
+    # for them then). Measured: 830 vs 787 ms and 830 vs 932 ms; 490 of 613 ms with three hogs.
     from ortprof.signals.sched.breakdown import SessionThreads
-    held_ns = sum(ns for facts in _join_every_run(_loaded(tmp_path / "run"), SessionThreads(1, [], None))
-                  for (pid, _tid, _comm), ns in facts.holders.items() if pid in hog_pids)
-    hogs_cpu_ns = sum(h["cpu_ns"] for h in workload.hogs)
-    busy = sum(r["ms"] for r in workload.requests if hogs_from <= r["mono"] <= hogs_to) / 1e3 / (hogs_to - hogs_from)
-    assert busy > 0.7, "the caller did not want the CPU most of the hogs' time: the comparison means nothing"
-    assert 0.6 * hogs_cpu_ns <= held_ns <= 1.02 * hogs_cpu_ns
+    loaded = _loaded(tmp_path / "run")
+    loaded.profile.runs = [span for span in loaded.profile.runs if hogs_from <= span.start <= hogs_to]
+    held_ms = sum(ns for facts in _join_every_run(loaded, SessionThreads(1, [], None))
+                  for (pid, _tid, _comm), ns in facts.holders.items() if pid in hog_pids) / 1e6
+    during = [r for r in workload.requests if hogs_from <= r["mono"] <= hogs_to]
+    assert held_ms == pytest.approx(sum(r["run_delay_ns"] for r in during) / 1e6, rel=0.15)
+    busy = sum(r["ms"] for r in during) / 1e3 / (hogs_to - hogs_from)
+    hogs_cpu_ms = sum(h["cpu_ns"] for h in workload.hogs) / 1e6
+    assert 0.6 * hogs_cpu_ms * busy <= held_ms <= 1.05 * hogs_cpu_ms * busy
 
 
 def test_cpu_quota_throttles_slow_runs(tmp_path):
