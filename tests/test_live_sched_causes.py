@@ -154,34 +154,35 @@ def test_a_hog_on_the_callers_core_is_named(tmp_path):
 
     # each slow run during the hogs: its runnable time against the caller's run-queue wait that the
     # kernel counted around the same run() (schedstat, read by the workload itself)
-    compared, waited_total, run_delay_total = 0, 0.0, 0.0
+    compared, apart, waited_total, run_delay_total = 0, 0, 0.0, 0.0
     for run in breakdown["slow_runs"]:
         mono = window[0] + run["start_s"]
         request = workload.request_at(mono)
         assert request is not None, f"no request of the workload started at {mono}"
         assert run["run_ms"] == pytest.approx(request["ms"], abs=0.5)
-        # most runs within 0.1 ms; single runs were seen 2.3 ms apart (8.6 vs 11.0 ms), the sum within 8%
+        # most runs within 0.02 ms; single runs were seen 2.3 and 3.8 ms apart (11.0 vs 8.6, 15.5 vs 11.7 ms)
         waited = run["states_ms"]["runnable"] + run["states_ms"]["throttled"]
-        assert waited == pytest.approx(request["run_delay_ns"] / 1e6, rel=0.3, abs=0.3)
+        apart += waited != pytest.approx(request["run_delay_ns"] / 1e6, rel=0.05, abs=0.3)
         waited_total += waited
         run_delay_total += request["run_delay_ns"] / 1e6
         if hogs_from <= mono <= hogs_to:
             compared += 1            # the machine is shared: the hogs are among the run's top holders
             assert any(h["pid"] in hog_pids for h in run["held_by"]), run["held_by"]
     assert compared >= 3
-    assert waited_total == pytest.approx(run_delay_total, rel=0.12)
+    assert apart <= 1 and waited_total == pytest.approx(run_delay_total, rel=0.12)
 
     # Every run during the hogs joined: the time the hogs held the caller's CPU against (1) the caller's
     # run-queue wait the kernel counted around the same runs (the workload's schedstat) and (2) the hogs'
     # own CPU time (their schedstat) in the share of their time the caller was in a run (it only waits
-    # for them then). Measured: 830 vs 787 ms and 830 vs 932 ms; 490 of 613 ms with three hogs.
+    # for them then). Measured: 830 vs 787 and 932 ms; 638 vs 739 and 811 ms.
     from ortprof.signals.sched.breakdown import SessionThreads
     loaded = _loaded(tmp_path / "run")
     loaded.profile.runs = [span for span in loaded.profile.runs if hogs_from <= span.start <= hogs_to]
     held_ms = sum(ns for facts in _join_every_run(loaded, SessionThreads(1, [], None))
                   for (pid, _tid, _comm), ns in facts.holders.items() if pid in hog_pids) / 1e6
     during = [r for r in workload.requests if hogs_from <= r["mono"] <= hogs_to]
-    assert held_ms == pytest.approx(sum(r["run_delay_ns"] for r in during) / 1e6, rel=0.15)
+    run_delay_ms = sum(r["run_delay_ns"] for r in during) / 1e6
+    assert 0.7 * run_delay_ms <= held_ms <= 1.1 * run_delay_ms     # most of the wait, other load the rest
     busy = sum(r["ms"] for r in during) / 1e3 / (hogs_to - hogs_from)
     hogs_cpu_ms = sum(h["cpu_ns"] for h in workload.hogs) / 1e6
     assert 0.6 * hogs_cpu_ms * busy <= held_ms <= 1.05 * hogs_cpu_ms * busy
