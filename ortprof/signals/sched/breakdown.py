@@ -393,16 +393,17 @@ def split_groups(facts: Sequence[RunFacts]) -> Tuple[List[RunFacts], List[RunFac
 
 def find_step(facts: Sequence[RunFacts]) -> Optional[int]:
     """The index (runs in time order) where latency stepped, or None when it scattered. The split
-    maximises the difference of means weighted by the sides' sizes; it is a step when the slower
-    side's median is well above the faster side's and most of its runs lie above the faster p90."""
+    maximises the difference of the sides' mean log durations weighted by their sizes (logs: a few
+    runs ten times slower do not pull the split); it is a step when the slower side's median is well
+    above the faster side's and most of its runs lie above the faster p90."""
     count = len(facts)
     side = max(STEP_MIN_SIDE, count // 10)
     if count < 2 * side:
         return None
     durations = [f.ns for f in facts]
-    prefix = [0]
+    prefix = [0.0]
     for value in durations:
-        prefix.append(prefix[-1] + value)
+        prefix.append(prefix[-1] + math.log(max(value, 1)))
     best, best_score = None, 0.0
     for split in range(side, count - side + 1):
         before = prefix[split] / split
