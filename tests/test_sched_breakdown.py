@@ -44,6 +44,7 @@ class Builder:
     def __init__(self, workers=(), idle_worker_state=BLOCKED, gap_us=20_000, session=1, caller=CALLER, pid=PID):
         self.pid, self.caller, self.session, self.gap_us = pid, caller, session, gap_us
         self.workers, self.idle_worker_state = list(workers), idle_worker_state
+        self.cpus = {caller: 0, **{worker: n + 1 for n, worker in enumerate(self.workers)}}   # each its own CPU
         self.threads: Dict[int, List[StateInterval]] = {caller: [], **{w: [] for w in self.workers}}
         self.now = WINDOW_OPEN_NS
         self.spans: List[RunSpan] = []
@@ -58,7 +59,8 @@ class Builder:
             last.end_ns = end          # one interval per state, as the capture writes them
         else:
             holders = [Holder(*seg.held_by, ns=end - start)] if seg.held_by else []
-            intervals.append(StateInterval(tid, seg.state, start, end, cpu=0, woken_by=seg.woken_by, holders=holders))
+            intervals.append(StateInterval(tid, seg.state, start, end, cpu=self.cpus.get(tid, 0), woken_by=seg.woken_by,
+                                           holders=holders))
         if seg.state == THROTTLED:
             self.throttled.append(ThrottledPeriod(start, end))
         return end
@@ -457,3 +459,32 @@ def test_threads_of_one_name_are_one_holder_and_profilers_are_named_as_such():
                           if index % 5 == 4 else [on_cpu(3000)]))
     breakdown, _ = breakdown_of(alone, workers=[])
     assert breakdown.cause.holder.comm == "bpftrace" and "a profiler" in breakdown.cause.detail
+
+
+def test_the_process_own_threads_on_the_cpu_are_holders_from_the_timeline():
+    """The capture names other processes' threads as holders; a thread of the process that had the CPU
+    is found in the timeline itself: session 2's worker spinning on CPU 1 the whole window holds the
+    CPU session 1's worker waits for."""
+    builder = Builder(workers=[WORKER])
+    for index in range(30):
+        wait = 4000 if index % 5 == 4 else 20
+        builder.run(RunPlan([on_cpu(wait + 3000)],
+                            {WORKER: [Seg(RUNNABLE, wait, woken_by=CALLER), on_cpu(2500), Seg(BLOCKED, 100)]}))
+    spinning = [StateInterval(OTHER_WORKER, ON_CPU, WINDOW_OPEN_NS, builder.now + builder.gap_us * US, cpu=1)]
+    breakdown, _ = breakdown_of(builder, tid_session={CALLER: 1, WORKER: 1, OTHER_WORKER: 2},
+                                extra_threads={OTHER_WORKER: spinning})
+    holder = breakdown.slow.top_holder
+    assert (holder.pid, holder.tid, holder.whose, holder.session, holder.ms) == (PID, OTHER_WORKER, OTHER_SESSION, 2, 4.0)
+    assert breakdown.typical.top_holder.ms == 0.02
+    assert breakdown.slow.workers_ms[RUNNABLE] == 4.0 and breakdown.slow.wakeup.contended_ms == 4.0
+    assert breakdown.cause.id == "cpu-contention" and breakdown.cause.explained_ms == pytest.approx(3.98)
+
+
+def test_a_profiler_is_named_when_others_held_the_cpu_for_a_trifle():
+    builder = Builder()
+    for index in range(20):
+        builder.run(RunPlan([on_cpu(1500), runnable(4000, held_by=(9300, 9300, "bpftrace")),
+                             runnable(100, held_by=(107, 107, "kdamond.0")), on_cpu(1500)]
+                            if index % 5 == 4 else [on_cpu(3000)]))
+    breakdown, _ = breakdown_of(builder, workers=[])
+    assert breakdown.cause.holder.comm == "bpftrace" and breakdown.cause.holder.whose == "profiler"

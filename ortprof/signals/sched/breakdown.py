@@ -17,14 +17,14 @@ figures per run, and the growth of each figure between the groups names the caus
 changing once during the window rather than scattering) is found and explained the same way.
 """
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .section import (OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, PROFILER, SAME_PROCESS, Cause, HeldBy,
                       LatencyBreakdown, RunDetail, RunGroup, Step, WakeUps)
-from .timeline import BLOCKED, ON_CPU, OTHER, RUNNABLE, STATES, THROTTLED, SchedTimeline, StateInterval
+from .timeline import BLOCKED, ON_CPU, OTHER, RUNNABLE, STATES, THROTTLED, Holder, SchedTimeline, StateInterval
 
 MIN_RUNS = 10                 # fewer runs than this: no groups to compare
 SLOW_MIN_RUNS = 5             # the slow group has at least the 5 slowest runs
@@ -47,6 +47,7 @@ VISIBLE, SPINNING, NO_POOL, UNUSED, UNKNOWN = "visible", "spinning", "no-pool", 
 # held the CPU.
 PROFILER_COMMS = frozenset({"bpftrace", "perf", "py-spy", "ortprof"})
 PROFILER_NOTE_SHARE = 0.1     # profilers held this share of the slow runs' wait: a note says so
+PROFILER_OVER_SHARE = 0.25    # a cause names a profiler when nothing else held a quarter as much as it did
 
 
 def _percentile(sorted_values, q):
@@ -95,11 +96,23 @@ class RunFacts:
 
 
 class Intervals:
-    """Each thread's intervals with an index on their ends, to find a run's intervals fast."""
+    """Each thread's intervals with an index on their ends, to find a run's intervals fast, and the
+    process's own threads on each CPU: the capture records other processes' threads as holders; a
+    thread of the process that held the CPU is in the timeline itself."""
 
     def __init__(self, timeline: SchedTimeline):
+        self.pid = timeline.pid
+        self.comms = timeline.comms
         self.threads = timeline.threads
         self.ends = {tid: [interval.end_ns for interval in intervals] for tid, intervals in timeline.threads.items()}
+        running: Dict[int, List[StateInterval]] = {}
+        for intervals in timeline.threads.values():
+            for interval in intervals:
+                if interval.state == ON_CPU and interval.cpu is not None:
+                    running.setdefault(interval.cpu, []).append(interval)
+        self.running = {cpu: sorted(items, key=lambda i: i.start_ns) for cpu, items in running.items()}
+        self.running_starts = {cpu: [i.start_ns for i in items] for cpu, items in self.running.items()}
+        self.longest = max((i.ns for items in running.values() for i in items), default=0)
 
     def overlapping(self, tid: int, start_ns: int, end_ns: int) -> Iterator[Tuple[int, StateInterval, int, float]]:
         """(index, interval, ns inside [start_ns, end_ns), share of the interval inside)."""
@@ -111,6 +124,32 @@ class Intervals:
             if inside > 0:
                 yield index, interval, inside, inside / interval.ns if interval.ns else 0.0
             index += 1
+
+    def holders(self, interval: StateInterval, start_ns: int, end_ns: int) -> List[Holder]:
+        """Who held the CPU `interval` (a wait) waited for within [start_ns, end_ns): the capture's
+        holders (other processes) in proportion, and the process's own threads on that CPU."""
+        inside = min(interval.end_ns, end_ns) - max(interval.start_ns, start_ns)
+        if inside <= 0:
+            return []
+        share = inside / interval.ns if interval.ns else 0.0
+        found = [Holder(h.pid, h.tid, h.comm, int(h.ns * share)) for h in interval.holders]
+        if interval.cpu is None:
+            return found
+        begin, end = max(interval.start_ns, start_ns), min(interval.end_ns, end_ns)
+        items, starts = self.running.get(interval.cpu, []), self.running_starts.get(interval.cpu, [])
+        index = bisect_left(starts, begin - self.longest)
+        while index < len(items) and items[index].start_ns < end:
+            other = items[index]
+            overlap = min(end, other.end_ns) - max(begin, other.start_ns)
+            if overlap > 0 and other.tid != interval.tid:
+                found.append(Holder(self.pid, other.tid, self.comms.get(other.tid, ""), overlap))
+            index += 1
+        return found
+
+
+def _held_ns(holders: Sequence[Holder], ns: int) -> int:
+    """How long other threads held the CPU a wait of `ns` was for (the idle task, tid 0, holds nothing)."""
+    return int(min(sum(holder.ns for holder in holders if holder.tid != 0), ns))
 
 
 def _waiting(interval: StateInterval) -> bool:
@@ -130,31 +169,26 @@ def _woken(intervals: Sequence[StateInterval], index: int) -> bool:
     return intervals[start].woken_by is not None and (start == 0 or intervals[start - 1].state != ON_CPU)
 
 
-def _held_ns(interval: StateInterval, share: float = 1.0) -> int:
-    """How long another thread held the CPU `interval` waited for (the idle task, tid 0, holds nothing)."""
-    held = sum(holder.ns for holder in interval.holders if holder.tid != 0) * share
-    return int(min(held, interval.ns * share))
-
-
-def _wake(intervals: Sequence[StateInterval], index: int, worker: int) -> _Wake:
-    """The wake-up whose wait starts at `index`: its delay (and how much of it the CPU was held by another
-    thread or throttled), and when the worker went back to sleep."""
-    end, contended = index, 0
+def _wake(index: Intervals, intervals: Sequence[StateInterval], position: int, worker: int) -> _Wake:
+    """The wake-up whose wait starts at `position`: its delay (and how much of it the CPU was held by
+    another thread or throttled), and when the worker went back to sleep."""
+    end, contended = position, 0
     while end < len(intervals) and _waiting(intervals[end]):
         interval = intervals[end]
-        contended += interval.ns if interval.state == THROTTLED else _held_ns(interval)
+        contended += (interval.ns if interval.state == THROTTLED else
+                      _held_ns(index.holders(interval, interval.start_ns, interval.end_ns), interval.ns))
         end += 1
     running = intervals[end].start_ns if end < len(intervals) else intervals[end - 1].end_ns
     asleep = end
     while asleep < len(intervals) and intervals[asleep].state not in (BLOCKED, OTHER):
         asleep += 1
     back = intervals[asleep].start_ns if asleep < len(intervals) else intervals[-1].end_ns
-    return _Wake(worker, intervals[index].start_ns, running - intervals[index].start_ns, back, contended)
+    return _Wake(worker, intervals[position].start_ns, running - intervals[position].start_ns, back, contended)
 
 
-def _add_holders(facts: RunFacts, interval: StateInterval, share: float):
-    for holder in interval.holders:
-        facts.holders[(holder.pid, holder.tid, holder.comm)] += int(holder.ns * share)
+def _add_holders(facts: RunFacts, holders: Sequence[Holder]):
+    for holder in holders:
+        facts.holders[(holder.pid, holder.tid, holder.comm)] += holder.ns
 
 
 def join_run(index: Intervals, start_ns: int, end_ns: int, caller: int, threads: SessionThreads) -> RunFacts:
@@ -165,7 +199,7 @@ def join_run(index: Intervals, start_ns: int, end_ns: int, caller: int, threads:
     for position, interval, inside, share in index.overlapping(caller, start_ns, end_ns):
         facts.states[interval.state] += inside
         if _waiting(interval):
-            _add_holders(facts, interval, share)
+            _add_holders(facts, index.holders(interval, start_ns, end_ns))
         elif interval.state == BLOCKED and position + 1 < len(caller_intervals):
             following = caller_intervals[position + 1]
             if following.woken_by in workers and following.start_ns <= end_ns:
@@ -177,14 +211,15 @@ def join_run(index: Intervals, start_ns: int, end_ns: int, caller: int, threads:
                 facts.worker_busy_ns += inside
             elif _waiting(interval):
                 facts.worker_busy_ns += inside
-                _add_holders(facts, interval, share)
+                holders = index.holders(interval, start_ns, end_ns)
+                _add_holders(facts, holders)
                 woken = _woken(intervals, position)
                 # Preempted or throttled: all of it; woken: the part another thread held its CPU (the rest
                 # is the wake-up's own delay).
-                facts.workers[interval.state] += (_held_ns(interval, share)
+                facts.workers[interval.state] += (_held_ns(holders, inside)
                                                   if woken and interval.state == RUNNABLE else inside)
                 if woken and _chain_start(intervals, position) == position and interval.start_ns >= start_ns:
-                    facts.wakes.append(_wake(intervals, position, worker))
+                    facts.wakes.append(_wake(index, intervals, position, worker))
             elif (interval.state == BLOCKED and interval.start_ns >= start_ns and interval.end_ns <= end_ns
                   and position + 1 < len(intervals) and intervals[position + 1].woken_by is not None):
                 facts.gaps_ns.append(interval.ns)
@@ -244,14 +279,16 @@ def _held_by(holders: Counter, runs: int, pid: int, threads: SessionThreads, sho
 
 def top_holder(held_by: Sequence[HeldBy]) -> Optional[HeldBy]:
     """The holder a cause names: threads of one name (and kind) together (three hogs are one cause),
-    the one that held most; a profiler only when nothing else held the CPU."""
+    the one that held most; a profiler only when nothing else held a quarter as much."""
     groups: Dict[Tuple[Optional[str], str], List[HeldBy]] = {}
     for holder in held_by:
         groups.setdefault((holder.whose, holder.comm), []).append(holder)
     ranked = sorted(groups.values(), key=lambda group: -sum(h.ms for h in group))
-    chosen = next((group for group in ranked if group[0].whose != PROFILER), ranked[0] if ranked else None)
-    if not chosen:
+    if not ranked:
         return None
+    most = sum(h.ms for h in ranked[0])
+    chosen = next((group for group in ranked if group[0].whose != PROFILER
+                   and sum(h.ms for h in group) >= PROFILER_OVER_SHARE * most), ranked[0])
     first = max(chosen, key=lambda h: h.ms)
     return HeldBy(first.pid, first.tid, first.comm, round(sum(h.ms for h in chosen), 3), first.whose, first.session,
                   threads=len(chosen))
