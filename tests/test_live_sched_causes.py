@@ -311,3 +311,49 @@ def test_the_demo_report_says_what_changed_when_a_hog_stops(tmp_path):
     assert text.returncode in (0, 1), text.stderr
     assert re.search(r"step at \d+\.\d s: [\d.]+ ms before, [\d.]+ ms after: cpu-contention", text.stdout)
     assert HOG_COMM in text.stdout
+
+
+TWO_SESSIONS = r'''
+import sys, time
+import numpy as np
+import onnxruntime as ort
+from ortprof.demo.model import demo_model_path
+
+rate, seconds = float(sys.argv[1]), float(sys.argv[2])
+model = str(demo_model_path("small"))
+sessions = [ort.InferenceSession(model, ort.SessionOptions(), providers=["CPUExecutionProvider"]) for _ in range(2)]
+feed = {i.name: np.zeros((1, 10), dtype=np.int64) for i in sessions[0].get_inputs()}
+start = next_due = time.monotonic()
+count = 0
+while time.monotonic() - start < seconds:
+    now = time.monotonic()
+    if now < next_due:
+        time.sleep(next_due - now)
+    next_due += 1 / rate
+    sessions[0].run(None, feed)          # a pipeline: one session's output goes to the other
+    sessions[1].run(None, feed)
+'''
+
+
+def test_the_other_sessions_spinning_pool_is_named_with_one_shared_pool_as_remedy(tmp_path):
+    """Two sessions with their own default pools (one worker each, spinning) on 2 CPUs, called one
+    after the other: while one runs, the other's worker still spins and holds a CPU."""
+    manifest = _record(tmp_path / "run", sys.executable, "-c", TWO_SESSIONS, "10", "30", duration=3.0)
+    _needs_sched(manifest)
+    report = report_json(tmp_path / "run")
+    workers = {w["tid"]: w["session"] for w in report.get("pool_workers") or ()}
+    assert sorted(set(workers.values())) == [1, 2], report.get("pool_workers")
+    holders = [(s["session"], h) for s in report["sessions"] for group in ("typical", "slow")
+               for h in s["latency_breakdown"][group]["held_by"]]
+    # each session's threads waited for the other session's worker, tied to it by its creation
+    others = [(session, h) for session, h in holders if h["whose"] == "other-session"]
+    assert others, holders
+    assert all(h["session"] != session and workers.get(h["tid"]) == h["session"] for session, h in others)
+    # the thread that calls both sessions is each one's own caller
+    assert all(h["whose"] == "own-session" for _session, h in holders if h["tid"] in report["sessions"][0]["caller_tids"])
+    oversubscribed = _finding(report, "thread-oversubscription")
+    assert oversubscribed is not None and oversubscribed["evidence"]["sessions"] == 2
+    assert "set_global_thread_pool_sizes" in oversubscribed["remedy"]
+    contention = _finding(report, "cpu-contention")
+    if contention is not None and any(h["whose"] == "other-session" for h in contention["evidence"]["held_by"]):
+        assert "opts.use_per_session_threads = False" in contention["remedy"]

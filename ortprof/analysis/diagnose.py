@@ -367,6 +367,13 @@ def cpu_contention(report: Report):
     usable = report.ort.usable_cores or report.pool_threads or 1
     name = _holder_text(holder) if holder else "another thread"
     whose = holder.whose if holder else None
+    other_pool = next((h for h in slower.held_by if h.whose == OTHER_SESSION), None)
+    if whose == OWN_SESSION and other_pool is not None:
+        # its own threads and another session's: the process's pools together are more than its CPUs
+        name = f"{name} and {_holder_text(other_pool)}"
+        whose = OTHER_SESSION
+    evidence["holder"] = {"pid": holder.pid, "tid": holder.tid, "comm": holder.comm, "ms": holder.ms,
+                          "whose": holder.whose, "session": holder.session, "threads": holder.threads} if holder else None
     if whose == OTHER_SESSION:
         pool_lines = _shared_pool_lines(report, usable)
         lines: List[Line] = [Note(f"now: each session has its own pool; {name} held the CPU "

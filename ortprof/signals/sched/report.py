@@ -55,7 +55,9 @@ def fill(loaded, report, top):
         for tid in summary.caller_tids or ():
             tid_session.setdefault(tid, summary.session)
     for summary in report.sessions:
-        threads = SessionThreads(summary.session, _workers(summary, loaded, report), _spinning(summary), tid_session)
+        # A thread that calls several sessions' run() is this session's caller during its runs.
+        own = {**tid_session, **{tid: summary.session for tid in summary.caller_tids or ()}}
+        threads = SessionThreads(summary.session, _workers(summary, loaded, report), _spinning(summary), own)
         summary.latency_breakdown = session_breakdown(timeline, spans.get(summary.session, ()), threads)
 
 
