@@ -9,6 +9,7 @@ what the workload and the kernel say without ortprof:
 - spinning off: wake-up delay per section, as many wake-ups as the worker's futex waits (counted
   in BPF by the futex signal); none with one thread;
 - the machine as it is: no cause blamed on the process itself;
+- two sessions with their own spinning pools: each waits for the other's worker, tied to its session;
 - the demo with hogs for the first seconds of the window: the report says latency stepped, when,
   and what changed (the hogs, named).
 
