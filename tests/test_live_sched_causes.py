@@ -26,28 +26,20 @@ from pathlib import Path
 import pytest
 
 from live import ORTPROF, report_json, run_ortprof
+from test_live_sched_capture import HOG
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
-HOG_COMM = "ortprof-hog"
+HOG_COMM = "ortprof-hog"      # the hogs run Python through a link of this name: their comm
 
-# A busy loop pinned to one CPU for some seconds, named so the report can name it; its own CPU time
-# (schedstat) is logged when it ends.
-HOG = r'''
-import ctypes, os, sys, time
-ctypes.CDLL(None).prctl(15, b"%s", 0, 0, 0)
-cpu, delay, seconds, log = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-os.sched_setaffinity(0, {cpu})
-time.sleep(delay)
-start = time.monotonic()
-while time.monotonic() - start < seconds:
-    pass
-end = time.monotonic()
-with open("/proc/self/schedstat") as stream:
-    cpu_ns = int(stream.read().split()[0])
-with open(log, "a") as stream:
-    stream.write(f"hog pid={os.getpid()} start={start} end={end} cpu_ns={cpu_ns}\n")
-''' % HOG_COMM.encode().decode()
+
+def hog_python(directory):
+    """A link to this Python named HOG_COMM, for the hogs (test_live_sched_capture.HOG: a busy loop
+    that logs its own CPU time, pinned by the affinity it inherits)."""
+    link = Path(directory) / HOG_COMM
+    link.symlink_to(sys.executable)
+    return str(link)
+
 
 # One-thread session pinned to one CPU at a fixed rate; every request logs its start, its duration
 # and the caller's run-queue wait during it (schedstat), as the kernel counts it.
@@ -57,8 +49,8 @@ import numpy as np
 import onnxruntime as ort
 from ortprof.demo.model import demo_model_path
 
-cpu, rate, seconds, hogs, hog_after, hog_for, log, hog_code = (int(sys.argv[1]), float(sys.argv[2]),
-    float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], sys.argv[8])
+cpu, rate, seconds, hogs, hog_after, hog_for, log, hog_python, hog_code = (int(sys.argv[1]), float(sys.argv[2]),
+    float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7], sys.argv[8], sys.argv[9])
 os.sched_setaffinity(0, {cpu})
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
@@ -76,8 +68,8 @@ started = []
 next_due = start
 while time.monotonic() - start < seconds:
     if hogs and not started and time.monotonic() - start >= hog_after:
-        started = [subprocess.Popen([sys.executable, "-c", hog_code, str(cpu), "0", str(hog_for), log])
-                   for _ in range(hogs)]
+        started = [subprocess.Popen([hog_python, "-c", hog_code, "0", str(hog_for), f"{log}.hog{n}"])
+                   for n in range(hogs)]
     now = time.monotonic()
     if now < next_due:
         time.sleep(next_due - now)
@@ -96,11 +88,17 @@ def _fields(line):
     return dict(item.split("=", 1) for item in line.split()[1:])
 
 
+def read_hogs(log):
+    """Each hog's pid, start, end (monotonic s) and CPU ns, from its log beside `log`."""
+    return [{key: float(value) for key, value in (item.split("=", 1) for item in path.read_text().split())}
+            for path in sorted(Path(log).parent.glob(Path(log).name + ".hog*"))]
+
+
 class WorkloadLog:
     def __init__(self, path):
         lines = Path(path).read_text().splitlines()
         self.requests = [{k: float(v) for k, v in _fields(l).items()} for l in lines if l.startswith("req ")]
-        self.hogs = [{k: float(v) for k, v in _fields(l).items()} for l in lines if l.startswith("hog ")]
+        self.hogs = read_hogs(path)
         self.caller = next(int(_fields(l)["tid"]) for l in lines if l.startswith("caller "))
 
     def request_at(self, mono, tolerance=0.002):
@@ -135,7 +133,7 @@ def _finding(report, finding_id):
 def test_a_hog_on_the_callers_core_is_named(tmp_path):
     log = tmp_path / "workload.log"
     manifest = _record(tmp_path / "run", sys.executable, "-c", WORKLOAD, "0", "20", "30", "5", "1.0", "2.0",
-                       str(log), HOG, duration=4.0)
+                       str(log), hog_python(tmp_path), HOG, duration=4.0)
     _needs_sched(manifest)
     workload = WorkloadLog(log)
     hog_pids = {int(h["pid"]) for h in workload.hogs}
@@ -279,10 +277,10 @@ def test_no_cause_blamed_on_the_process_itself_when_nothing_was_injected(tmp_pat
 
 DEMO_WITH_HOGS = r'''
 import os, subprocess, sys
-hog_code, hogs, seconds, log = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-for _ in range(hogs):
-    subprocess.Popen([sys.executable, "-c", hog_code, "0", "0", seconds, log])
-os.execv(sys.executable, [sys.executable, "-m", "ortprof.demo", *sys.argv[5:]])
+hog_python, hog_code, hogs, seconds, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+for n in range(hogs):
+    subprocess.Popen([hog_python, "-c", hog_code, "0", seconds, f"{log}.hog{n}"])
+os.execv(sys.executable, [sys.executable, "-m", "ortprof.demo", *sys.argv[6:]])
 '''
 
 
@@ -291,15 +289,14 @@ def test_the_demo_report_says_what_changed_when_a_hog_stops(tmp_path):
     five hogs for its first 3.5 s (the window opens at 1 s); the report says latency stepped, when,
     and that the hogs held the CPU before the step."""
     log = tmp_path / "hogs.log"
-    manifest = _record(tmp_path / "run", "taskset", "-c", "0", sys.executable, "-c", DEMO_WITH_HOGS, HOG, "5", "3.5",
-                       str(log), "--rate", "20", "--intra-op-num-threads", "1", duration=5.0,
-                       record_args=("--delay", "1.0"))
+    manifest = _record(tmp_path / "run", "taskset", "-c", "0", sys.executable, "-c", DEMO_WITH_HOGS,
+                       hog_python(tmp_path), HOG, "5", "3.5", str(log), "--rate", "20", "--intra-op-num-threads", "1",
+                       duration=5.0, record_args=("--delay", "1.0"))
     _needs_sched(manifest)
-    hogs = WorkloadLog.__new__(WorkloadLog)
-    hogs.hogs = [{k: float(v) for k, v in _fields(line).items()} for line in log.read_text().splitlines()]
-    hog_pids = {int(h["pid"]) for h in hogs.hogs}
+    hogs = read_hogs(log)
+    hog_pids = {int(h["pid"]) for h in hogs}
     window = manifest["window"]["start_mono"]
-    hogs_end = max(h["end"] for h in hogs.hogs) - window
+    hogs_end = max(h["end"] for h in hogs) - window
     assert hogs_end > 0.5, "the hogs ended before the window opened"
     report = report_json(tmp_path / "run")
     step = _breakdown(report)["step"]
