@@ -483,8 +483,9 @@ def test_throttling_per_run_is_part_of_cpu_throttling():
     findings = _findings(_report(_summary(breakdown=_built(builder)), cgroup=cgroup))
     assert "cpu-contention" not in findings
     finding = findings["cpu-throttling"]
-    assert finding.evidence["slow_run_throttled_ms"] == 8.0 and finding.evidence["typical_run_throttled_ms"] == 0.0
-    assert "stalled 8.0 ms each" in finding.title
+    assert finding.evidence["slow_run_throttled_ms"] == 4.0 and finding.evidence["typical_run_throttled_ms"] == 0.0
+    assert finding.evidence["slow_workers_throttled_ms"] == 4.0
+    assert "(7.0 ms) were stalled 4.0 ms each" in finding.title
     assert "opts.intra_op_num_threads = 1" in finding.remedy                 # floor(quota 1)
 
 

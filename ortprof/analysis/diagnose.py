@@ -203,10 +203,10 @@ def futex_overhead(report: Report):
 
 
 def _per_run_throttling(report: Report):
-    """(session, typical, slow) of the session whose slow runs were stalled most by the quota (the
-    caller's and its workers' throttled ms per run), or None without a scheduler breakdown."""
+    """(session, typical, slow) of the session whose slow runs were stalled most by the quota (its
+    caller's throttled ms per run, or its workers' when more), or None without a scheduler breakdown."""
     def stalled(group: RunGroup):
-        return group.states_ms.get("throttled", 0.0) + group.workers_ms.get("throttled", 0.0)
+        return max(group.states_ms.get("throttled", 0.0), group.workers_ms.get("throttled", 0.0))
     found = [(stalled(b.slow), session, b.typical, b.slow) for session, b in _breakdowns(report) if b.slow]
     found = [item for item in found if item[0] > 0]
     return max(found, key=lambda item: item[0])[1:] if found else None
@@ -225,12 +225,12 @@ def cpu_throttling(report: Report):
     runs = _per_run_throttling(report)
     if runs is not None:
         session, typical, slow = runs
-        slow_ms, typical_ms = (round(g.states_ms.get("throttled", 0.0) + g.workers_ms.get("throttled", 0.0), 3)
-                               for g in (slow, typical))
+        slow_ms, typical_ms = (g.states_ms.get("throttled", 0.0) for g in (slow, typical))
         per_run = {"session": session.session, "slow_run_ms": slow.run_ms, "slow_run_throttled_ms": slow_ms,
+                   "slow_workers_throttled_ms": slow.workers_ms.get("throttled", 0.0),
                    "typical_run_ms": typical.run_ms, "typical_run_throttled_ms": typical_ms}
-        title += f"; slow runs of {_session_name(report, session.session)} stalled {slow_ms:.1f} ms each " \
-                 f"(typical runs {typical_ms:.1f} ms)"
+        title += f"; slow runs of {_session_name(report, session.session)} ({slow.run_ms:.1f} ms) were stalled " \
+                 f"{slow_ms:.1f} ms each (typical runs {typical_ms:.1f} ms)"
     threads = max(1, int(quota)) if quota else 1
     return Finding(
         id="cpu-throttling", severity="critical" if stalled_ms_per_s >= 50 else "warning",

@@ -348,11 +348,13 @@ def _growth(faster: RunGroup, slower: RunGroup) -> Dict[str, float]:
         """The wake-ups' own delay: waits for a CPU another thread held count as contention."""
         return group.wakeup.ms - group.wakeup.contended_ms if group.wakeup else 0.0
 
+    # The caller's and the workers' waits overlap in time (a quota stalls them all at once; the caller
+    # spins while a worker waits): the larger growth of the two, not their sum.
     return {
-        "cpu-contention": (states(slower, RUNNABLE) + workers(slower, RUNNABLE))
-        - (states(faster, RUNNABLE) + workers(faster, RUNNABLE)),
-        "cpu-throttling": (states(slower, THROTTLED) + workers(slower, THROTTLED))
-        - (states(faster, THROTTLED) + workers(faster, THROTTLED)),
+        "cpu-contention": max(states(slower, RUNNABLE) - states(faster, RUNNABLE),
+                              workers(slower, RUNNABLE) - workers(faster, RUNNABLE)),
+        "cpu-throttling": max(states(slower, THROTTLED) - states(faster, THROTTLED),
+                              workers(slower, THROTTLED) - workers(faster, THROTTLED)),
         "wake-up-delay": wakeup(slower) - wakeup(faster),
         "straggler": (slower.straggler_ms or 0.0) - (faster.straggler_ms or 0.0),
         "blocked": (states(slower, BLOCKED) - slower.blocked_on_workers_ms)
