@@ -7,9 +7,12 @@ STAMP  := $(VENV)/.installed
 OLD_ORT := $(VENV)/ort-1.15.1/.installed
 NODE_TOOLS := tests/js/node_modules/.installed
 
-.PHONY: setup perf test-tools demo typecheck test test-fast bench clean
+BPF_DIR := ortprof/signals/sched/compiled
+BPF_LOADER := $(BPF_DIR)/build/ortprof-bpf
 
-setup: $(STAMP) $(OLD_ORT) perf
+.PHONY: setup perf bpf test-tools demo typecheck test test-fast bench clean
+
+setup: $(STAMP) $(OLD_ORT) perf bpf
 
 $(STAMP): pyproject.toml tests/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,15 @@ $(OLD_ORT):
 # perf comes from the distribution: installed when missing and we are root.
 perf:
 	@bash scripts/ensure-perf.sh
+
+# The compiled BPF program (scheduler events and futex counts, libbpf) into $(BPF_DIR)/build/:
+# clang, libbpf-dev and bpftool installed when missing and we are root. A failed build does not
+# fail setup: ortprof then records with bpftrace (`ortprof doctor --check sched-bpf` says so).
+bpf: $(BPF_LOADER)
+
+$(BPF_LOADER): $(BPF_DIR)/ortprof.bpf.c $(BPF_DIR)/ortprof.bpf.h $(BPF_DIR)/loader.c $(BPF_DIR)/build.sh scripts/ensure-bpf-build.sh
+	@bash scripts/ensure-bpf-build.sh
+	@bash $(BPF_DIR)/build.sh || echo "ortprof: the compiled BPF program was not built: scheduler events need record --sched (bpftrace, costlier); see 'ortprof doctor --check sched-bpf'" >&2
 
 demo: setup
 	$(BIN)/ortprof record --name demo --duration 8 -- $(BIN)/python -m ortprof.demo --rate 10 --duration 30
@@ -59,4 +71,4 @@ bench: setup
 	$(BIN)/python scripts/bench_sweep.py
 
 clean:
-	rm -rf $(VENV) .ortprof .pytest_cache
+	rm -rf $(VENV) .ortprof .pytest_cache $(BPF_DIR)/build

@@ -16,7 +16,9 @@ Then it times the startup hook's cost per run() on a tiny model.
     python scripts/bench_record.py --modes plain,ortprof --demo-args '--allow-spinning 0'
     python scripts/bench_record.py --modes plain,ortprof --variant no-futex='--no-futex'
 (--variant NAME='OPTIONS' adds a mode "NAME": `ortprof record OPTIONS`, to see
-what one part of the recording costs next to the defaults in the same rounds.)
+what one part of the recording costs next to the defaults in the same rounds; leading
+VAR=VALUE words set the environment, e.g. bpftrace instead of the compiled BPF program:
+    --variant sched-bpftrace='ORTPROF_BPF_LOADER= --sched')
 """
 import argparse
 import json
@@ -221,8 +223,11 @@ def main():
         name, _, options = variant.partition("=")
         if not name or name in modes:
             parser.error(f"--variant {variant!r}: give NAME=OPTIONS with a NAME not already a mode")
-        modes[name] = lambda seconds, rate, workdir, extra=tuple(options.split()): \
-            run_ortprof(seconds, rate, workdir, extra)
+        words = options.split()
+        environment = dict(word.split("=", 1) for word in words if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", word))
+        extra = tuple(word for word in words if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", word))
+        modes[name] = lambda seconds, rate, workdir, extra=extra, environment=environment: \
+            run_ortprof(seconds, rate, workdir, extra, env={**os.environ, **environment} if environment else None)
     results = {mode: [] for mode in modes}
     width = max(14, *(len(mode) for mode in modes))
     with tempfile.TemporaryDirectory() as workdir:

@@ -2,9 +2,11 @@
 
 With spinning off every request wakes the pool's workers through futex. The
 counts must be per thread, match perf stat's independent count over the same
-window, and the sampled stacks must lead to ORT's wait path on both wheels. When
-BPF is not usable (bpftrace missing: simulated with ORTPROF_BPFTRACE=""), record
-falls back to perf's per-call tracepoints and says so in run.json and the report.
+window, and the sampled stacks must lead to ORT's wait path on both wheels, whichever
+BPF program counts (the compiled one, the default where `make setup` built it; bpftrace,
+the fallback). When BPF is not usable (neither: simulated with ORTPROF_BPF_LOADER="" and
+ORTPROF_BPFTRACE=""), record falls back to perf's per-call tracepoints and says so in
+run.json and the report.
 """
 import json
 import os
@@ -20,6 +22,7 @@ from live import DEMO, ORTPROF, record_demo, report_json
 from ortprof import environment as env
 from ortprof.doctor import bpftrace_install_command
 from ortprof.errors import EXIT_ENVIRONMENT
+from ortprof.signals.sched.compiled import LOADER_ENV, loader_path
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_record  # noqa: E402  (the benchmark's independent count, shared)
@@ -29,6 +32,10 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="bpftrace runs as root only")]
 needs_bpftrace = pytest.mark.skipif(env.bpftrace_info() is None, reason="bpftrace is not installed")
 COUNT_TOLERANCE = 0.05
+NO_BPF = {"ORTPROF_BPFTRACE": "", LOADER_ENV: ""}
+PROGRAMS = {"libbpf": pytest.param({}, marks=pytest.mark.skipif(
+                loader_path()[0] is None, reason="the compiled BPF program is not built (make setup)"), id="libbpf"),
+            "bpftrace": pytest.param({LOADER_ENV: ""}, id="bpftrace")}
 
 
 def old_wheel_demo(*args):
@@ -48,13 +55,18 @@ WHEELS = {
 
 
 @needs_bpftrace
+@pytest.mark.parametrize("program", list(PROGRAMS.values()))
 @pytest.mark.parametrize("wheel", list(WHEELS))
-def test_exact_counts_per_thread_match_perf_stat_and_stacks_reach_the_wait_path(wheel, tmp_path):
+def test_exact_counts_per_thread_match_perf_stat_and_stacks_reach_the_wait_path(wheel, program, tmp_path,
+                                                                                 monkeypatch):
+    for name, value in program.items():
+        monkeypatch.setenv(name, value)      # the record bench_record starts inherits it
     demo, wait_path = WHEELS[wheel]
     futex, independent, manifest = bench_record.futex_count_check(
         demo("--rate", "20", "--duration", "6", "--allow-spinning", "0"), tmp_path / "run")
     plan = manifest["futex"]
     assert plan["method"] == "bpftrace" and plan["bpf"]["usable"] is True
+    assert plan["program"] == ("bpftrace" if program else "libbpf")
     assert 0 < plan["bpftrace_attach_seconds"] < 30
     assert futex["method"] == "bpftrace" and futex["recorded"]
     assert futex["stacks_sampled"] is True and futex["stack_sample_period"] == plan["stack_sample_period"] > 1
@@ -113,7 +125,7 @@ def test_ort_in_a_child_process_is_the_one_counted(tmp_path):
 def test_bpf_not_usable_falls_back_to_perf_tracepoints_and_says_so(tmp_path):
     done = subprocess.run([ORTPROF, "record", "-q", "--duration", "3", "-o", str(tmp_path / "run"), "--",
                            *DEMO, "--rate", "20", "--allow-spinning", "0"],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "ORTPROF_BPFTRACE": ""})
+                          capture_output=True, text=True, timeout=180, env={**os.environ, **NO_BPF})
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     plan = manifest["futex"]
@@ -142,7 +154,7 @@ def test_futex_method_perf_is_the_old_per_call_tracing(tmp_path):
 def test_futex_method_bpf_without_bpftrace_is_one_line_and_the_fix(tmp_path):
     done = subprocess.run([ORTPROF, "record", "-q", "--futex-method", "bpf", "--duration", "1",
                            "-o", str(tmp_path / "run"), "--", sys.executable, "-c", "pass"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "ORTPROF_BPFTRACE": ""})
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **NO_BPF})
     assert done.returncode == EXIT_ENVIRONMENT
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr

@@ -8,6 +8,9 @@ own accounting read without BPF:
 - `--cpus 0.5` on the closed-loop demo (it wants both CPUs): the throttled periods add up to the
   cgroup's cpu.stat throttled time.
 
+Each with both programs that record the scheduler: the compiled one (libbpf, built by `make
+setup`) and bpftrace (the fallback, ORTPROF_BPF_LOADER="" as on a machine where it was not built).
+
 The hog is the workload's child (same session, hence autogroup: see ort-notes on autogroups).
 Recordings are a few seconds: the machine's 2 cores are shared.
 """
@@ -19,8 +22,18 @@ from pathlib import Path
 import pytest
 
 from live import run_ortprof
+from ortprof import environment as env
+from ortprof.signals.sched.compiled import LOADER_ENV, loader_path
 
 pytestmark = pytest.mark.live
+
+PRODUCERS = {
+    "libbpf": pytest.param({}, marks=pytest.mark.skipif(
+        loader_path()[0] is None, reason="the compiled BPF program is not built (make setup)"), id="libbpf"),
+    "bpftrace": pytest.param({LOADER_ENV: ""}, marks=pytest.mark.skipif(
+        env.bpftrace_info() is None, reason="bpftrace is not installed"), id="bpftrace"),
+}
+producers = pytest.mark.parametrize("producer", list(PRODUCERS.values()))
 
 HOG = r'''
 import os, sys, time
@@ -37,15 +50,18 @@ with open(log, "w") as stream:
 '''
 
 
-def load_timeline(out):
+def load_timeline(out, producer):
     from ortprof.analysis.loading import load_run
     from ortprof.recording.rundir import RunDirectory
     loaded = load_run(RunDirectory(out))
     assert loaded.sched_timeline is not None, loaded.sched_missing
-    return loaded, json.loads((Path(out) / "run.json").read_text())
+    manifest = json.loads((Path(out) / "run.json").read_text())
+    assert manifest["sched"]["method"] == loaded.sched_timeline.source == ("bpftrace" if producer else "libbpf")
+    return loaded, manifest
 
 
-def test_a_pinned_hog_is_named_with_its_cpu_time_and_the_callers_wait_matches_schedstat(tmp_path):
+@producers
+def test_a_pinned_hog_is_named_with_its_cpu_time_and_the_callers_wait_matches_schedstat(producer, tmp_path):
     hog_script, hog_log = tmp_path / "hog.py", tmp_path / "hog.log"
     hog_script.write_text(HOG)
     # the hog starts 5 s after the workload (after warm-up: the window is open), spins 1.5 s
@@ -53,8 +69,8 @@ def test_a_pinned_hog_is_named_with_its_cpu_time_and_the_callers_wait_matches_sc
                 "--rate 0 --intra-op-num-threads 1 --duration 30")
     out = tmp_path / "run"
     run_ortprof("record", "-q", "--sched", "--duration", "6", "-o", str(out), "--",
-                "taskset", "-c", "0", "sh", "-c", workload, check=True, timeout=240)
-    loaded, manifest = load_timeline(out)
+                "taskset", "-c", "0", "sh", "-c", workload, check=True, timeout=240, env=producer)
+    loaded, manifest = load_timeline(out, producer)
     timeline = loaded.sched_timeline
     hog = dict(re.findall(r"(\w+)=(\S+)", hog_log.read_text()))
     hog_pid, hog_start, hog_end = int(hog["pid"]), float(hog["start"]) * 1e9, float(hog["end"]) * 1e9
@@ -72,11 +88,13 @@ def test_a_pinned_hog_is_named_with_its_cpu_time_and_the_callers_wait_matches_sc
     assert runnable_ns == pytest.approx(waited_ns, rel=0.15), (runnable_ns, waited_ns)
 
 
-def test_quota_throttling_adds_up_to_cpu_stat(tmp_path):
+@producers
+def test_quota_throttling_adds_up_to_cpu_stat(producer, tmp_path):
     out = tmp_path / "run"
     run_ortprof("record", "-q", "--sched", "--cpus", "0.5", "--duration", "3", "-o", str(out), "--",
-                sys.executable, "-m", "ortprof.demo", "--rate", "0", "--duration", "30", check=True, timeout=240)
-    loaded, manifest = load_timeline(out)
+                sys.executable, "-m", "ortprof.demo", "--rate", "0", "--duration", "30", check=True, timeout=240,
+                env=producer)
+    loaded, manifest = load_timeline(out, producer)
     timeline = loaded.sched_timeline
     cgroup = manifest["cgroup"]
     cpu_stat_s = (cgroup["stat_after"]["throttled_usec"] - cgroup["stat_before"]["throttled_usec"]) / 1e6

@@ -4,6 +4,7 @@ tests/fixtures/sched-quota-0.5-1.31.1.* (the bpftrace output, and run.json's sch
 sections with the kernel's own figures: each thread's /proc schedstat and cpu.stat)."""
 import json
 import lzma
+import os
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,61 @@ def test_a_line_cut_short_and_junk_are_skipped():
     assert states == [("on_cpu", 50, 100, None), ("other", 100, 150, None), ("runnable", 150, 160, 11),
                       ("on_cpu", 160, 300, None)]
     assert any("dropped 7" in note for note in timeline.notes)
+
+
+# ---- which program records the scheduler (signals/sched/capture.py: plan) ----
+
+def plan_for(sched):
+    from types import SimpleNamespace
+    from ortprof.signals.sched.capture import plan
+    return plan(SimpleNamespace(options=SimpleNamespace(sched=sched)))
+
+
+@pytest.fixture
+def built_loader(monkeypatch, tmp_path):
+    from ortprof.signals.sched.compiled import LOADER_ENV
+    loader = tmp_path / "ortprof-bpf"
+    loader.write_text("#!/bin/sh\n")
+    loader.chmod(0o755)
+    monkeypatch.setenv(LOADER_ENV, str(loader))
+    monkeypatch.setenv("ORTPROF_BPFTRACE", "")     # bpftrace (the fallback) is not asked: no process started
+    return loader
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    from ortprof.signals.sched.compiled import LOADER_ENV
+    monkeypatch.setenv(LOADER_ENV, "")
+    monkeypatch.setenv("ORTPROF_BPFTRACE", "")     # and no bpftrace either
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the programs load as root only")
+
+
+@needs_root
+@pytest.mark.parametrize("sched", [None, True])
+def test_the_compiled_program_records_by_default_and_on_request(built_loader, sched):
+    record, _ = plan_for(sched)
+    assert record.method == "libbpf" and record.reason is None and record.requested is sched
+
+
+@needs_root
+def test_no_sched_turns_it_off_even_when_built(built_loader):
+    record, bpftrace_usable = plan_for(False)
+    assert record.method is None and "--no-sched" in record.reason and not bpftrace_usable
+
+
+@needs_root
+@pytest.mark.parametrize("sched", [None, True])
+def test_without_either_program_it_says_why_and_how_to_build(nothing_built, sched):
+    from ortprof.signals.sched.compiled import BUILD_FIX
+    record, bpftrace_usable = plan_for(sched)
+    assert record.method is None and not bpftrace_usable
+    assert "ORTPROF_BPF_LOADER is empty" in record.reason and "bpftrace is not installed" in record.reason
+    assert record.fix == BUILD_FIX
+
+
+def test_a_loader_that_is_not_there_is_named(monkeypatch, tmp_path):
+    from ortprof.signals.sched.compiled import LOADER_ENV, loader_path
+    monkeypatch.setenv(LOADER_ENV, str(tmp_path / "nothing"))
+    assert loader_path() == (None, f"the compiled BPF program is not built ({tmp_path / 'nothing'} missing)")

@@ -42,9 +42,11 @@ from .common import emit_json, stderr_console
 @click.option("--no-attach", is_flag=True, help="With --pid of a Python process: time run() by uprobes on its "
               "pybind11 dispatchers instead of attaching the startup hook's recording (nothing runs inside the "
               "process; sessions' options and models are then unknown; root).")
-@click.option("--sched", is_flag=True,
-              help="Follow the scheduler in BPF (bpftrace, root): per-thread states, who held the CPU, throttled "
-                   "periods, for the slow-run breakdown. Costs latency with spinning off (docs/benchmarks.md).")
+@click.option("--sched/--no-sched", default=None,
+              help="Follow the scheduler in BPF (root): per-thread states, who held the CPU, throttled periods, "
+                   "for the slow-run breakdown. Default: on when the compiled BPF program is built (`make setup`; "
+                   "+0.x CPU point, see docs/benchmarks.md), else off: --sched then uses bpftrace, which costs "
+                   "p50 x2.9 and +6.5 CPU points with spinning off. `ortprof doctor --check sched-bpf` says which.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory (default .ortprof/runs/<time>-<name>).")
 @click.option("-n", "--name", help="Name of the run (default: the script's name).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")

@@ -59,7 +59,7 @@ class RecordOptions:
     session_overrides: Optional[dict] = None
     ort_profile: bool = False         # ORT's own per-node profiler in every session (the hook turns it on)
     attach: bool = True               # --pid of Python: attach the hook's recording (False: dispatcher probes only)
-    sched: bool = False               # --sched: scheduler states in BPF (signals/sched)
+    sched: Optional[bool] = None      # --sched / --no-sched; None: when the compiled BPF program is built (signals/sched)
     progress: bool = True
     stdout_for_json: bool = False     # --json: the workload's stdout goes to stderr
 

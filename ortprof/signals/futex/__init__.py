@@ -1,6 +1,7 @@
-"""Futex calls of the profiled process: counted in BPF (bpftrace) or traced by perf.
+"""Futex calls of the profiled process: counted in BPF (the compiled program of sched/compiled,
+else bpftrace) or traced by perf.
 
-bpf.py is the bpftrace program and its driver, counts.py reads what it printed,
+bpf.py is the bpftrace program and the driver of both, counts.py reads what it printed,
 accumulator.py turns perf's futex events (and those counts) into per-thread
 figures and the stacks that make the calls."""
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ class FutexPlan:
     method: Optional[str] = None
     stack_sample_period: Optional[int] = None
     bpf: Usability = field(default_factory=Usability)   # whether the counters run in BPF
-    bpftrace_attach_seconds: Optional[float] = None
+    bpftrace_attach_seconds: Optional[float] = None     # seconds the BPF program took to attach
+    program: Optional[str] = None           # the BPF program that counted: "libbpf" (compiled) | "bpftrace"
 
 
 def futex_probe_outcome(options, chosen, futex_check) -> Usability:
@@ -183,31 +185,51 @@ class FutexCapture(Capture):
         return self.recorder.manifest.section("futex", FutexPlan)
 
     def before_workload(self):
-        """When bpftrace does not attach, calls are traced by perf (or, with --futex-method bpf,
-        record stops)."""
-        from ...environment import bpftrace_info
+        """The compiled program when it is built, else bpftrace; when neither attaches, calls are
+        traced by perf (or, with --futex-method bpf, record stops)."""
         plan = self.plan
         if plan.method != BPF_METHOD:
             return
         # Other signals' probes that share the program (the scheduler's: one program, one start).
         joining = [capture for capture in self.recorder.captures if hasattr(capture, "bpftrace_part")]
-        try:
-            with self.recorder.status("attaching the futex counters (bpftrace)"):
-                self.counter, seconds = bpf.start_futex_counter(
-                    (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path,
-                    extra="".join(capture.bpftrace_part() for capture in joining))
-        except EnvironmentProblem as problem:
-            if plan.requested == "bpf":
-                raise
-            plan.bpf.usable, plan.bpf.reason = False, str(problem)
-            plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
-            usable = self.recorder.manifest.section("futex_probe", Usability).usable
-            plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
-            self.recorder.note(f"futex calls are traced by perf, one event per call: {problem}")
+        problems = []
+        for program, start in self._programs(joining):
+            try:
+                with self.recorder.status(f"attaching the futex counters ({program})"):
+                    self.counter, seconds = start()
+            except EnvironmentProblem as problem:
+                problems.append(problem)
+                continue
+            plan.bpftrace_attach_seconds, plan.program = round(seconds, 3), program
+            for capture in joining:
+                capture.joined(program)
+            if problems:
+                self.recorder.note(f"futex counters in bpftrace: the compiled BPF program did not attach: "
+                                   f"{problems[0]}")
             return
-        plan.bpftrace_attach_seconds = round(seconds, 3)
-        for capture in joining:
-            capture.joined()
+        failure = problems[-1] if problems else EnvironmentProblem("no BPF program to count futex calls")
+        if plan.requested == "bpf":
+            raise failure
+        plan.bpf.usable, plan.bpf.reason = False, str(failure)
+        plan.bpf.fix = "see `ortprof doctor --check futex-bpf`; or record with --futex-method perf"
+        usable = self.recorder.manifest.section("futex_probe", Usability).usable
+        plan.method, plan.stack_sample_period = (PERF_METHOD, 1) if usable else (None, None)
+        self.recorder.note(f"futex calls are traced by perf, one event per call: {failure}")
+
+    def _programs(self, joining):
+        """(name, start) of the programs to try in turn: the compiled one, then bpftrace."""
+        from ...environment import bpftrace_info
+        from ..sched.compiled import PROGRAM, loader_path
+        directory = self.recorder.run.path
+        loader, _ = loader_path()
+        if loader:
+            sched = any(capture.wants_compiled() for capture in joining)
+            yield PROGRAM, lambda: bpf.start_compiled_counter(loader, directory, sched)
+        bpftrace = bpftrace_info()
+        if bpftrace is not None:
+            yield "bpftrace", lambda: bpf.start_futex_counter(
+                bpftrace.get("path") or "bpftrace", directory,
+                extra="".join(capture.bpftrace_part() for capture in joining))
 
     def follow(self, pid):
         if self.counter is not None:
@@ -226,7 +248,7 @@ class FutexCapture(Capture):
                 bpf.mark_window(opening=False)
 
     def processes(self):
-        return {"bpftrace": self.counter} if self.counter is not None else {}
+        return {self.counter.name: self.counter} if self.counter is not None else {}
 
 
 def capture(recorder):

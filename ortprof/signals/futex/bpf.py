@@ -1,4 +1,6 @@
-"""Exact futex counts and times per thread, aggregated in the kernel by a bpftrace program.
+"""Exact futex counts and times per thread, aggregated in the kernel by a BPF program: the
+compiled one (sched/compiled, libbpf) when it is built, else this bpftrace program (same logic,
+same output lines).
 
 perf's per-call tracepoints copy a stack and write a record for every futex call:
 with spinning off a service makes ~1000 a second and that costs latency. Here the
@@ -107,18 +109,35 @@ def start_futex_counter(bpftrace, directory, timeout=ATTACH_TIMEOUT, extra=""):
     set_target() names a process. Returns (ProfilerProcess named "bpftrace", seconds
     it took to attach). Raises EnvironmentProblem with bpftrace's own words when it
     does not attach."""
-    from ...recording.profilers import ProfilerProcess
     directory = Path(directory)
     script = write_script(directory / FUTEX_BPF_SCRIPT, extra)
     output = directory / FUTEX_BPF_OUT
-    counter = ProfilerProcess("bpftrace", bpftrace_command(bpftrace, script, output),
-                              str(directory / FUTEX_BPF_LOG), str(output)).start()
+    return _start_counter("bpftrace", bpftrace_command(bpftrace, script, output), directory, timeout)
+
+
+def start_compiled_counter(loader, directory, sched, timeout=ATTACH_TIMEOUT):
+    """As start_futex_counter, with the compiled program (sched/compiled: the same output
+    file and lines), following the scheduler too when `sched`."""
+    from ..sched.compiled import LOADER_NAME, loader_command
+    directory = Path(directory)
+    return _start_counter(LOADER_NAME, loader_command(loader, directory / FUTEX_BPF_OUT, os.getpid(), sched),
+                          directory, timeout)
+
+
+def _start_counter(name, argv, directory, timeout):
+    from ...recording.profilers import ProfilerProcess
+    output = directory / FUTEX_BPF_OUT
+    try:
+        output.unlink()     # a previous program's attached line must not be taken for this one's
+    except FileNotFoundError:
+        pass
+    counter = ProfilerProcess(name, argv, str(directory / FUTEX_BPF_LOG), str(output)).start()
     seconds = wait_attached(counter.process, output, timeout)
     if seconds is None:
         exited = counter.process.poll() is not None
         counter.stop(timeout=10)
-        what = f"bpftrace exited with code {counter.exit_code}" if exited else \
-            f"bpftrace did not attach within {timeout:g} s"
+        what = f"{name} exited with code {counter.exit_code}" if exited else \
+            f"{name} did not attach within {timeout:g} s"
         raise EnvironmentProblem(f"{what}: {bpftrace_complaint(counter.log_tail(20))}")
     return counter, seconds
 

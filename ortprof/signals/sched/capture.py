@@ -1,10 +1,13 @@
 """Recording the scheduler's view of the process in the window, and reading it back.
 
-The scheduler probes (bpf.py) are part of the one bpftrace program that also counts futex
-calls (futex/bpf.py): they need to know whether a thread that leaves its CPU is in a futex
-wait, which the futex part already tracks, and one program starts once, before the
-workload. When futex calls are counted in BPF the futex capture starts the program with
-these probes in it; otherwise this capture starts it itself (same files, same marks).
+Two producers write the same lines (events.py reads both): the compiled BPF program
+(compiled/: libbpf, a ring buffer drained a few times a second; the default when it is
+built, as root) and the bpftrace program (bpf.py: one line printed per event, several
+times the cost; only on request, --sched). Either one also counts futex calls
+(futex/bpf.py): the scheduler part needs to know whether a thread that leaves its CPU is in
+a futex wait, which the futex part already tracks, and one program starts once, before the
+workload. When futex calls are counted in BPF the futex capture starts the program with the
+scheduler part in it; otherwise this capture starts it itself (same files, same marks).
 
 Besides the program's output, the capture reads each thread's /proc schedstat (time on
 CPU, time waiting on a run queue) at the window's open and close: a thread that never
@@ -16,14 +19,16 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..base import Capture
+from .compiled import PROGRAM as COMPILED
 
-SCHED_METHOD = "bpftrace"
+BPFTRACE = "bpftrace"
+BPFTRACE_COST = "bpftrace costs p50 x2.9 and +6.5 CPU points with spinning off (docs/benchmarks.md)"
 
 
 @dataclass
 class SchedRecord:
     """run.json "sched": how scheduler events were recorded, or why not."""
-    method: Optional[str] = None            # "bpftrace"; None: not recorded (reason says why)
+    method: Optional[str] = None            # the program: "libbpf" (compiled) | "bpftrace"; None: not recorded
     reason: Optional[str] = None
     fix: Optional[str] = None
     output: Optional[str] = None            # the run-directory file holding the program's output
@@ -33,6 +38,7 @@ class SchedRecord:
     lost_events: int = 0
     schedstat_open: Dict[str, List[int]] = field(default_factory=dict)    # tid -> /proc schedstat: on-CPU ns,
     schedstat_close: Dict[str, List[int]] = field(default_factory=dict)   # run-queue wait ns, timeslices
+    requested: Optional[bool] = None        # --sched (True), --no-sched (False), neither (None)
 
 
 def schedstat(pid) -> Dict[str, List[int]]:
@@ -52,43 +58,69 @@ def schedstat(pid) -> Dict[str, List[int]]:
 
 
 class SchedCapture(Capture):
-    def __init__(self, recorder, record: SchedRecord):
+    def __init__(self, recorder, record: SchedRecord, bpftrace_usable: bool):
         super().__init__(recorder)
         self.record = record
-        self.counter = None        # the bpftrace ProfilerProcess, when this capture started it
+        self.counter = None        # the program's ProfilerProcess, when this capture started it
         self.shared = False        # the futex capture's program carries the probes
         self.pid = None
+        # bpftrace may carry the probes when the compiled program does not attach: only on request
+        self.bpftrace_fallback = bpftrace_usable and record.requested is True
+
+    def wants_compiled(self) -> bool:
+        return self.record.method == COMPILED
 
     def bpftrace_part(self) -> str:
-        """The probes the futex capture adds to its program (it calls joined() once it runs)."""
+        """The probes the futex capture adds to its bpftrace program (it calls joined() once it runs)."""
         from .bpf import script_part
-        return script_part() if self.record.method == SCHED_METHOD else ""
+        usable = self.record.method == BPFTRACE or (self.record.method == COMPILED and self.bpftrace_fallback)
+        return script_part() if usable else ""
 
-    def joined(self):
+    def joined(self, program):
+        """The futex capture's program (`program`) runs, with the scheduler part when it could."""
         from ..futex.bpf import FUTEX_BPF_OUT
-        self.shared = True
-        self.record.output, self.record.with_futex_counters = FUTEX_BPF_OUT, True
+        if (program == COMPILED and self.wants_compiled()) or (program == BPFTRACE and self.bpftrace_part()):
+            self.shared = True
+            self.record.method, self.record.output, self.record.with_futex_counters = program, FUTEX_BPF_OUT, True
+        else:
+            self._not_recorded("the compiled BPF program did not attach (see the futex counters' note), and "
+                               f"bpftrace was not asked for: {BPFTRACE_COST}")
+
+    def _not_recorded(self, reason):
+        self.record.method, self.record.reason = None, reason
+        self.record.fix = "see `ortprof doctor --check sched-bpf`"
+        self.recorder.note(f"no scheduler states: {reason}")
 
     def before_workload(self):
         from ...environment import bpftrace_info
         from ...errors import EnvironmentProblem
         from ..futex import bpf as program
-        if self.record.method != SCHED_METHOD or self.shared:
+        from .compiled import loader_path
+        if self.record.method is None or self.shared:
             return
-        try:
-            with self.recorder.status("attaching the scheduler probes (bpftrace)"):
-                self.counter, _ = program.start_futex_counter(
-                    (bpftrace_info() or {}).get("path") or "bpftrace", self.recorder.run.path, extra=self.bpftrace_part())
-        except EnvironmentProblem as problem:
-            self.record.method, self.record.reason = None, str(problem)
-            self.record.fix = "see `ortprof doctor --check sched-bpf`"
-            self.recorder.note(f"no scheduler states: {problem}")
+        directory = self.recorder.run.path
+        attempts = []
+        loader, _ = loader_path()
+        if self.record.method == COMPILED and loader:
+            attempts.append((COMPILED, lambda: program.start_compiled_counter(loader, directory, sched=True)))
+        if self.record.method == BPFTRACE or self.bpftrace_fallback:
+            attempts.append((BPFTRACE, lambda: program.start_futex_counter(
+                (bpftrace_info() or {}).get("path") or BPFTRACE, directory, extra=self.bpftrace_part())))
+        problems = []
+        for name, start in attempts:
+            try:
+                with self.recorder.status(f"attaching the scheduler probes ({name})"):
+                    self.counter, _ = start()
+            except EnvironmentProblem as problem:
+                problems.append(str(problem))
+                continue
+            self.record.method, self.record.output = name, program.FUTEX_BPF_OUT
             return
-        self.record.output = program.FUTEX_BPF_OUT
+        self._not_recorded("; ".join(problems) or "no BPF program to record them")
 
     @property
     def recording(self):
-        return self.record.method == SCHED_METHOD and (self.shared or self.counter is not None)
+        return self.record.method is not None and (self.shared or self.counter is not None)
 
     def follow(self, pid):
         from ..futex import bpf as program
@@ -113,14 +145,15 @@ class SchedCapture(Capture):
             program.mark_window(opening=False)
 
     def processes(self):
-        return {"bpftrace-sched": self.counter} if self.counter is not None else {}
+        return {f"{self.counter.name}-sched": self.counter} if self.counter is not None else {}
 
     def finish(self):
         from .bpf import kernel_symbol, PERIOD_TIMER_FUNCTION
         from .events import read_events
         record = self.record
-        if record.method == SCHED_METHOD and record.output:
-            record.period_timer = bool(kernel_symbol(PERIOD_TIMER_FUNCTION))
+        if record.method is not None and record.output:
+            # the compiled program finds the group's timers itself; bpftrace by their kernel symbol
+            record.period_timer = record.method == COMPILED or bool(kernel_symbol(PERIOD_TIMER_FUNCTION))
             try:
                 with open(self.recorder.run.file(record.output), errors="replace") as stream:
                     events = read_events(stream)
@@ -130,25 +163,42 @@ class SchedCapture(Capture):
         self.recorder.manifest.set_section("sched", record)
 
 
-def plan(recorder) -> SchedRecord:
-    """Whether this recording follows the scheduler, and if not, why."""
+def plan(recorder):
+    """(SchedRecord: whether this recording follows the scheduler, with which program, and if
+    not, why; whether bpftrace could). By default only with the compiled program: bpftrace's
+    cost is too high to pay unasked."""
     from ...checks import OK
-    from ...doctor import run_checks
-    options = recorder.options
-    if not getattr(options, "sched", False):
-        return SchedRecord(reason="not asked for (record --sched)", fix="record with --sched")
-    check = run_checks(["sched-bpf"], thorough=False)[0]
-    if check.status != OK:
-        return SchedRecord(reason=check.detail, fix=check.fix or None)
-    return SchedRecord(method=SCHED_METHOD)
+    from ...doctor import Facts, sched_bpftrace_check
+    from .compiled import BUILD_FIX, loader_path
+    requested = getattr(recorder.options, "sched", None)
+    if requested is False:
+        return SchedRecord(reason="turned off (record --no-sched)", fix="record without --no-sched",
+                           requested=False), False
+    facts = Facts()
+    loader, why_not = loader_path()
+    if not facts.root:
+        return SchedRecord(reason="BPF programs load as root only", fix="run ortprof as root",
+                           requested=requested), False
+    bpftrace = sched_bpftrace_check(facts) if (requested or not loader) else None
+    bpftrace_usable = bpftrace is not None and bpftrace.status == OK
+    if loader:
+        return SchedRecord(method=COMPILED, requested=requested), bpftrace_usable
+    if requested and bpftrace_usable:
+        return SchedRecord(method=BPFTRACE, requested=requested), True
+    if bpftrace_usable:
+        return SchedRecord(reason=f"not asked for: {why_not}, and {BPFTRACE_COST}",
+                           fix=f"record with --sched; or build the compiled program: {BUILD_FIX}",
+                           requested=requested), True
+    return SchedRecord(reason=f"{why_not}; {bpftrace.detail if bpftrace else 'bpftrace not checked'}",
+                       fix=BUILD_FIX, requested=requested), False
 
 
 def capture(recorder):
-    record = plan(recorder)
+    record, bpftrace_usable = plan(recorder)
     recorder.manifest.set_section("sched", record)
     if record.method is None:
         return None
-    return SchedCapture(recorder, record)
+    return SchedCapture(recorder, record, bpftrace_usable)
 
 
 def read_timeline(run, manifest, pid):
@@ -168,7 +218,8 @@ def read_timeline(run, manifest, pid):
         return None, f"{path}: cannot read the scheduler events ({error.strerror})"
     if events.window is None:
         return None, "the scheduler program saw no window (it stopped before the window closed)"
-    return build_timeline(events, pid, events.window, threads_running(record, events.window)), None
+    return build_timeline(events, pid, events.window, threads_running(record, events.window),
+                          source=record.method), None
 
 
 def threads_running(record: SchedRecord, window) -> Dict[int, bool]:

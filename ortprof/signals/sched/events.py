@@ -1,8 +1,9 @@
-"""The scheduler lines of the recording's bpftrace output (bpf.py) -> SchedTimeline.
+"""The scheduler lines of the recording's BPF program output (bpf.py) -> SchedTimeline.
 
-The output is bpftrace's `-f json`: printf lines (S, H, P, see bpf.py), the futex part's
-maps, `lost_events` records, and at exit every map, among them the episodes still open
-at the window's close (@out, @wake_ns, @waker, @wcpu).
+The output is bpftrace's `-f json`, or the same lines written by the compiled program's
+loader (compiled/loader.c): printf lines (S, H, P, see bpf.py), the futex part's maps,
+`lost_events` records, and at exit the maps, among them the episodes still open at the
+window's close (@out, @wake_ns, @waker, @wcpu).
 """
 import bisect
 from collections import defaultdict
@@ -14,7 +15,7 @@ from .bpf import KIND_BITS, KIND_DEAD, KIND_FUTEX, KIND_NEW, KIND_OTHER, KIND_PR
 from .timeline import (BLOCKED, ON_CPU, OTHER, RUNNABLE, THROTTLED, Holder, SchedTimeline, StateInterval,
                        ThrottledPeriod)
 
-SOURCE = "bpftrace"
+SOURCE = "bpftrace"      # the producer, when the recording does not say (recorded before the compiled one)
 OFF_CPU_STATE = {KIND_FUTEX: BLOCKED, KIND_OTHER: OTHER}
 
 
@@ -137,12 +138,12 @@ class _Holders:
 
 
 def build_timeline(events: SchedEvents, pid: int, window: Tuple[int, int],
-                   threads_running: Optional[Dict[int, bool]] = None) -> SchedTimeline:
+                   threads_running: Optional[Dict[int, bool]] = None, source: Optional[str] = None) -> SchedTimeline:
     """Per-thread state intervals clipped to `window`. `threads_running`: threads of the process
     without any episode, and whether /proc showed them running through the window (a thread
     that never left its CPU prints nothing)."""
     opened, closed = window
-    timeline = SchedTimeline(source=SOURCE, window=window, pid=pid, lost_events=events.lost_events,
+    timeline = SchedTimeline(source=source or SOURCE, window=window, pid=pid, lost_events=events.lost_events,
                              throttling_known=True)
     holders = _Holders(events.holders)
     timers = sorted(events.period_timer_ns)
@@ -208,10 +209,11 @@ def build_timeline(events: SchedEvents, pid: int, window: Tuple[int, int],
                                       "off CPU since before the recording named the process, reason unknown (other)")
     timeline.throttled = _merge_periods(throttled_by_cpu, opened, closed)
     if events.lost_events:
-        timeline.notes.append(f"the kernel dropped {events.lost_events} scheduler events (bpftrace's buffer was full): "
+        timeline.notes.append(f"the kernel dropped {events.lost_events} scheduler events (the BPF program's buffer "
+                              "was full): "
                               "some intervals are missing or merged")
     if not events.complete:
-        timeline.notes.append("bpftrace stopped before printing the episodes open at the window's close: "
+        timeline.notes.append("the BPF program stopped before printing the episodes open at the window's close: "
                               "threads off CPU at the close end at their last return to a CPU")
     return timeline
 
