@@ -1,7 +1,9 @@
-"""The sched signal's reader on a real capture: `ortprof record --sched --cpus 0.5 --duration 0.5`
+"""The sched signal's reader on real captures: `ortprof record --sched --cpus 0.5 --duration 0.5`
 of the demo (20 requests/s, default options: the pool spins, the quota throttles it), kept in
-tests/fixtures/sched-quota-0.5-1.31.1.* (the bpftrace output, and run.json's sched and cgroup
-sections with the kernel's own figures: each thread's /proc schedstat and cpu.stat)."""
+tests/fixtures/sched-quota-0.5-1.31.1{,-libbpf}.* (the output of each program that records the
+scheduler, bpftrace's and the compiled one's, and run.json's sched and cgroup sections with the
+kernel's own figures: each thread's /proc schedstat and cpu.stat). bpftrace's own cost made the
+demo leave its CPU 16 times as often in its capture as in the compiled program's."""
 import json
 import lzma
 import os
@@ -14,25 +16,35 @@ from ortprof.signals.sched.events import build_timeline, read_events
 from ortprof.signals.sched.timeline import ON_CPU, RUNNABLE, STATES, THROTTLED
 
 FIXTURES = Path(__file__).parent / "fixtures"
-QUOTA_RUN = json.loads((FIXTURES / "sched-quota-0.5-1.31.1.run.json").read_text())
-QUOTA_PID = QUOTA_RUN["profiled_pid"]
+CAPTURES = {"bpftrace": "sched-quota-0.5-1.31.1", "libbpf": "sched-quota-0.5-1.31.1-libbpf"}
+
+
+@pytest.fixture(scope="module", params=list(CAPTURES))
+def capture_name(request):
+    return CAPTURES[request.param]
 
 
 @pytest.fixture(scope="module")
-def quota_events():
-    with lzma.open(FIXTURES / "sched-quota-0.5-1.31.1.jsonl.xz", "rt") as stream:
+def quota_run(capture_name):
+    return json.loads((FIXTURES / f"{capture_name}.run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def quota_events(capture_name):
+    with lzma.open(FIXTURES / f"{capture_name}.jsonl.xz", "rt") as stream:
         return read_events(stream)
 
 
 @pytest.fixture(scope="module")
-def quota_timeline(quota_events):
-    record = SchedRecord(**{k: v for k, v in QUOTA_RUN["sched"].items()})
-    return build_timeline(quota_events, QUOTA_PID, quota_events.window, threads_running(record, quota_events.window))
+def quota_timeline(quota_run, quota_events):
+    record = SchedRecord(**{k: v for k, v in quota_run["sched"].items()})
+    return build_timeline(quota_events, quota_run["profiled_pid"], quota_events.window,
+                          threads_running(record, quota_events.window), source=record.method)
 
 
-def test_the_capture_is_read_whole(quota_events):
+def test_the_capture_is_read_whole(quota_run, quota_events):
     assert quota_events.complete and quota_events.lost_events == 0
-    assert quota_events.counts() == {**QUOTA_RUN["sched"]["events"]}
+    assert quota_events.counts() == {**quota_run["sched"]["events"]}
     opened, closed = quota_events.window
     assert 0.45e9 < closed - opened < 0.6e9
     # the quota's period timer fires every 100 ms (cpu.cfs_period_us's default)
@@ -50,11 +62,11 @@ def test_each_thread_is_in_one_state_at_every_instant_of_the_window(quota_timeli
         assert all(interval.state in STATES and interval.ns > 0 for interval in intervals)
 
 
-def test_time_on_cpu_and_waiting_match_the_kernels_schedstat(quota_timeline):
+def test_time_on_cpu_and_waiting_match_the_kernels_schedstat(quota_run, quota_timeline):
     """/proc/PID/task/TID/schedstat at the window's open and close: ns on CPU and ns on a run
     queue (with the task-based throttling of Linux 6.18, a throttled task's wait is in it too).
     Tolerance 15%: the recording itself moves ~5 us per context switch between the two."""
-    record = QUOTA_RUN["sched"]
+    record = quota_run["sched"]
     checked = 0
     for tid, intervals in quota_timeline.threads.items():
         before, after = record["schedstat_open"][str(tid)], record["schedstat_close"][str(tid)]
@@ -69,29 +81,30 @@ def test_time_on_cpu_and_waiting_match_the_kernels_schedstat(quota_timeline):
     assert checked == 2
 
 
-def test_throttled_periods_add_up_to_cpu_stat(quota_timeline):
+def test_throttled_periods_add_up_to_cpu_stat(quota_run, quota_timeline):
     """cpu.stat's throttled time adds up each CPU's throttled stretch when it ends: a stretch
     across the window's open or close counts differently, at most about half a 100 ms period
     per CPU and edge here."""
-    cgroup = QUOTA_RUN["cgroup"]
+    cgroup = quota_run["cgroup"]
     cpu_stat_s = (cgroup["stat_after"]["throttled_usec"] - cgroup["stat_before"]["throttled_usec"]) / 1e6
     ours_s = sum(p.end_ns - p.start_ns for p in quota_timeline.throttled) / 1e9
     cpus = {p.cpu for p in quota_timeline.throttled}
     assert cpu_stat_s > 0.05 and cpus <= {0, 1}
     assert abs(ours_s - cpu_stat_s) <= 0.05 * len(cpus), (ours_s, cpu_stat_s)
+    # the threads' throttled time covers the periods (two threads throttled on one CPU count twice)
     throttled_thread_s = sum(i.ns for intervals in quota_timeline.threads.values() for i in intervals
                              if i.state == THROTTLED) / 1e9
-    assert throttled_thread_s == pytest.approx(ours_s, rel=0.25)
+    assert 0.75 * ours_s <= throttled_thread_s <= 2 * ours_s + 0.1
 
 
-def test_holders_are_other_threads_within_the_wait(quota_timeline):
+def test_holders_are_other_threads_within_the_wait(quota_run, quota_timeline):
     held = 0
     for intervals in quota_timeline.threads.values():
         for interval in intervals:
             if interval.holders:
                 assert interval.state in (RUNNABLE, THROTTLED)
                 assert sum(h.ns for h in interval.holders) <= interval.ns * (1 + len({h.tid for h in interval.holders}))
-                assert all(h.pid != QUOTA_PID and h.tid > 0 and h.comm for h in interval.holders)
+                assert all(h.pid != quota_run["profiled_pid"] and h.tid > 0 and h.comm for h in interval.holders)
                 held += 1
     assert held > 0
 
