@@ -4,7 +4,7 @@ text exactly as before, and "unknown" where the session's options were set befor
 import pytest
 
 from conftest import FIXTURES
-from ortprof.analysis.diagnose import diagnose
+from ortprof.analysis.diagnose import UNKNOWN_REASON, diagnose
 from ortprof.analysis.loading import ort_context
 from ortprof.analysis.remedies import (CLIENTS, Note, Remedy, config_entry, detect_client, execution_mode,
                                        inter_op_threads, intra_op_threads, mapped_paths, render)
@@ -243,9 +243,8 @@ def test_spin_wait_remedy_in_the_clients_language(spinning_document, client, cal
 
 def test_options_set_before_ortprof_attached_are_unknown_not_default(spinning_document):
     unknown = _finding(spinning_document, "spin-wait", [_session(options_known=False)], client="native")
-    assert ("// now: allow_spinning=unknown, intra_op_num_threads=unknown "
-            "(the session was created before ortprof attached)") in unknown.remedy
-    assert unknown.evidence["allow_spinning"] == "unknown (the session was created before ortprof attached)"
+    assert f"// now: allow_spinning=unknown, intra_op_num_threads=unknown ({UNKNOWN_REASON})" in unknown.remedy
+    assert unknown.evidence["allow_spinning"] == f"unknown ({UNKNOWN_REASON})"
     assert "default" not in unknown.remedy
     known = _finding(spinning_document, "spin-wait", [_session(options_known=True)], client="native")
     assert "// now: allow_spinning=1 (default), intra_op_num_threads=0 (default" in known.remedy
@@ -262,5 +261,5 @@ def test_latency_variance_says_unknown_for_that_session(spinning_document):
                                   cause=Cause("straggler", 2.0, 1.9, "slow runs: the last worker finished late"))
     found = _finding(spinning_document, "latency-variance", [_session(options_known=False, latency_breakdown=stragglers)],
                      client="java")
-    assert "// now: dynamic_block_base=unknown (the session was created before ortprof attached)" in found.remedy
+    assert f"// now: dynamic_block_base=unknown ({UNKNOWN_REASON})" in found.remedy
     assert 'opts.addConfigEntry("session.dynamic_block_base", "4");' in found.remedy

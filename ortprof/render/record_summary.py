@@ -7,6 +7,7 @@ from ..recording import rundir
 from ..signals.cgroup import CgroupRecord
 from ..signals.runs import HOOK_DIR
 from ..signals.threads import ThreadsSummary
+from .terminal import threads_and_spinning
 
 
 def print_record_summary(run, manifest, console):
@@ -32,8 +33,8 @@ def print_record_summary(run, manifest, console):
             summary = latency.summary(seconds)
             options = summary["options"]
             table.add_row(str(summary["session"]), str(summary["runs"]), _fmt(summary["p50_ms"]),
-                          _fmt(summary["p95_ms"]), str(options.get("intra_op_num_threads", "?")),
-                          options.get("config", {}).get("session.intra_op.allow_spinning", "1 (default)"))
+                          _fmt(summary["p95_ms"]),
+                          *threads_and_spinning(options, summary["options_known"], "1 (default)"))
         console.print(table)
     cgroup = manifest.section("cgroup", CgroupRecord) or CgroupRecord()
     before, after = cgroup.stat_before, cgroup.stat_after

@@ -102,7 +102,17 @@ def _threads(report, console):
 
 
 SESSION_SOURCES = {"hook": "the startup hook", "attach": "the hook attached to the running process",
-                   "capi": "uprobes on ORT's C API"}
+                   "capi": "uprobes on ORT's C API", "pybind": "uprobes on the Python binding's run()"}
+
+
+def threads_and_spinning(options, options_known, spinning_default="1"):
+    """A session's intra-op thread count and allow_spinning as shown in tables: "?" where ortprof
+    did not see the session's options, never the default presented as the current value."""
+    config = options.get("config") or {}
+    threads = options.get("intra_op_num_threads")
+    spinning = config.get("session.intra_op.allow_spinning")
+    return (str(threads) if threads is not None else "?",
+            spinning if spinning is not None else (spinning_default if options_known else "?"))
 
 
 def _sessions(report, console):
@@ -117,8 +127,7 @@ def _sessions(report, console):
         options = s.options or {}      # the session's options as the hook wrote them: plain JSON
         table.add_row(str(s.session), os.path.basename(s.model or "")[-40:], str(s.runs), _num(s.rate_per_s),
                       _num(s.p50_ms), _num(s.p95_ms), _num(s.p99_ms), _num(s.max_ms),
-                      _num(s.variance_p99_p50), str(options.get("intra_op_num_threads", "?")),
-                      (options.get("config") or {}).get("session.intra_op.allow_spinning", "1"))
+                      _num(s.variance_p99_p50), *threads_and_spinning(options, s.options_known))
     console.print(table)
     models = sorted({s.model for s in sessions if s.model and not s.model.startswith("<")})
     for model in models:
