@@ -42,8 +42,7 @@ SEED_TRADEOFF = ("seed measurement (MiniLM, 1 request/s): defaults 47% CPU / 2.5
                  "allow_spinning=0: 3% / 6 ms (2.4x latency); intra_op_num_threads=1: 0.5% / 4.6 ms (1.84x)")
 
 
-UNKNOWN_REASON = ("ortprof did not see its options: the session was created before ortprof looked, or its "
-                  "run() was timed by probes, which see no options without injecting code")
+UNKNOWN_REASON = "not seen: set before ortprof looked, or run() timed by probes, which read no options"
 UNKNOWN_OPTION = f"unknown ({UNKNOWN_REASON})"
 
 

@@ -172,6 +172,7 @@ def derive(loaded):
     loaded.pools = roles_mod.pool_threads(loaded.hook_sessions, node_threads(ort_profiles) if ort_profiles else None)
     if profile.has_samples:
         assign_roles(profile, loaded.caller_tids)
+        loaded.pools.update(roles_mod.pools_by_runs_together(profile, loaded.hook_sessions, loaded.pools))
         roles_mod.apply_pool_roles(profile, loaded.pools)
     return loaded
 

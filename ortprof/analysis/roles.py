@@ -5,6 +5,7 @@ from where a thread's stacks are rooted: start_thread -> ORT's thread entry
 -> WorkerLoop is a pool worker; a thread whose stacks run Python code and call
 into ORT is a caller.
 """
+import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -97,7 +98,8 @@ class PoolThread(NamedTuple):
     tid: int
     session: int
     pool: str          # INTRA_POOL | INTER_POOL
-    evidence: str      # "session-creation": started while the session was created; "ort-profile": ran its nodes
+    evidence: str      # "session-creation": started while the session was created; "ort-profile": ran its nodes;
+                       # "runs-together" (inferred): computed during that session's runs only
 
 
 def _option_count(options, name):
@@ -139,6 +141,51 @@ def pool_threads(session_records, node_threads=None):
             if known is not None and known.session == session:
                 pools[tid] = PoolThread(tid, session, INTER_POOL, "ort-profile")
     return pools
+
+
+RUNS_TOGETHER = "runs-together"
+MIN_TOGETHER_SAMPLES = 3       # a thread's compute samples inside runs before it is tied to a session
+TOGETHER_SHARE = 0.9           # the share of them inside one session's runs
+
+
+def pools_by_runs_together(profile, session_records, pools):
+    """tid -> PoolThread, inferred, for the pool workers of sessions whose creation ortprof did not
+    see (created before an attach, or timed by probes): a worker thread (by its stacks) that no
+    session's creation claimed is tied to the session during whose runs it computed, when at least
+    TOGETHER_SHARE of its compute samples inside runs fall in that one session's runs. Spin samples
+    do not count: an idle pool spins through the other sessions' runs too. A process with one
+    session, which ran: its worker threads are that session's."""
+    from .stacks import COMPUTE
+    unseen = {record["session"] for record in session_records
+              if not record.get("new_threads") and record.get("session") is not None}
+    if not unseen or not profile.runs:
+        return {}
+    ran = {run.session for run in profile.runs}
+    only = next(iter(ran)) if len(ran) == 1 and len(session_records) == 1 and ran <= unseen else None
+    spans = sorted((run.start, run.start + run.seconds, run.session) for run in profile.runs)
+    starts = [start for start, _end, _session in spans]
+    inferred = {}
+    for tid, thread in profile.threads.items():
+        if tid in pools or thread.role not in (INTRA_WORKER, INTER_WORKER):
+            continue
+        inside: Counter = Counter()
+        for time, stack in zip(thread.times, thread.stack_ids):
+            if profile.stacks[stack].raw_class != COMPUTE:
+                continue
+            index = bisect.bisect_right(starts, time) - 1
+            if index >= 0 and time <= spans[index][1]:
+                inside[spans[index][2]] += 1
+        total = sum(inside.values())
+        if only is not None:
+            session, count = only, total
+        elif total < MIN_TOGETHER_SAMPLES:
+            continue
+        else:
+            session, count = inside.most_common(1)[0]
+        if session in unseen and count >= TOGETHER_SHARE * total:
+            pool = INTRA_POOL if thread.role == INTRA_WORKER else INTER_POOL
+            inferred[tid] = PoolThread(tid, session, pool, RUNS_TOGETHER)
+    return inferred
 
 
 def apply_pool_roles(profile, pools):

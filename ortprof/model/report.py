@@ -99,7 +99,7 @@ class PoolWorker:
     tid: int
     session: int
     pool: str                                # intra-op | inter-op
-    evidence: str                            # session-creation | ort-profile
+    evidence: str                            # session-creation | ort-profile | runs-together (inferred)
     role: str
     cpu_pct: Optional[float]
     spin_pct: Optional[float]

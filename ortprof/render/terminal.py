@@ -7,6 +7,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from ..analysis.roles import RUNS_TOGETHER
 from ..model.report import CATEGORIES
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -193,12 +194,14 @@ def _pool_workers(report, console):
     workers = report.pool_workers or []
     if not workers:
         return
-    table = Table(title="Pool workers (tied to the session whose creation started them)", title_justify="left", box=None)
+    table = Table(title="Pool workers (tied to a session by its creation, ORT's profile, or inferred from what ran "
+                  "together)", title_justify="left", box=None)
     for column in ("tid", "session", "pool", "role", "CPU %", "spin %", "evidence"):
         table.add_column(column, justify="right" if column in ("tid", "session", "CPU %", "spin %") else "left")
     for worker in workers:
         table.add_row(str(worker.tid), str(worker.session), worker.pool, worker.role,
-                      _pct(worker.cpu_pct), _pct(worker.spin_pct), worker.evidence)
+                      _pct(worker.cpu_pct), _pct(worker.spin_pct),
+                      worker.evidence + (" (inferred)" if worker.evidence == RUNS_TOGETHER else ""))
     console.print(table)
 
 
