@@ -388,7 +388,7 @@ def check_sched_bpf(facts, thorough):
         return Check("sched-bpf", WARNING, f"{why_not or 'not root'}; {bpftrace.detail}",
                      BUILD_FIX if facts.root else bpftrace.fix, apt=bpftrace.apt)
     return Check("sched-bpf", WARNING, f"{why_not or 'not root'}: only {bpftrace.detail}, with record --sched "
-                                       "(at p50 x2.9, +6.5 CPU points with spinning off)", BUILD_FIX)
+                                       "(at p50 x1.4-2.9, +6.5-10 CPU points with spinning off)", BUILD_FIX)
 
 
 def sched_bpftrace_check(facts):

@@ -45,8 +45,8 @@ from .common import emit_json, stderr_console
 @click.option("--sched/--no-sched", default=None,
               help="Follow the scheduler in BPF (root): per-thread states, who held the CPU, throttled periods, "
                    "for the slow-run breakdown. Default: on when the compiled BPF program is built (`make setup`; "
-                   "+0.x CPU point, see docs/benchmarks.md), else off: --sched then uses bpftrace, which costs "
-                   "p50 x2.9 and +6.5 CPU points with spinning off. `ortprof doctor --check sched-bpf` says which.")
+                   "no measurable cost, docs/benchmarks.md), else off: --sched then uses bpftrace, which costs "
+                   "p50 x1.4-2.9 and +6.5-10 CPU points with spinning off. `ortprof doctor --check sched-bpf` says which.")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory (default .ortprof/runs/<time>-<name>).")
 @click.option("-n", "--name", help="Name of the run (default: the script's name).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")

@@ -22,7 +22,7 @@ from ..base import Capture
 from .compiled import PROGRAM as COMPILED
 
 BPFTRACE = "bpftrace"
-BPFTRACE_COST = "bpftrace costs p50 x2.9 and +6.5 CPU points with spinning off (docs/benchmarks.md)"
+BPFTRACE_COST = "bpftrace costs p50 x1.4-2.9 and +6.5-10 CPU points with spinning off (docs/benchmarks.md)"
 
 
 @dataclass
