@@ -17,6 +17,7 @@ from ..analysis.latency import percentile, session_latencies
 from ..hook import hook_environment, read_hook_records, warm_event
 from ..errors import InputError
 from ..recording.workload import Workload
+from ..sysfiles import thread_schedstats
 from .matrix import Cell
 
 POLL_SECONDS = 0.02
@@ -121,18 +122,8 @@ def _cpu_seconds(process):
 
 def _thread_runtimes(pid):
     """{tid: CPU seconds} from the scheduler's nanosecond counters, or None."""
-    runtimes = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as stream:
-                runtimes[int(tid)] = int(stream.read().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
-            continue   # the thread exited meanwhile: its time is only in the process total
-    return runtimes
+    stats = thread_schedstats(pid)
+    return None if stats is None else {tid: values[0] / 1e9 for tid, values in stats.items()}
 
 
 def _window_cpu(coarse, precise_start, precise_end):

@@ -14,10 +14,10 @@ CPU, time waiting on a run queue) at the window's open and close: a thread that 
 left its CPU prints nothing, and the figures are the kernel's own account to check
 against.
 """
-import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ...sysfiles import thread_schedstats
 from ..base import Capture
 from .compiled import PROGRAM as COMPILED
 
@@ -42,19 +42,8 @@ class SchedRecord:
 
 
 def schedstat(pid) -> Dict[str, List[int]]:
-    """tid -> [ns on CPU, ns waiting on a run queue, timeslices] of each thread of `pid`."""
-    found: Dict[str, List[int]] = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return found
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as stream:
-                found[tid] = [int(value) for value in stream.read().split()[:3]]
-        except (OSError, ValueError):
-            continue
-    return found
+    """tid (text, as run.json keeps it) -> [ns on CPU, ns waiting on a run queue, timeslices]."""
+    return {str(tid): values for tid, values in (thread_schedstats(pid) or {}).items()}
 
 
 class SchedCapture(Capture):
