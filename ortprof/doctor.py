@@ -31,7 +31,7 @@ from .signals.samples import SIGNAL as SAMPLES
 SCHEMA = "ortprof.doctor/1"
 
 # Subsets other commands run: record's are what its signals need of the machine.
-RECORD_CHECKS = tuple(check for signal in SIGNALS for check in signal.checks)
+RECORD_CHECKS = tuple(dict.fromkeys(check for signal in SIGNALS for check in signal.checks))
 BUILD_CHECKS = ("build-git", "build-cmake", "build-compiler", "build-ninja",
                 "build-python-headers", "build-disk")
 
@@ -325,11 +325,24 @@ def bpftrace_install_command():
 def check_futex_bpf(facts, thorough):
     """Whether `record` can count futex calls in the kernel (bpftrace), else why and the fix.
     Not usable is a warning: record then uses perf's per-call tracepoints."""
-    from .signals.sched.compiled import loader_path
+    from .signals.futex import bpf as futex_bpf
+    from .signals.sched.compiled import BUILD_FIX, loader_path
     loader, _ = loader_path()
+    compiled_failed = None
     if loader and facts.root:
-        return Check("futex-bpf", OK, f"compiled BPF program (libbpf, {loader}), root: futex calls are counted "
-                                      "in the kernel (bpftrace is the fallback)")
+        found = f"compiled BPF program (libbpf, {loader}), root"
+        if not thorough:
+            return Check("futex-bpf", OK, f"{found}: futex calls are counted in the kernel (bpftrace is the fallback)")
+        try:
+            calls, attach_seconds = _count_child_futex_calls(
+                lambda directory: futex_bpf.start_compiled_counter(loader, directory, sched=False))
+        except OrtprofError as exc:
+            compiled_failed = f"the compiled BPF program does not run ({exc}); "
+        else:
+            if calls:
+                return Check("futex-bpf", OK, f"{found}: counted {calls} futex calls of a child in the kernel "
+                                              f"(attached in {attach_seconds:.2f} s)")
+            compiled_failed = "the compiled BPF program counted no futex calls of a child; "
     info = env.bpftrace_info()
     if info is None:
         return Check("futex-bpf", WARNING, f"bpftrace is not installed: {BPF_CONSEQUENCE}",
@@ -348,7 +361,8 @@ def check_futex_bpf(facts, thorough):
     if not thorough:
         return Check("futex-bpf", OK, f"{found}: futex calls are counted in the kernel")
     try:
-        calls, attach_seconds = _count_child_futex_calls(info["path"])
+        calls, attach_seconds = _count_child_futex_calls(
+            lambda directory: futex_bpf.start_futex_counter(info["path"], directory))
     except OrtprofError as exc:
         if facts.container["in_container"]:
             fix = "start the container with `--privileged` (bpf() needs CAP_BPF, CAP_PERFMON and no seccomp filter on it)"
@@ -356,12 +370,13 @@ def check_futex_bpf(facts, thorough):
             fix = f"run ortprof outside the seccomp filter that confines it (bpf() may be blocked), {FIX_BPF_OR_PERF}"
         else:
             fix = f"check `bpftrace -e 'BEGIN {{ exit(); }}'` as root, {FIX_BPF_OR_PERF}"
-        return Check("futex-bpf", WARNING, f"{exc}: {BPF_CONSEQUENCE}", fix)
+        return Check("futex-bpf", WARNING, f"{compiled_failed or ''}{exc}: {BPF_CONSEQUENCE}", fix)
     if calls == 0:
-        return Check("futex-bpf", WARNING, f"bpftrace attached but counted no futex calls of a child: "
-                                           f"{BPF_CONSEQUENCE}", "record with --futex-method perf")
-    return Check("futex-bpf", OK, f"{found}: counted {calls} futex calls of a child in the kernel "
-                                  f"(attached in {attach_seconds:.2f} s)")
+        return Check("futex-bpf", WARNING, f"{compiled_failed or ''}bpftrace attached but counted no futex calls "
+                                           f"of a child: {BPF_CONSEQUENCE}", "record with --futex-method perf")
+    return Check("futex-bpf", WARNING if compiled_failed else OK,
+                 f"{compiled_failed or ''}{found}: counted {calls} futex calls of a child in the kernel "
+                 f"(attached in {attach_seconds:.2f} s)", BUILD_FIX if compiled_failed else "")
 
 
 SCHED_CONSEQUENCE = "no scheduler states per thread (runnable, throttled, who held the CPU) in the report"
@@ -424,15 +439,16 @@ def _run_compiled_program(loader):
     return seconds
 
 
-def _count_child_futex_calls(bpftrace):
-    """(futex calls the counting program saw from a child's thread hand-offs, attach seconds)."""
+def _count_child_futex_calls(start_counter):
+    """(futex calls the counting program saw from a child's thread hand-offs, attach seconds);
+    start_counter(directory) -> (counter, attach seconds) starts the program (bpftrace or compiled)."""
     from .signals.futex import bpf as futex_bpf
     from .signals.futex.counts import load_futex_counts
     child = subprocess.Popen([sys.executable, "-c", "import sys\nsys.stdin.readline()\n" + _FUTEX_CHILD],
                              stdin=subprocess.PIPE)
     try:
         with tempfile.TemporaryDirectory(prefix="ortprof-doctor-") as tmp:
-            counter, attach_seconds = futex_bpf.start_futex_counter(bpftrace, tmp)
+            counter, attach_seconds = start_counter(tmp)
             try:
                 futex_bpf.set_target(child.pid)
                 futex_bpf.mark_window(True)

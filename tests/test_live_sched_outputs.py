@@ -11,7 +11,7 @@ import pytest
 from browser import browser_page
 from live import report_json, run_ortprof
 from test_diff import assert_valid_diff
-from test_live_sched_causes import HOG, HOG_COMM, WORKLOAD, WorkloadLog, _needs_sched, _record
+from test_live_sched_causes import HOG, HOG_COMM, WORKLOAD, WorkloadLog, _needs_sched, _record, hog_python
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
@@ -20,11 +20,11 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 def recorded(tmp_path_factory):
     """{name: (run directory, workload log)}: idle, and three hogs on CPU 0 from 1.5 s for 1.5 s."""
     root = tmp_path_factory.mktemp("sched-outputs")
-    runs = {}
+    runs, hog = {}, hog_python(root)
     for name, hogs in (("idle", "0"), ("hog", "3")):
         log = root / f"{name}.log"
         manifest = _record(root / name, sys.executable, "-c", WORKLOAD, "0", "20", "30", hogs, "1.5", "1.5",
-                           str(log), HOG, duration=4.0)
+                           str(log), hog, HOG, duration=4.0)
         _needs_sched(manifest)
         runs[name] = (root / name, WorkloadLog(log))
     return runs

@@ -180,14 +180,20 @@ def test_two_sessions_in_one_process_each_worker_tied_to_its_session(tmp_path, o
 
 
 def test_two_default_sessions_are_two_pools_not_one_big_one(tmp_path):
-    """Default pool size (one thread per physical core) in each of two sessions: the pool size the
-    oversubscription rule sees is one session's, not all workers of the process added up."""
+    """Default pool size (one thread per physical core) in each of two sessions: each session's pool
+    is one session's size, and the oversubscription rule adds the two pools' workers and the one
+    caller (each session's idle workers spin beside the other's runs)."""
     import psutil
     physical = psutil.cpu_count(logical=False) or 1
     report, truth, _run = record_workload(tmp_path, [dict(SMALL), dict(SMALL)], 40)
     assert report["pool_threads"] == physical == len(truth[1]) + 1 == len(truth[2]) + 1
     usable = report["ort"]["usable_cores"]
-    assert ("thread-oversubscription" in {f["id"] for f in report["findings"]}) == (physical > usable)
+    together = 2 * (physical - 1) + 1
+    found = finding(report, "thread-oversubscription")
+    assert (found is not None) == (together > usable)
+    if found is not None:
+        assert found["evidence"]["pool_threads"] == together and found["evidence"]["sessions"] == 2
+        assert found["evidence"]["session_pools"] == {"1": physical, "2": physical}
 
 
 def test_parallel_executor_workers_are_told_apart_and_both_pools_get_a_remedy(tmp_path):
