@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Tuple
 from ..findings import Finding
 from ..model.report import OrtContext, Report
 from ..signals.runs import SessionSummary
-from ..signals.sched.section import OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, Cause, HeldBy, LatencyBreakdown, RunGroup
+from ..signals.sched.section import OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, PROFILER, Cause, HeldBy, LatencyBreakdown, RunGroup
 from . import roles
 from .remedies import (Line, Note, Remedy, config_entry, execution_mode, global_pool, intra_op_threads,
                        per_session_threads_off, render)
@@ -358,6 +358,8 @@ def cpu_contention(report: Report):
         return None
     session, cause, faster, slower, where = found
     holder = cause.holder or slower.top_holder
+    if holder is not None and holder.whose == PROFILER:
+        return None     # the recording's own cost (or another profiler's): the breakdown's cause says so
     evidence = {"session": session.session, "where": where, "excess_ms": cause.excess_ms,
                 "waited_ms": cause.explained_ms,
                 **_group_evidence(faster, slower, ("caller_runnable_ms", lambda g: g.states_ms.get("runnable", 0.0)),

@@ -364,6 +364,17 @@ def _growth(faster: RunGroup, slower: RunGroup) -> Dict[str, float]:
     }
 
 
+def _profilers_growth(faster: RunGroup, slower: RunGroup) -> float:
+    """How much more per run profilers held the CPU the threads waited for in `slower` runs."""
+    def held(group: RunGroup) -> float:
+        return sum(h.ms for h in group.held_by if h.whose == PROFILER)
+    return max(0.0, held(slower) - held(faster))
+
+
+def _top_profiler(held_by: Sequence[HeldBy]) -> Optional[HeldBy]:
+    return top_holder([h for h in held_by if h.whose == PROFILER])
+
+
 def holder_name(holder: HeldBy) -> str:
     if holder.whose in (OTHER_PROCESS, PROFILER) and holder.threads > 1:
         return (f"{holder.comm} ({holder.threads} threads, the most pid {holder.pid}; "
@@ -397,6 +408,10 @@ def explain(faster: RunGroup, slower: RunGroup, what: str = "slow runs", than: s
         return Cause("unknown", excess, grown, f"{head}; no scheduler figure grew by much: the scheduler does not "
                                                "explain the difference")
     holder = slower.top_holder if cause in ("cpu-contention", "cpu-throttling") else None
+    if cause == "cpu-contention" and grown - _profilers_growth(faster, slower) < EXPLAINED_MIN_SHARE * excess:
+        # without the profilers' share the wait explains little: the recording's own cost (or another
+        # profiler's) is the holder, not a thread that happened to hold the CPU beside it
+        holder = _top_profiler(slower.held_by) or holder
     who = "the caller" if slower.sections == NO_POOL else "the caller and its workers"
     details = {
         "cpu-contention": (f"{who} waited {grown:.2f} ms more per run for a CPU"
