@@ -442,6 +442,7 @@ def test_cpu_contention_names_the_other_process():
     assert evidence["held_by"][0] == {"pid": HOG[0], "tid": HOG[1], "comm": "stress-ng", "ms": 5.0,
                                       "whose": "other-process", "session": None}
     assert "stress-ng (pid 9100" in finding.title and "taskset" in finding.remedy
+    assert "intra_op_num_threads" not in finding.remedy       # one thread: no pool to shrink
     assert finding.severity == "critical"                     # waiting as long as a typical run takes
     # a one-thread session: latency-variance says what it is instead of a knob for a pool it has not got
     variance = findings["latency-variance"]

@@ -13,6 +13,7 @@ from typing import Callable, List, Optional, Tuple
 from ..findings import Finding
 from ..model.report import OrtContext, Report
 from ..signals.runs import SessionSummary
+from ..signals.sched.breakdown import NO_POOL
 from ..signals.sched.section import OTHER_PROCESS, OTHER_SESSION, OWN_SESSION, PROFILER, Cause, HeldBy, LatencyBreakdown, RunGroup
 from . import roles
 from .remedies import (Line, Note, Remedy, config_entry, execution_mode, global_pool, intra_op_threads,
@@ -394,8 +395,9 @@ def cpu_contention(report: Report):
         lines = [Note(f"{name} held the CPU {holder.ms:.1f} ms per slow run:" if holder else
                       "another thread held the CPU:"),
                  Note("give this service CPUs of its own (taskset -c, a cpuset, container CPU requests)"),
-                 Note("or run the other work at a lower priority (nice, SCHED_IDLE)"),
-                 intra_op_threads(max(1, usable - 1), active=False, lead="or leave it a CPU")]
+                 Note("or run the other work at a lower priority (nice, SCHED_IDLE)")]
+        if slower.sections != NO_POOL:      # a one-thread session has no pool to shrink
+            lines.append(intra_op_threads(max(1, usable - 1), active=False, lead="or leave it a CPU"))
         tradeoff = ("Isolating CPUs removes the interference at the price of dedicated cores; fewer intra-op threads "
                     "keep the pool off the shared CPU at the price of parallel speed-up.")
     return Finding(

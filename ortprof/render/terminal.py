@@ -151,8 +151,10 @@ def _group_line(name, group):
         line += f"; workers waited {workers.get('runnable', 0.0):.2f} runnable, {workers.get('throttled', 0.0):.2f} throttled"
     if group.top_holder is not None:
         from ..signals.sched.breakdown import holder_name
-        shown = [group.top_holder] + [h for h in group.held_by if h.comm != group.top_holder.comm][:1]
-        line += "; CPU held by " + ", ".join(f"{holder_name(h)} {h.ms:.2f}" for h in shown)
+        shown = [h for h in [group.top_holder] + [h for h in group.held_by if h.comm != group.top_holder.comm][:1]
+                 if h.ms >= 0.005]       # less than the figures' precision: noise
+        if shown:
+            line += "; CPU held by " + ", ".join(f"{holder_name(h)} {h.ms:.2f}" for h in shown)
     if group.wakeup is not None:
         line += (f"; {group.wakeup.per_run:.1f} wake-ups/run of {group.wakeup.mean_us:.0f} us "
                  f"(p95 {group.wakeup.p95_us:.0f})")
