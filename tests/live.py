@@ -36,3 +36,17 @@ def report_json(run_dir, *args, allowed_exits=(0, 1)):
 
 def by_role(report, role):
     return [t for t in report["threads"] if t["role"] == role]
+
+
+def own_latencies(log, window=None):
+    """The ms of each run a test service logged as `run MS [START_NS]` (START_NS: CLOCK_MONOTONIC);
+    with `window` (start, end monotonic seconds), only the runs that started inside it."""
+    latencies = []
+    for line in log.read_text().splitlines():
+        fields = line.split()
+        if fields[:1] != ["run"]:
+            continue
+        if window is not None and len(fields) > 2 and not window[0] <= int(fields[2]) / 1e9 <= window[1]:
+            continue
+        latencies.append(float(fields[1]))
+    return latencies

@@ -25,7 +25,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
-from live import ORTPROF
+from live import ORTPROF, own_latencies
 from ortprof.agent.capi import NativeProcess, timed_runs
 from ortprof.agent.perfsession import PerfSession
 from ortprof.agent.sessions import SessionLabels, session_labels
@@ -222,10 +222,6 @@ def start_service(node_app, log, seconds=40, spinning="0"):
     return service
 
 
-def own_latencies(log):
-    return [float(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("run ")]
-
-
 class Lines:
     def __init__(self):
         self.records = []
@@ -284,7 +280,7 @@ def test_a_window_of_a_node_service_has_its_session_latency_and_histogram(node_a
     # created before the agent looked: its handle only, said so
     assert session.model is None and session.options_known is False and session.handle.startswith("0x")
     assert 40 <= session.runs <= 55 and session.rate_per_s == pytest.approx(10, rel=0.15)
-    own = statistics.median(own_latencies(log))
+    own = statistics.median(own_latencies(log, profile.window))    # the window's runs
     assert session.p50_ms <= own * 1.02 and (session.p50_ms >= 0.8 * own or own - session.p50_ms <= 2.0), \
         (session.p50_ms, own)
     # the probe events are in the window's perf.data, counted as events, not as CPU samples

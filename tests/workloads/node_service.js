@@ -20,7 +20,8 @@ async function main() {
   while (Date.now() < end) {
     const t0 = process.hrtime.bigint();
     await session.run({ x });
-    fs.appendFileSync(log, `run ${Number(process.hrtime.bigint() - t0) / 1e6}\n`);
+    // the run's ms and its start in CLOCK_MONOTONIC ns (hrtime), to compare with a window
+    fs.appendFileSync(log, `run ${Number(process.hrtime.bigint() - t0) / 1e6} ${t0}\n`);
     const spent = Number(process.hrtime.bigint() - t0) / 1e6;
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, period - spent)));
   }
