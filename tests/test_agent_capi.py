@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
 from live import ORTPROF, own_latencies
+from test_agent import Lines
 from ortprof.agent.capi import NativeProcess, timed_runs
 from ortprof.agent.perfsession import PerfSession
 from ortprof.agent.sessions import SessionLabels, session_labels
@@ -220,20 +221,6 @@ def start_service(node_app, log, seconds=40, spinning="0"):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert wait_for(lambda: log.exists() and log.read_text().count("run ") >= 3), "the service did not run"
     return service
-
-
-class Lines:
-    def __init__(self):
-        self.records = []
-
-    def write(self, text):
-        self.records.extend(json.loads(line) for line in text.splitlines() if line)
-
-    def flush(self):
-        pass
-
-    def events(self, name):
-        return [record for record in self.records if record["event"] == name]
 
 
 def latency_series(families, pid):

@@ -28,6 +28,7 @@ from ortprof.agent.sessions import NONE_SET, UNKNOWN, SessionLabels, session_lab
 from ortprof.agent.uprobes import PYBIND, ProbedFile
 from ortprof.signals.capi.probes import probe_target
 from ortprof.signals.pybind.timing import RETURNED, RunSpan
+from test_agent import Lines
 
 ROOT = Path(__file__).resolve().parent.parent
 PYBIND_SERVICE = ROOT / "tests" / "workloads" / "pybind_service.py"
@@ -145,17 +146,10 @@ def in_process_agent(tmp_path, monkeypatch, pid, **options):
     from ortprof.agent.window import WindowOptions
     monkeypatch.setattr(Agent, "_install_signals", lambda self: None)   # pytest keeps its own
     monkeypatch.setenv("PERF_BUILDID_DIR", str(tmp_path / "buildid"))
-    lines = []
-
-    class Lines:
-        def write(self, text):
-            lines.extend(json.loads(line) for line in text.splitlines() if line)
-
-        def flush(self):
-            pass
+    lines = Lines()
     agent = Agent(AgentOptions(pids=(pid,), window=WindowOptions(seconds=4), work_dir=str(tmp_path / "work"),
-                               nice=0, **options), StructuredLog(Lines()))
-    return agent, lines
+                               nice=0, **options), StructuredLog(lines))
+    return agent, lines.records
 
 
 def histogram(agent, pid):
